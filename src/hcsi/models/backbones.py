@@ -1,0 +1,146 @@
+"""timm backbones run stage by stage, so that the cross-stream gates can change what the next stage receives.
+
+`features_only` cannot be used: it does not expose EfficientNet-B4's 272-channel cut of Table I, and it cannot feed a
+modified map back into the next stage. Each adapter keeps the unmodified timm model as `self.net` (state-dict keys
+stay timm's, prefixed by `net.`) and only decides where a stage starts and ends.
+"""
+from __future__ import annotations
+
+import os
+
+import timm
+import torch
+from timm.models.efficientnet import EfficientNet
+from timm.models.swin_transformer import SwinTransformer
+from torch import nn
+
+NUM_STAGES = 5
+
+
+class StagedBackbone(nn.Module):
+    """A timm model split into five stages. Subclasses define `run_stage`.
+
+    Attributes:
+        net: the timm model, built without its classifier (num_classes=0).
+        layout: "nchw" for CNN maps (B×C×H×W), "nhwc" for transformer token grids (B×H×W×C).
+        stage_shapes: (channels, height, width) of each stage's output at the configured input size.
+    """
+
+    layout: str
+
+    def __init__(self, net: nn.Module, input_size: int) -> None:
+        super().__init__()
+        self.net = net
+        self.input_size = input_size
+        self.stage_shapes = self._probe_stage_shapes(input_size)
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All five stages without interaction: equals `self.net.forward_features(x)`."""
+        for index in range(NUM_STAGES):
+            x = self.run_stage(index, x)
+        return x
+
+    @property
+    def num_features(self) -> int:
+        return self.stage_shapes[-1][0]
+
+    @property
+    def imagenet_head_params(self) -> int:
+        """Parameters of the ImageNet classifier timm would attach (the paper's parameter count includes it)."""
+        classes = self.net.pretrained_cfg.get("num_classes", 1000)
+        return self.num_features * classes + classes
+
+    @torch.no_grad()
+    def _probe_stage_shapes(self, input_size: int) -> list[tuple[int, int, int]]:
+        was_training = self.training
+        self.eval()  # keep BatchNorm running statistics untouched
+        x = torch.zeros(1, 3, input_size, input_size)
+        shapes = []
+        for index in range(NUM_STAGES):
+            x = self.run_stage(index, x)
+            if self.layout == "nchw":
+                shapes.append((x.shape[1], x.shape[2], x.shape[3]))
+            else:
+                shapes.append((x.shape[3], x.shape[1], x.shape[2]))
+        self.train(was_training)
+        return shapes
+
+
+class StagedEfficientNet(StagedBackbone):
+    """timm EfficientNet family: stem + blocks[..e1] | ..e2 | ..e3 | ..e4 | rest + conv_head + bn2 (bn1/bn2 include SiLU)."""
+
+    layout = "nchw"
+
+    def __init__(self, net: EfficientNet, input_size: int, stage_ends: tuple[int, ...]) -> None:
+        num_blocks = len(net.blocks)
+        ends = list(stage_ends) + [num_blocks - 1]
+        if any(b <= a for a, b in zip(ends, ends[1:])) or ends[0] < 0 or ends[-2] >= num_blocks - 1:
+            raise ValueError(
+                f"cnn_stage_ends {tuple(stage_ends)} must increase and leave at least one of the "
+                f"{num_blocks} blocks for stage 5"
+            )
+        starts = [0] + [e + 1 for e in ends[:-1]]
+        self.stage_blocks = [list(range(s, e + 1)) for s, e in zip(starts, ends)]
+        super().__init__(net, input_size)
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        if index == 0:
+            x = net.bn1(net.conv_stem(x))
+        for block in self.stage_blocks[index]:
+            x = net.blocks[block](x)
+        if index == NUM_STAGES - 1:
+            x = net.bn2(net.conv_head(x))
+        return x
+
+
+class StagedSwin(StagedBackbone):
+    """timm Swin: patch_embed + layers[0] | layers[1] | layers[2] | layers[3] | norm. Token grids stay NHWC."""
+
+    layout = "nhwc"
+
+    def __init__(self, net: SwinTransformer, input_size: int) -> None:
+        if len(net.layers) != NUM_STAGES - 1:
+            raise ValueError(f"a staged Swin needs 4 layers, this one has {len(net.layers)}")
+        super().__init__(net, input_size)
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        if index == 0:
+            x = net.patch_embed(x)
+        if index < len(net.layers):
+            return net.layers[index](x)
+        return net.norm(x)
+
+
+def create_timm_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
+    """timm.create_model without a classifier; a failed ImageNet download says what to do instead."""
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except Exception as error:
+        if not pretrained:
+            raise
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise RuntimeError(
+            f"could not load ImageNet weights for {name!r} through timm{offline}: {error}. "
+            "Without network access, build with pretrained=False and pass backbone weight files "
+            "(backbone_weights={'cnn': path, 'vit': path}) or a full checkpoint."
+        ) from error
+
+
+def build_staged_backbone(
+    name: str, pretrained: bool, input_size: int, cnn_stage_ends: tuple[int, ...] = (1, 2, 4, 5)
+) -> StagedBackbone:
+    """Build timm model `name` and wrap it in the stage adapter of its family (the timm module that defines it)."""
+    family = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    if family == "swin_transformer":
+        return StagedSwin(create_timm_model(name, pretrained, img_size=input_size), input_size)
+    if family == "efficientnet":
+        return StagedEfficientNet(create_timm_model(name, pretrained), input_size, cnn_stage_ends)
+    raise ValueError(
+        f"timm model {name!r} (family {family!r}) has no stage adapter; supported families: "
+        "efficientnet (CNN stream) and swin_transformer (transformer stream)"
+    )

@@ -1,0 +1,103 @@
+"""Weight files: backbone weights and full HCSI-Net checkpoints, read without unpickling arbitrary objects."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+# Keys a timm classifier leaves in a state dict; the streams are built without one, so these are dropped.
+_CLASSIFIER_PREFIXES = ("classifier.", "head.fc.", "head.")
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file, or of a torch file loaded with weights_only=True (no arbitrary unpickling).
+
+    A torch file may wrap the tensors in {"state_dict": ...}, {"model": ...} or {"model_state_dict": ...}.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path}: not loadable with torch.load(weights_only=True) ({error}); convert it to .safetensors or "
+            "to a plain state dict of tensors"
+        ) from error
+    for key in _WRAPPER_KEYS:
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors, found {type(data).__name__}")
+    return data
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_backbone_weights(model: nn.Module, stream: str, path: str | os.PathLike) -> None:
+    """Load a backbone's weights into stream "cnn" or "vit" of an HCSINet.
+
+    Accepts a timm state dict (its ImageNet classifier is dropped), one saved from DDP ("module." prefix), or the
+    stream taken out of an HCSI-Net checkpoint (keys "cnn.net." / "vit.net.", e.g. a stage-1 single-stream run).
+    """
+    if stream not in ("cnn", "vit"):
+        raise ValueError(f"stream must be 'cnn' or 'vit', got {stream!r}")
+    backbone = getattr(model, stream)
+    if backbone is None:
+        raise ValueError(f"model {model.config.name!r} has no {stream} stream to load {path} into")
+    state = _strip_prefix(read_state_dict(path), "module.")
+    prefix = f"{stream}.net."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
+    result = backbone.net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: does not match the {stream} backbone {getattr(model.config, stream)!r}: "
+            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})"
+        )
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a full HCSI-Net state dict (strict: every key must match)."""
+    state = _strip_prefix(read_state_dict(path), "module.")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: does not match model {model.config.name!r}: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected keys "
+            f"(e.g. {result.unexpected_keys[:3]})"
+        )
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write the model's state dict as .safetensors, atomically (temp file + rename), with its config as metadata."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: checkpoints are written as .safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"config": json.dumps(dataclasses.asdict(model.config))} | (metadata or {})
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=info)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
