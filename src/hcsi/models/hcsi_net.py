@@ -110,6 +110,12 @@ class HCSINet(nn.Module):
     def forward(self, x: torch.Tensor, return_gates: bool = False):
         """x: B×3×S×S normalised face crops -> logits B×num_classes (index 1 = fake); with `return_gates`,
         (logits, StageGates)."""
+        size = self.config.input_size
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != (size, size):
+            raise ValueError(
+                f"model {self.config.name!r} expects input of shape B×3×{size}×{size}, got {tuple(x.shape)}; "
+                f"resize the face crops or build the model with input_size={x.shape[-1]}"
+            )
         cnn_map, vit_grid, gates = self.forward_features(x)
         logits = self.forward_head(cnn_map, vit_grid)
         return (logits, gates) if return_gates else logits

@@ -48,6 +48,20 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return state
 
 
+def _load_exactly(module: nn.Module, state: dict[str, torch.Tensor], problem: str) -> None:
+    """load_state_dict where every key and shape must match; a mismatch raises ValueError starting with `problem`."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or misshapen:
+        raise ValueError(
+            f"{problem}: {len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected keys "
+            f"(e.g. {unexpected[:3]}), {len(misshapen)} keys of another shape (e.g. {misshapen[:3]})"
+        )
+    module.load_state_dict(state)
+
+
 def load_backbone_weights(model: nn.Module, stream: str, path: str | os.PathLike) -> None:
     """Load a backbone's weights into stream "cnn" or "vit" of an HCSINet.
 
@@ -64,25 +78,13 @@ def load_backbone_weights(model: nn.Module, stream: str, path: str | os.PathLike
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
-    result = backbone.net.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{path}: does not match the {stream} backbone {getattr(model.config, stream)!r}: "
-            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})"
-        )
+    _load_exactly(backbone.net, state, f"{path}: does not match the {stream} backbone {getattr(model.config, stream)!r}")
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a full HCSI-Net state dict (strict: every key must match)."""
     state = _strip_prefix(read_state_dict(path), "module.")
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{path}: does not match model {model.config.name!r}: {len(result.missing_keys)} missing keys "
-            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected keys "
-            f"(e.g. {result.unexpected_keys[:3]})"
-        )
+    _load_exactly(model, state, f"{path}: does not match model {model.config.name!r}")
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

@@ -1,0 +1,50 @@
+"""The `hcsi` command line. Thin: it parses arguments, calls the library and prints."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .models import list_models
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from .profiling import format_profile, profile_model
+
+    report = profile_model(
+        args.model, args.input_size, args.batch, args.device, args.dtype, args.warmup, args.iters, args.compile
+    )
+    print(json.dumps(report) if args.json else format_profile(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    profile = commands.add_parser("profile", help="parameters, MACs, latency and peak memory of a model variant")
+    profile.add_argument("--model", default="hcsi_net", choices=list_models())
+    profile.add_argument("--input-size", type=int, default=224, help="face-crop side in pixels (default 224)")
+    profile.add_argument("--batch", type=int, default=1)
+    profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    profile.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                         help="bf16/fp16 run under autocast")
+    profile.add_argument("--warmup", type=int, default=3, help="untimed passes before timing")
+    profile.add_argument("--iters", type=int, default=10, help="timed passes (the median is reported)")
+    profile.add_argument("--compile", action="store_true", help="time torch.compile(model)")
+    profile.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    profile.set_defaults(run=_profile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, RuntimeError, KeyError, FileNotFoundError) as error:
+        print(f"hcsi {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Backbone weight files and full checkpoints load without network access and without unpickling objects."""
+import collections
+
+import pytest
+import timm
+import torch
+
+from hcsi.models import build_model, load_backbone_weights, load_checkpoint, read_state_dict, save_checkpoint
+
+
+def test_checkpoint_round_trip_through_safetensors(small_model, tmp_path):
+    path = tmp_path / "run" / "model.safetensors"
+    save_checkpoint(small_model, path, metadata={"epoch": "3"})
+    assert path.exists() and not list(path.parent.glob("*.tmp"))
+    restored = build_model("hcsi_net_small", checkpoint=str(path))
+    for (name, a), b in zip(small_model.state_dict().items(), restored.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_backbone_weights_load_from_a_timm_state_dict_with_its_imagenet_head(tmp_path):
+    reference = timm.create_model("efficientnet_b0", pretrained=False)  # with its 1000-class classifier
+    path = tmp_path / "b0.pth"
+    torch.save({"state_dict": reference.state_dict()}, path)
+    model = build_model("cnn_only_small", backbone_weights={"cnn": str(path)})
+    for name, tensor in model.cnn.net.state_dict().items():
+        assert torch.equal(tensor, reference.state_dict()[name]), name
+
+
+def test_backbone_weights_taken_from_a_single_stream_checkpoint(tmp_path):
+    single = build_model("vit_only_small")
+    path = tmp_path / "vit_stage1.safetensors"
+    save_checkpoint(single, path)
+    joint = build_model("hcsi_net_small", backbone_weights={"vit": str(path)})
+    for name, tensor in single.vit.state_dict().items():
+        assert torch.equal(tensor, joint.vit.state_dict()[name]), name
+
+
+def test_mismatched_weights_name_the_file_and_the_problem(tmp_path):
+    path = tmp_path / "wrong.safetensors"
+    save_checkpoint(build_model("cnn_only_small"), path)
+    with pytest.raises(ValueError, match="wrong.safetensors.*missing keys"):
+        build_model("vit_only_small", backbone_weights={"vit": str(path)})
+    with pytest.raises(ValueError, match="wrong.safetensors"):
+        build_model("hcsi_net_small", checkpoint=str(path))
+    with pytest.raises(FileNotFoundError, match="absent.pth"):
+        read_state_dict(tmp_path / "absent.pth")
+
+
+def test_arbitrary_pickled_objects_are_not_loaded(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": collections.Counter(a=1)}, path)  # not a tensor dict, needs unpickling a class
+    with pytest.raises(ValueError, match="evil.pth"):
+        read_state_dict(path)
+
+
+def test_pretrained_without_network_says_what_to_do(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("cannot reach huggingface.co")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(RuntimeError, match="backbone_weights"):
+        build_model("cnn_only_small", pretrained=True)
