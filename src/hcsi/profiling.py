@@ -182,6 +182,6 @@ def format_profile(report: dict) -> str:
     ]
     width = max(len(r[0]) for r in rows)
     ours = max(len(r[1]) for r in rows)
-    lines = [f"{'':{width}}  {'ours':{ours}}  paper", "-" * (width + ours + 24)]
+    lines = [f"{'':{width}}  {'ours':{ours}}  paper (HCSI-Net)", "-" * (width + ours + 24)]
     lines += [f"{a:{width}}  {b:{ours}}  {c}" for a, b, c in rows]
     return "\n".join(lines)

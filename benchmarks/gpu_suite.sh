@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the model issue in one run (made for the `device` tool; works on any CUDA machine with
+# torch and timm installed). Results go to $OUT when set (the device tool), else benchmarks/results.
+# Afterwards: copy the JSON files into benchmarks/results and run `python benchmarks/report.py`.
+set -u
+out=${OUT:-benchmarks/results}
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+py=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+$py -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
+$py benchmarks/bench_bscg.py --device cuda --batches 1 8 64 --iters 20 --out-dir "$out"
+$py benchmarks/bench_models.py --device cuda --batch 1 --dtype fp32 --warmup 10 --iters 50 --out-dir "$out"
+$py benchmarks/bench_models.py --device cuda --models hcsi_net late_fusion --batch 64 --dtype bf16 \
+    --warmup 5 --iters 20 --out-dir "$out"
+$py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 1 --dtype fp32 --compile \
+    --warmup 5 --iters 50 --out-dir "$out"
+$py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 64 --dtype bf16 --compile \
+    --warmup 5 --iters 20 --out-dir "$out"

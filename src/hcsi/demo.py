@@ -1,0 +1,49 @@
+"""`make demo`: the cost of HCSI-Net and its CPU-sized sibling, then one forward pass on a real photo.
+
+No trained HCSI-Net weights exist yet (training lands with a later issue), so the forward pass uses randomly
+initialised weights: it shows the shapes and the per-stage gates, and its score is NOT a detection result.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage import data
+
+from .models import HCSINetConfig, build_model
+from .profiling import format_profile, profile_model
+
+
+def image_to_input(image: np.ndarray, config: HCSINetConfig) -> torch.Tensor:
+    """H×W×3 uint8 RGB -> 1×3×S×S tensor, resized (antialiased) and normalised as the backbones expect."""
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    x = F.interpolate(x, size=(config.input_size, config.input_size), mode="bilinear", antialias=True)
+    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def main() -> None:
+    for name in ("hcsi_net_small", "hcsi_net"):
+        print(f"\n== hcsi profile --model {name} (CPU, batch 1, fp32) ==")
+        print(format_profile(profile_model(name, warmup=2, iters=5)))
+
+    torch.manual_seed(0)
+    model = build_model("hcsi_net").eval()
+    photo = data.astronaut()  # 512×512 NASA portrait, public domain
+    x = image_to_input(photo, model.config)
+    with torch.no_grad():
+        logits, gates = model(x, return_gates=True)
+    p_fake = torch.softmax(logits, dim=1)[0, 1].item()
+    print("\n== forward pass: skimage.data.astronaut() resized to 224×224, model hcsi_net ==")
+    print("weights: random initialisation (no trained checkpoint yet) -> the score below is not a detection result")
+    print(f"logits {logits[0].tolist()}  softmax P(fake) = {p_fake:.3f}")
+    print("stage  grid   CNN gate mean [min, max]    ViT gate mean [min, max]")
+    for k, (g_c, g_t) in enumerate(zip(gates.cnn, gates.vit), start=1):
+        grid = f"{g_c.shape[-2]}×{g_c.shape[-1]}"
+        print(f"{k:>5}  {grid:5}  {g_c.mean():.3f} [{g_c.min():.3f}, {g_c.max():.3f}]"
+              f"        {g_t.mean():.3f} [{g_t.min():.3f}, {g_t.max():.3f}]")
+
+
+if __name__ == "__main__":
+    main()
