@@ -115,3 +115,18 @@ def test_mismatched_stage_grids_are_refused():
     stage = CrossStreamInteraction(8, 12, descriptor_dim=16)
     with pytest.raises(ValueError, match="grid"):
         stage(torch.randn(1, 8, 4, 4), torch.randn(1, 2, 2, 12))
+
+
+def test_model_feeds_sdpa_with_unit_stride_descriptors(small_model, monkeypatch):
+    """Fused SDPA kernels (flash / memory-efficient) need stride 1 on the last dim, else CUDA falls back to N×N math."""
+    seen = []
+    original = F.scaled_dot_product_attention
+
+    def checking_sdpa(q, k, v, *args, **kwargs):
+        seen.append(all(t.stride(-1) == 1 and t.is_contiguous() for t in (q, k, v)))
+        return original(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", checking_sdpa)
+    with torch.no_grad():
+        small_model.eval()(torch.randn(1, 3, 224, 224))
+    assert len(seen) >= 10 and all(seen)

@@ -95,7 +95,9 @@ class BidirectionalSpatialCrossGating(nn.Module):
         both directions. The scale multiplies the queries so that a learnt τ still receives a gradient.
         """
         scale = self.similarity_scale()
-        q_c4, q_t4 = q_c.unsqueeze(1), q_t.unsqueeze(1)  # B×1×N×d: one head
+        # B×1×N×d (one head), contiguous: the fused CUDA kernels need a unit stride on d, and Q_c comes out of
+        # the 1×1 convolution transposed; without it SDPA silently falls back to its N×N math path.
+        q_c4, q_t4 = q_c.unsqueeze(1).contiguous(), q_t.unsqueeze(1).contiguous()
         context_c = F.scaled_dot_product_attention(q_c4 * scale, q_t4, q_t4, scale=1.0)
         context_t = F.scaled_dot_product_attention(q_t4 * scale, q_c4, q_c4, scale=1.0)
         return context_c.squeeze(1), context_t.squeeze(1)
