@@ -17,9 +17,10 @@ def provenance(command: str) -> dict:
     """The command that regenerates a record, the commit and the date it was measured."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+                                cwd=Path(__file__).parent).stdout.strip()
     except OSError:
-        commit = "unknown"
+        commit = ""
+    commit = commit or os.environ.get("HCSI_COMMIT", "unknown")  # a copied tree without .git (GPU machines)
     return {"command": command, "commit": commit, "date": datetime.date.today().isoformat(),
             "torch": torch.__version__}
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the model issue in one run (made for the `device` tool; works on any CUDA machine with
 # torch and timm installed). Results go to $OUT when set (the device tool), else benchmarks/results.
+# Pass HCSI_COMMIT=<short hash> where the tree has no .git, so results name their commit.
 # Afterwards: copy the JSON files into benchmarks/results and run `python benchmarks/report.py`.
 set -u
 out=${OUT:-benchmarks/results}

@@ -56,7 +56,8 @@ def models_section(result: dict) -> list[str]:
     first = ok[0] if ok else {}
     title = (f"### Whole models on {first.get('device', '?')}: batch {first.get('batch', '?')}, "
              f"{first.get('dtype', '?')}{', torch.compile' if first.get('compiled') else ''}")
-    lines = [title, "", f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}).",
+    note = f" Note: {result['note']}." if result.get("note") else ""
+    lines = [title, "", f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}).{note}",
              "", "| model | params (M) | paper-style params (M) | MACs full (G) | MACs counter-visible (G) | "
              "latency (ms) | throughput (img/s) | peak memory (MiB) |", "|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
