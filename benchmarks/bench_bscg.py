@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, device_slug, provenance, write_results  # noqa: E402
+from common import RESULTS, device_slug, provenance, write_results
 
 NODES, DIM = 56 * 56, 64
 

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, device_slug, provenance, write_results  # noqa: E402
+from common import RESULTS, device_slug, provenance, write_results
 
-from hcsi.models import list_models  # noqa: E402
+from hcsi.models import list_models
 
 
 def main() -> None:

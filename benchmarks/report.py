@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS  # noqa: E402
+from common import RESULTS
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

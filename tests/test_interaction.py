@@ -104,7 +104,7 @@ def test_gating_multiplies_the_original_stage_outputs():
     f_c, f_t = torch.randn(2, 8, 4, 5), torch.randn(2, 4, 5, 12)
     out_c, out_t, gate_c, gate_t = stage(f_c, f_t)
     q_c, q_t = stage.projection(f_c, f_t.flatten(1, 2), (4, 5))
-    g_c, g_t = stage.cross_gating(q_c, q_t)
+    g_c, _ = stage.cross_gating(q_c, q_t)
     assert gate_c.shape == (2, 1, 4, 5) and gate_t.shape == (2, 20, 1)
     assert torch.equal(gate_c, g_c.reshape(2, 4, 5).unsqueeze(1))  # Eq. 13: node n = row * W + col
     assert torch.allclose(out_c, f_c * gate_c)  # Eq. 14

@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from hcsi.models import build_model, load_backbone_weights, load_checkpoint, read_state_dict, save_checkpoint
+from hcsi.models import build_model, read_state_dict, save_checkpoint
 
 
 def test_checkpoint_round_trip_through_safetensors(small_model, tmp_path):

@@ -11,8 +11,23 @@ from .interaction import (
 from .weights import load_backbone_weights, load_checkpoint, read_state_dict, save_checkpoint
 
 __all__ = [
-    "NUM_STAGES", "StagedBackbone", "build_staged_backbone", "HCSINetConfig", "get_config", "list_models",
-    "register_config", "FusionHead", "HCSINet", "StageGates", "build_model", "BidirectionalSpatialCrossGating",
-    "CrossStreamInteraction", "SharedDescriptorProjection", "normalized_coordinate_grid", "load_backbone_weights",
-    "load_checkpoint", "read_state_dict", "save_checkpoint",
+    "NUM_STAGES",
+    "BidirectionalSpatialCrossGating",
+    "CrossStreamInteraction",
+    "FusionHead",
+    "HCSINet",
+    "HCSINetConfig",
+    "SharedDescriptorProjection",
+    "StageGates",
+    "StagedBackbone",
+    "build_model",
+    "build_staged_backbone",
+    "get_config",
+    "list_models",
+    "load_backbone_weights",
+    "load_checkpoint",
+    "normalized_coordinate_grid",
+    "read_state_dict",
+    "register_config",
+    "save_checkpoint",
 ]
