@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 # Keys a timm classifier leaves in a state dict; the streams are built without one, so these are dropped.
-_CLASSIFIER_PREFIXES = ("classifier.", "head.fc.", "head.")
+_CLASSIFIER_PREFIXES = ("classifier.", "head.")
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 
 
