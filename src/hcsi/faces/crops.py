@@ -1,0 +1,52 @@
+"""SBI's crop rules: the context crop that blending works on, and the final face crop with its margins."""
+from __future__ import annotations
+
+import numpy as np
+
+CONTEXT_MARGINS = (0.5, 1.0, 0.5, 0.4)  # left, top, right, bottom, in landmark-box widths/heights (SBI)
+FACE_MARGIN_BASE = 0.25  # final crop: w/4 or h/4 per side, times the factors below (SBI)
+TRAIN_MARGIN_FACTOR = (0.2, 0.8)  # per side, uniform: 5-20 % margins at training time
+TEST_MARGIN_FACTOR = 0.5  # fixed 12.5 % margins at validation and test time
+MIN_FACE_AREA_RATIO = 0.5  # at test time, faces smaller than this fraction of the largest face are dropped
+
+
+def clip_box(box, width: int, height: int) -> np.ndarray:
+    """Integer (x0, y0, x1, y1) inside a width×height image; raises if nothing of the box is inside."""
+    x0, y0, x1, y1 = box
+    clipped = np.array([max(0, int(np.floor(x0))), max(0, int(np.floor(y0))),
+                        min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))])
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        raise ValueError(f"box {tuple(np.round(box, 1))} lies outside the {width}×{height} image")
+    return clipped
+
+
+def context_crop_box(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """SBI's context crop: the box of the 68 iBUG points widened by CONTEXT_MARGINS, clipped to the image."""
+    lm = landmarks[:68]
+    x0, y0 = lm.min(axis=0)
+    x1, y1 = lm.max(axis=0)
+    w, h = x1 - x0, y1 - y0
+    left, top, right, bottom = CONTEXT_MARGINS
+    return clip_box((x0 - left * w, y0 - top * h, x1 + right * w, y1 + bottom * h), width, height)
+
+
+def face_crop_box(box, width: int, height: int, factors=(TEST_MARGIN_FACTOR,) * 4) -> np.ndarray:
+    """The final crop: `box` widened by FACE_MARGIN_BASE × factor of its width/height on each side (left, top,
+    right, bottom), clipped to the image."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    fl, ft, fr, fb = (FACE_MARGIN_BASE * f for f in factors)
+    return clip_box((x0 - fl * w, y0 - ft * h, x1 + fr * w, y1 + fb * h), width, height)
+
+
+def train_margin_factors(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """Independent per-side factors of SBI's training crop."""
+    return tuple(float(f) for f in rng.uniform(*TRAIN_MARGIN_FACTOR, size=4))
+
+
+def keep_large_faces(faces: list, ratio: float = MIN_FACE_AREA_RATIO) -> list:
+    """Faces whose box area is at least `ratio` of the largest one's (SBI's test-time rule)."""
+    if not faces:
+        return []
+    largest = max(f.area for f in faces)
+    return [f for f in faces if f.area >= ratio * largest]
