@@ -18,6 +18,22 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preprocess(args: argparse.Namespace) -> int:
+    from .data.preprocess import PreprocessOptions, preprocess
+    from .data.sources import ffpp_real_videos, folder_videos
+
+    if args.dataset == "ff++":
+        sources = ffpp_real_videos(args.root, args.compression)
+    else:
+        sources = folder_videos(args.root)
+    summary = preprocess(sources, args.out, PreprocessOptions(args.frames, args.detector), args.workers)
+    print(json.dumps(summary))
+    if summary["failed"]:
+        print(f"{summary['failed']} file(s) could not be read; reasons in {args.out}/failures.json "
+              "(they are retried by the next run)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--compile", action="store_true", help="time torch.compile(model)")
     profile.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     profile.set_defaults(run=_profile)
+
+    prep = commands.add_parser("preprocess", help="sample frames, detect faces, store context crops (resumable)")
+    prep.add_argument("--dataset", required=True, choices=["ff++", "folder"],
+                      help="ff++: real videos of the official splits; folder: every video/image under --root")
+    prep.add_argument("--root", required=True, help="dataset root")
+    prep.add_argument("--out", required=True, help="output folder (a rerun skips finished videos)")
+    prep.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
+    prep.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
+    prep.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ quality folder")
+    prep.add_argument("--detector", default="dlib", help="face detector backend")
+    prep.set_defaults(run=_preprocess)
     return parser
 
 
@@ -41,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, RuntimeError, KeyError, FileNotFoundError) as error:
+    except (ValueError, RuntimeError, KeyError, OSError) as error:
         print(f"hcsi {args.command}: error: {error}", file=sys.stderr)
         return 2
 

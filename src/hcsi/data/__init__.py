@@ -1,0 +1,1 @@
+"""Datasets: preprocessing of videos into stored face crops, and the SBI training / validation sets."""

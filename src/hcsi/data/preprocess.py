@@ -1,0 +1,182 @@
+"""Preprocessing: sampled frames → detected faces → context crops on disk, one folder per video, resumable.
+
+Layout of the output folder:
+    videos/<video_id>/meta.json            what was sampled and found (written last; its presence = done)
+    videos/<video_id>/<frame:05d>_<face>.png  context crop of each face (SBI's blending region + room for the
+                                           widest training crop), with the coordinates to map it back
+    index.json                             every finished video: split, status, frames with a face
+    failures.json                          videos that could not be read this run (retried by the next run)
+A video is built in .partial/ and moved into videos/ by one rename, so a killed run never leaves a half-written
+video that looks finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..faces.crops import TRAIN_MARGIN_FACTOR, clip_box, context_crop_box, face_crop_box
+from ..faces.detect import FaceDetector, create_face_detector
+from ..faces.frames import MediaError, sample_frames
+from .sources import SourceVideo
+
+STORE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    frames: int = 32  # evenly spaced frames per video (SBI: 32)
+    detector: str = "dlib"  # face detector backend (hcsi.faces.FACE_DETECTORS)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON through a temp file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def stored_crop_box(face, width: int, height: int) -> np.ndarray:
+    """SBI's context crop, widened where needed to hold the widest training crop around the face box."""
+    context = context_crop_box(face.landmarks, width, height)
+    widest = face_crop_box(face.box, width, height, (TRAIN_MARGIN_FACTOR[1],) * 4)
+    return clip_box((min(context[0], widest[0]), min(context[1], widest[1]),
+                     max(context[2], widest[2]), max(context[3], widest[3])), width, height)
+
+
+def _round(array: np.ndarray) -> list:
+    return np.round(np.asarray(array, dtype=np.float64), 2).tolist()
+
+
+def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions, detector: FaceDetector) -> dict:
+    """Process one video into out/videos/<video_id>; returns its index entry (status "ok", "no_faces" or "failed").
+
+    "failed" means the file could not be read: nothing is written, and the next run tries again.
+    """
+    final = out / "videos" / source.video_id
+    try:
+        sampled = sample_frames(source.path, options.frames)
+    except MediaError as error:
+        return {"video_id": source.video_id, "split": source.split, "status": "failed", "reason": str(error)}
+    work = out / ".partial" / uuid.uuid4().hex
+    work.mkdir(parents=True)
+    frames, failures = [], []
+    if sampled.failure:
+        failures.append({"frame": None, "reason": sampled.failure})
+    for image, index in zip(sampled.frames, sampled.indices):
+        height, width = image.shape[:2]
+        try:
+            faces = detector.detect(image)
+        except Exception as error:  # a detector crash on one frame must not lose the video
+            failures.append({"frame": index, "reason": f"face detection failed: {error}"})
+            continue
+        if not faces:
+            failures.append({"frame": index, "reason": "no face found"})
+        records = []
+        for j, face in enumerate(faces):
+            x0, y0, x1, y1 = (int(v) for v in stored_crop_box(face, width, height))
+            name = f"{index:05d}_{j}.png"
+            crop = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2BGR)
+            if not cv2.imwrite(str(work / name), crop):
+                raise OSError(f"could not write {work / name}")
+            origin = np.array([x0, y0], dtype=np.float32)
+            records.append({
+                "file": name,
+                "origin": [x0, y0],  # crop pixel (0, 0) is frame pixel (x0, y0)
+                "box": _round(face.box.reshape(2, 2) - origin),
+                "detector_box": _round(face.detector_box.reshape(2, 2) - origin),
+                "landmarks": _round(face.landmarks - origin),
+                "score": round(face.score, 4),
+                "enhanced": face.enhanced,
+            })
+        frames.append({"index": index, "size": [width, height], "faces": records})
+    with_face = sum(1 for f in frames if f["faces"])
+    status = "ok" if with_face else "no_faces"
+    meta = {
+        "version": STORE_VERSION, "video_id": source.video_id, "source": str(source.path), "split": source.split,
+        "status": status, "frame_count": sampled.frame_count, "sampled_indices": sampled.indices,
+        "detector": detector.name, "frames": frames, "failures": failures,
+    }
+    write_json_atomic(work / "meta.json", meta)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():  # another run finished it meanwhile
+        shutil.rmtree(work)
+    else:
+        os.replace(work, final)
+    return {"video_id": source.video_id, "split": source.split, "status": status, "frames_with_face": with_face,
+            "frames_sampled": len(sampled.indices)}
+
+
+_worker_detector: FaceDetector | None = None
+
+
+def _init_worker(detector_name: str) -> None:
+    global _worker_detector
+    cv2.setNumThreads(1)
+    _worker_detector = create_face_detector(detector_name)
+
+
+def _run_in_worker(job: tuple[SourceVideo, Path, PreprocessOptions]) -> dict:
+    source, out, options = job
+    try:
+        return preprocess_video(source, out, options, _worker_detector)
+    except Exception as error:  # keep the batch going; the video is reported and retried next run
+        return {"video_id": source.video_id, "split": source.split, "status": "failed",
+                "reason": f"{source.path}: {type(error).__name__}: {error}"}
+
+
+def load_index(out: Path) -> dict[str, dict]:
+    """Index entries of every finished video, read from their meta.json files (the source of truth)."""
+    entries = {}
+    for meta_path in sorted((out / "videos").rglob("meta.json")):
+        meta = json.loads(meta_path.read_text())
+        with_face = sum(1 for f in meta["frames"] if f["faces"])
+        entries[meta["video_id"]] = {"video_id": meta["video_id"], "split": meta["split"], "status": meta["status"],
+                                     "frames_with_face": with_face, "frames_sampled": len(meta["sampled_indices"])}
+    return entries
+
+
+def preprocess(sources: list[SourceVideo], out: str | Path, options: PreprocessOptions = PreprocessOptions(),
+               workers: int = 1, progress: bool = True) -> dict:
+    """Preprocess `sources` into `out`, skipping videos already finished there; returns a summary.
+
+    Args:
+        workers: processes working on different videos at once (each loads its own detector).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / ".partial", ignore_errors=True)  # leftovers of a killed run
+    todo = [s for s in sources if not (out / "videos" / s.video_id / "meta.json").is_file()]
+    jobs = [(s, out, options) for s in todo]
+    results: list[dict] = []
+    bar = tqdm(total=len(jobs), desc="preprocess", unit="video", disable=not progress)
+    if workers <= 1:
+        _init_worker(options.detector)
+        for job in jobs:
+            results.append(_run_in_worker(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(options.detector,)) as pool:
+            for result in pool.map(_run_in_worker, jobs):
+                results.append(result)
+                bar.update()
+    bar.close()
+    shutil.rmtree(out / ".partial", ignore_errors=True)
+    failed = [r for r in results if r["status"] == "failed"]
+    index = load_index(out)
+    write_json_atomic(out / "index.json", {"version": STORE_VERSION, "videos": index})
+    write_json_atomic(out / "failures.json", failed)
+    return {"videos": len(sources), "skipped_done": len(sources) - len(todo), "processed": len(results) - len(failed),
+            "failed": len(failed), "no_faces": sum(1 for v in index.values() if v["status"] == "no_faces"),
+            "out": str(out)}
