@@ -1,0 +1,40 @@
+"""Test media: the real files in ../shared/data (never copied into the project) and small synthetic videos."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared(relative: str) -> Path:
+    """A file of ../shared/data; the test is skipped with a message when that folder is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found: these tests need the shared test media in ../shared/data")
+    return path
+
+
+def write_index_video(path: Path, frames: int, size=(64, 48), vfr: bool = False) -> None:
+    """A video whose frame k is a flat grey of level 4·k (so a decoded frame tells its index); with `vfr`,
+    frames are spaced irregularly in time."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for k in range(frames):
+            image = np.full((size[1], size[0], 3), 4 * k, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = pts
+            frame.time_base = Fraction(1, 1000)
+            pts += (20 + 37 * (k % 3)) if vfr else 40
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -1,0 +1,138 @@
+"""Frames, face detection and landmarks on real media from ../shared/data."""
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from hcsi.faces import (
+    MediaError,
+    context_crop_box,
+    create_face_detector,
+    face_crop_box,
+    keep_large_faces,
+    read_image,
+    sample_frame_indices,
+    sample_frames,
+)
+from media import shared, write_index_video
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return create_face_detector("dlib")
+
+
+def test_sample_frames_takes_evenly_spaced_frames_in_one_pass():
+    sampled = sample_frames(shared("ffpp/519.mp4"), n=32)
+    assert sampled.frame_count == 751
+    assert sampled.indices == np.linspace(0, 750, 32, dtype=int).tolist()
+    assert len(sampled.frames) == 32 and sampled.frames[0].shape == (480, 640, 3)
+    assert sampled.failure is None
+
+
+@pytest.mark.parametrize("suffix,vfr", [(".mkv", False), (".mp4", True)])
+def test_sampled_frames_are_the_frames_their_indices_name(tmp_path, suffix, vfr):
+    path = tmp_path / f"index{suffix}"
+    write_index_video(path, frames=50, vfr=vfr)
+    with av.open(str(path)) as container:  # reference: every frame, decoded in order
+        every = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    sampled = sample_frames(path, n=8)
+    assert sampled.frame_count == len(every) == 50
+    assert sampled.indices == sample_frame_indices(50, 8)
+    for frame, index in zip(sampled.frames, sampled.indices):
+        assert np.array_equal(frame, every[index]), index
+
+
+def test_short_video_gives_each_frame_once(tmp_path):
+    path = tmp_path / "short.mkv"
+    write_index_video(path, frames=5)
+    assert sample_frames(path, n=32).indices == [0, 1, 2, 3, 4]
+
+
+def test_an_image_is_a_one_frame_video_grey_and_alpha_become_rgb(tmp_path):
+    grey, rgba = tmp_path / "grey.png", tmp_path / "alpha.png"
+    Image.new("L", (40, 30), 128).save(grey)
+    Image.new("RGBA", (40, 30), (10, 20, 30, 0)).save(rgba)
+    for path in (grey, rgba):
+        sampled = sample_frames(path)
+        assert sampled.indices == [0] and sampled.frames[0].shape == (30, 40, 3)
+    assert read_image(rgba)[0, 0].tolist() == [10, 20, 30]
+
+
+def test_unreadable_files_raise_media_errors_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    bad_image = tmp_path / "broken.jpg"
+    bad_image.write_bytes(b"\xff\xd8garbage")
+    for path, problem in ((empty, "empty"), (text, "not a readable video"), (bad_image, "not a readable image"),
+                          (tmp_path / "missing.mp4", "no such file")):
+        with pytest.raises(MediaError, match=problem) as info:
+            sample_frames(path)
+        assert path.name in str(info.value)
+
+
+def test_truncated_video_is_an_error_or_reports_where_it_stopped(tmp_path):
+    data = shared("ffpp/519.mp4").read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 3])
+    try:
+        sampled = sample_frames(truncated, n=32)
+    except MediaError as error:
+        assert "truncated.mp4" in str(error)
+    else:
+        assert len(sampled.frames) < 32 and sampled.failure
+
+
+def test_detector_finds_every_face_of_the_photos(detector):
+    assert len(detector.detect(read_image(shared("face_recognition/two_people.jpg")))) == 2
+    for photo in ("face_recognition/obama.jpg", "face_recognition/biden.jpg", "ghost/beckham.jpg",
+                  "skimage/astronaut.png", "ffpp_crops/000_0000.png"):
+        assert len(detector.detect(read_image(shared(photo)))) == 1, photo
+
+
+def test_landmarks_lie_on_the_detected_face(detector):
+    image = read_image(shared("face_recognition/obama.jpg"))
+    face = detector.detect(image)[0]
+    assert face.landmarks.shape == (81, 2) and face.landmarks.dtype == np.float32
+    x0, y0, x1, y1 = face.detector_box
+    w, h = x1 - x0, y1 - y0
+    lm68 = face.landmarks[:68]
+    assert np.all((lm68[:, 0] > x0 - 0.25 * w) & (lm68[:, 0] < x1 + 0.25 * w))
+    assert np.all((lm68[:, 1] > y0 - 0.25 * h) & (lm68[:, 1] < y1 + 0.25 * h))
+    bx0, by0, bx1, by1 = face.box
+    assert np.all((lm68 >= [bx0, by0]) & (lm68 <= [bx1, by1]))  # the crop box holds the whole face
+    # forehead points: an arc from temple to temple that rises well above the brows, ordered from jaw point 0's
+    # side to point 16's
+    forehead, brows = face.landmarks[68:], face.landmarks[17:27]
+    brow_to_nose_base = face.landmarks[33, 1] - brows[:, 1].mean()
+    assert forehead[:, 1].min() < brows[:, 1].min() - 0.5 * brow_to_nose_base
+    assert np.all(forehead[:, 1] < max(face.landmarks[0, 1], face.landmarks[16, 1]))
+    assert np.all(np.diff(forehead[:, 0]) > 0)
+    assert face.landmarks[0, 0] < forehead[:, 0].min() and forehead[:, 0].max() < face.landmarks[16, 0]
+
+
+def test_no_face_in_a_flat_image(detector):
+    assert detector.detect(np.full((240, 320, 3), 90, dtype=np.uint8)) == []
+    with pytest.raises(ValueError, match="RGB uint8"):
+        detector.detect(np.zeros((10, 10), dtype=np.uint8))
+
+
+def test_crop_rules_follow_sbi(detector):
+    image = read_image(shared("face_recognition/obama.jpg"))
+    face = detector.detect(image)[0]
+    lm = face.landmarks[:68]
+    w, h = np.ptp(lm[:, 0]), np.ptp(lm[:, 1])
+    cx0, cy0, cx1, cy1 = context_crop_box(face.landmarks, image.shape[1], image.shape[0])
+    assert abs(cx0 - max(0, lm[:, 0].min() - w / 2)) <= 1 and abs(cy0 - max(0, lm[:, 1].min() - h)) <= 1
+    assert abs((cy1 - lm[:, 1].max()) - 0.4 * h) <= 1
+    x0, y0, x1, y1 = face_crop_box(face.box, image.shape[1], image.shape[0])  # test time: 12.5 % per side
+    bw = face.box[2] - face.box[0]
+    assert abs((face.box[0] - x0) - 0.125 * bw) <= 1 and abs((x1 - face.box[2]) - 0.125 * bw) <= 1
+
+
+def test_small_faces_are_dropped_at_test_time(detector):
+    faces = detector.detect(read_image(shared("face_recognition/two_people.jpg")))
+    kept = keep_large_faces(faces)
+    assert all(f.area >= 0.5 * faces[0].area for f in kept) and faces[0] in kept
