@@ -1,0 +1,128 @@
+"""`hcsi preprocess` on a folder: faces stored with their coordinates, bad files reported, runs resume."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from hcsi.cli import main
+from hcsi.data import preprocess as prep
+from hcsi.data.sources import ffpp_real_videos, folder_videos
+from media import shared, write_index_video
+
+
+@pytest.fixture()
+def media_root(tmp_path):
+    """A folder with a real talking-head clip (linked, not copied), a clip without faces and three bad files."""
+    root = tmp_path / "media"
+    (root / "clips").mkdir(parents=True)
+    os.symlink(shared("ghost/dance.mp4"), root / "clips" / "dance.mp4")
+    write_index_video(root / "clips" / "noface.mkv", frames=12)
+    (root / "empty.mp4").touch()
+    (root / "notes.mp4").write_text("this is not a video")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def run(root, out, *extra):
+    return main(["preprocess", "--dataset", "folder", "--root", str(root), "--out", str(out), "--frames", "4",
+                 *extra])
+
+
+def test_faces_are_stored_with_the_coordinates_to_reproduce_them(media_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(media_root, out) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary == {"videos": 5, "skipped_done": 0, "processed": 2, "failed": 3, "no_faces": 1, "out": str(out)}
+
+    meta = json.loads((out / "videos" / "clips" / "dance" / "meta.json").read_text())
+    assert meta["status"] == "ok" and meta["frame_count"] == 66 and len(meta["sampled_indices"]) == 4
+    frame = meta["frames"][0]
+    face = frame["faces"][0]
+    crop = cv2.imread(str(out / "videos" / "clips" / "dance" / face["file"]))
+    landmarks, box = np.array(face["landmarks"]), np.array(face["box"]).ravel()
+    assert landmarks.shape == (81, 2)
+    h, w = crop.shape[:2]
+    assert np.all((landmarks[:68] >= 0) & (landmarks[:68] <= [w, h]))  # the whole face is inside its crop
+    # the crop is the frame region at `origin`: compare with the frame decoded independently
+    from hcsi.faces import sample_frames
+    original = sample_frames(shared("ghost/dance.mp4"), 4).frames[0]
+    x0, y0 = face["origin"]
+    assert np.array_equal(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), original[y0:y0 + h, x0:x0 + w])
+    assert 0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h
+
+    noface = json.loads((out / "videos" / "clips" / "noface" / "meta.json").read_text())
+    assert noface["status"] == "no_faces"
+    assert [f["reason"] for f in noface["failures"]] == ["no face found"] * 4
+
+    failures = {f["video_id"]: f["reason"] for f in json.loads((out / "failures.json").read_text())}
+    assert set(failures) == {"empty", "notes", "broken"}
+    assert "empty" in failures["empty"] and "notes.mp4" in failures["notes"] and "broken.jpg" in failures["broken"]
+    index = json.loads((out / "index.json").read_text())["videos"]
+    assert set(index) == {"clips/dance", "clips/noface"}
+
+
+def test_a_rerun_skips_finished_videos_and_retries_failed_ones(media_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    run(media_root, out)
+    before = (out / "videos" / "clips" / "dance" / "meta.json").stat().st_mtime_ns
+    capsys.readouterr()
+    run(media_root, out)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["skipped_done"] == 2 and summary["failed"] == 3
+    assert (out / "videos" / "clips" / "dance" / "meta.json").stat().st_mtime_ns == before
+
+
+def test_an_interrupted_video_is_not_marked_done_and_is_redone(media_root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    (out / ".partial" / "left-by-a-killed-run").mkdir(parents=True)
+    written, real = [], cv2.imwrite
+
+    def failing_imwrite(path, image):  # the second crop of the run fails, mid-video
+        written.append(path)
+        if len(written) == 2:
+            raise OSError("disk full")
+        return real(path, image)
+
+    monkeypatch.setattr(prep.cv2, "imwrite", failing_imwrite)
+    prep.preprocess(folder_videos(media_root), out, prep.PreprocessOptions(frames=4), progress=False)
+    assert not (out / "videos" / "clips" / "dance").exists()  # nothing half-written looks finished
+    assert not (out / ".partial").exists()
+    failures = json.loads((out / "failures.json").read_text())
+    assert any(f["video_id"] == "clips/dance" and "disk full" in f["reason"] for f in failures)
+
+    monkeypatch.setattr(prep.cv2, "imwrite", real)
+    summary = prep.preprocess(folder_videos(media_root), out, prep.PreprocessOptions(frames=4), progress=False)
+    assert summary["skipped_done"] == 1  # noface was finished, dance is redone
+    assert json.loads((out / "videos" / "clips" / "dance" / "meta.json").read_text())["status"] == "ok"
+
+
+def test_parallel_workers_give_the_same_store(media_root, tmp_path):
+    prep.preprocess(folder_videos(media_root), tmp_path / "a", prep.PreprocessOptions(frames=4), progress=False)
+    prep.preprocess(folder_videos(media_root), tmp_path / "b", prep.PreprocessOptions(frames=4), workers=2,
+                    progress=False)
+    a = json.loads((tmp_path / "a" / "index.json").read_text())
+    b = json.loads((tmp_path / "b" / "index.json").read_text())
+    assert a == b
+
+
+def test_ffpp_sources_follow_the_official_splits(tmp_path):
+    videos = tmp_path / "ffpp" / "original_sequences" / "youtube" / "c23" / "videos"
+    videos.mkdir(parents=True)
+    for vid in ("000", "001", "002", "519"):
+        (videos / f"{vid}.mp4").touch()
+    root = tmp_path / "ffpp"
+    (root / "train.json").write_text(json.dumps([["000", "001"]]))
+    (root / "val.json").write_text(json.dumps([["002", "003"]]))
+    with pytest.raises(FileNotFoundError, match="test.json"):
+        ffpp_real_videos(root, "c23")
+    (root / "test.json").write_text(json.dumps([["004", "005"]]))
+    sources = ffpp_real_videos(root, "c23")
+    assert [(s.video_id, s.split) for s in sources] == [
+        ("original_sequences/youtube/c23/videos/000", "train"),
+        ("original_sequences/youtube/c23/videos/001", "train"),
+        ("original_sequences/youtube/c23/videos/002", "val"),
+    ]
+    with pytest.raises(FileNotFoundError, match="raw"):
+        ffpp_real_videos(root, "raw")
