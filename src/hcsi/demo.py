@@ -5,22 +5,20 @@ initialised weights: it shows the shapes and the per-stage gates, and its score 
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage import data
 
 from .models import HCSINetConfig, build_model
+from .normalization import image_to_tensor
 from .profiling import format_profile, profile_model
 
 
 def image_to_input(image: np.ndarray, config: HCSINetConfig) -> torch.Tensor:
     """H×W×3 uint8 RGB -> 1×3×S×S tensor, resized (antialiased) and normalised as the backbones expect."""
-    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    x = F.interpolate(x, size=(config.input_size, config.input_size), mode="bilinear", antialias=True)
-    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    resized = cv2.resize(image, (config.input_size, config.input_size), interpolation=cv2.INTER_AREA)
+    return image_to_tensor(resized, config.mean, config.std).unsqueeze(0)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..faces.crops import TRAIN_MARGIN_FACTOR, clip_box, context_crop_box, face_crop_box
+from ..faces.crops import stored_crop_box
 from ..faces.detect import FaceDetector, create_face_detector
 from ..faces.frames import MediaError, sample_frames
 from .sources import SourceVideo
@@ -45,14 +45,6 @@ def write_json_atomic(path: Path, data) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f)
     os.replace(tmp, path)
-
-
-def stored_crop_box(face, width: int, height: int) -> np.ndarray:
-    """SBI's context crop, widened where needed to hold the widest training crop around the face box."""
-    context = context_crop_box(face.landmarks, width, height)
-    widest = face_crop_box(face.box, width, height, (TRAIN_MARGIN_FACTOR[1],) * 4)
-    return clip_box((min(context[0], widest[0]), min(context[1], widest[1]),
-                     max(context[2], widest[2]), max(context[3], widest[3])), width, height)
 
 
 def _round(array: np.ndarray) -> list:

@@ -39,6 +39,15 @@ def face_crop_box(box, width: int, height: int, factors=(TEST_MARGIN_FACTOR,) * 
     return clip_box((x0 - fl * w, y0 - ft * h, x1 + fr * w, y1 + fb * h), width, height)
 
 
+def stored_crop_box(face, width: int, height: int) -> np.ndarray:
+    """What preprocessing stores: SBI's context crop, widened where needed to hold the widest training crop
+    around the face box."""
+    context = context_crop_box(face.landmarks, width, height)
+    widest = face_crop_box(face.box, width, height, (TRAIN_MARGIN_FACTOR[1],) * 4)
+    return clip_box((min(context[0], widest[0]), min(context[1], widest[1]),
+                     max(context[2], widest[2]), max(context[3], widest[3])), width, height)
+
+
 def train_margin_factors(rng: np.random.Generator) -> tuple[float, float, float, float]:
     """Independent per-side factors of SBI's training crop."""
     return tuple(float(f) for f in rng.uniform(*TRAIN_MARGIN_FACTOR, size=4))

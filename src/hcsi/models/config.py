@@ -4,8 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
