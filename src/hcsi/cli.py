@@ -34,6 +34,29 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sbi_preview(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import cv2
+
+    from .sbi import SBIConfig
+    from .sbi.preview import preview_grid
+
+    grid = preview_grid(args.input, args.n, args.seed, SBIConfig(image_size=args.image_size))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=out.suffix or ".png")
+    os.close(fd)
+    if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+        os.remove(tmp)
+        raise OSError(f"could not write {out}")
+    os.replace(tmp, out)
+    print(f"wrote {out}: {args.n} triplets, each real | blend mask | fake")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ quality folder")
     prep.add_argument("--detector", default="dlib", help="face detector backend")
     prep.set_defaults(run=_preprocess)
+
+    preview = commands.add_parser("sbi-preview", help="grid of real | mask | fake triplets made from a face")
+    preview.add_argument("--input", required=True, help="image or video with a face")
+    preview.add_argument("--n", type=int, default=16, help="number of triplets")
+    preview.add_argument("--out", required=True, help="output image (.png)")
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--image-size", type=int, default=224, help="side of each tile (paper: 224, SBI: 380)")
+    preview.set_defaults(run=_sbi_preview)
     return parser
 
 

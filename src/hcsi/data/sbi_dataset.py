@@ -1,0 +1,115 @@
+"""SBI training pairs and the SBI validation set, read from a preprocessed face store (`hcsi preprocess`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..faces.frames import MediaError
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor
+from ..sbi import SBIConfig, SelfBlendedImageGenerator
+
+TRAIN_FRAMES_PER_VIDEO = 8  # SBI: 8 evenly spaced frames of each training video
+VALIDATION_SEED = 5  # SBI seeds its validation pass with 5; any fixed value makes it repeatable
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """The largest face of one stored frame: its context-crop file, landmarks and box in crop pixels."""
+
+    crop: Path
+    landmarks: np.ndarray
+    box: tuple[float, float, float, float]
+    video_id: str
+    frame_index: int
+
+
+def load_stored_faces(store: str | Path, split: str | None, frames_per_video: int | None) -> list[StoredFace]:
+    """Faces of the finished videos of `split` (None: all), `frames_per_video` evenly spaced frames per video
+    among those with a face (None: every such frame)."""
+    store = Path(store)
+    index_path = store / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found: run `hcsi preprocess` with --out {store} first")
+    videos = json.loads(index_path.read_text())["videos"]
+    faces = []
+    for video_id, entry in sorted(videos.items()):
+        if entry["status"] != "ok" or (split is not None and entry["split"] != split):
+            continue
+        meta = json.loads((store / "videos" / video_id / "meta.json").read_text())
+        frames = [f for f in meta["frames"] if f["faces"]]
+        if frames_per_video is not None:
+            keep = np.unique(np.linspace(0, len(frames) - 1, frames_per_video, dtype=int))
+            frames = [frames[i] for i in keep]
+        for frame in frames:
+            face = frame["faces"][0]
+            faces.append(StoredFace(store / "videos" / video_id / face["file"],
+                                    np.asarray(face["landmarks"], dtype=np.float32),
+                                    tuple(float(v) for v in np.ravel(face["box"])), video_id, frame["index"]))
+    if not faces:
+        raise ValueError(f"{store}: no finished video with faces for split {split!r}")
+    return faces
+
+
+def read_crop(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise MediaError(f"{path}: stored face crop is missing or unreadable; rerun `hcsi preprocess`")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class SBIDataset(Dataset):
+    """Real / self-blended fake pairs with the same crop, as normalised 3×S×S tensors.
+
+    Args:
+        store: output folder of `hcsi preprocess`.
+        split: "train", "val", "test" or None (all videos).
+        frames_per_video: evenly spaced frames per video (SBI: 8 for training); None takes every stored frame.
+        train: random flip, joint post-augmentation and random crop margins (SBI training); False gives SBI's
+            validation behaviour (fixed 12.5 % margins, no flip, no post-augmentation).
+        config: SBI parameters (image_size among them).
+        seed: sample i of epoch e is drawn from the generator seeded with (seed, e, i): repeatable, and different
+            in every epoch (call `set_epoch`).
+    """
+
+    def __init__(self, store: str | Path, split: str | None = "train",
+                 frames_per_video: int | None = TRAIN_FRAMES_PER_VIDEO, train: bool = True,
+                 config: SBIConfig | None = None, seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        self.faces = load_stored_faces(store, split, frames_per_video)
+        self.generator = SelfBlendedImageGenerator(config or SBIConfig())
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.mean, self.std = mean, std
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        face = self.faces[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        sample = self.generator(read_crop(face.crop), face.landmarks, face.box, rng, train=self.train)
+        return image_to_tensor(sample.real, self.mean, self.std), image_to_tensor(sample.fake, self.mean, self.std)
+
+
+def sbi_validation_set(store: str | Path, config: SBIConfig | None = None, **kwargs) -> SBIDataset:
+    """SBI validation: the val split's real faces, fixed seed, no random augmentation, test-time crop. The only
+    data on which checkpoints may be chosen."""
+    return SBIDataset(store, "val", frames_per_video=kwargs.pop("frames_per_video", TRAIN_FRAMES_PER_VIDEO),
+                      train=False, config=config, seed=VALIDATION_SEED, **kwargs)
+
+
+def sbi_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """N pairs -> 2N images [all reals; all fakes] and labels [0]*N + [1]*N (1 = fake)."""
+    reals, fakes = zip(*batch)
+    images = torch.stack(reals + fakes)
+    labels = torch.cat([torch.zeros(len(reals), dtype=torch.long), torch.ones(len(fakes), dtype=torch.long)])
+    return images, labels

@@ -1,0 +1,49 @@
+"""A picture of what SBI makes from a face: rows of real | blend mask | fake triplets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..faces import FaceDetector, create_face_detector, sample_frames, stored_crop_box
+from .synthesis import SBIConfig, SelfBlendedImageGenerator
+
+TRIPLETS_PER_ROW = 4
+
+
+def face_crops_of(path: str | Path, frames: int, detector: FaceDetector) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    """(context crop, landmarks, box) of the largest face in each of `frames` sampled frames that has one."""
+    crops = []
+    sampled = sample_frames(path, frames)
+    for image in sampled.frames:
+        faces = detector.detect(image)
+        if not faces:
+            continue
+        face = faces[0]
+        x0, y0, x1, y1 = stored_crop_box(face, image.shape[1], image.shape[0])
+        origin = np.array([x0, y0], dtype=np.float32)
+        box = tuple(float(v) for v in (face.box.reshape(2, 2) - origin).ravel())
+        crops.append((np.ascontiguousarray(image[y0:y1, x0:x1]), face.landmarks - origin, box))
+    if not crops:
+        raise ValueError(f"{path}: no face found in {len(sampled.frames)} sampled frame(s)")
+    return crops
+
+
+def preview_grid(path: str | Path, n: int = 16, seed: int = 0, config: SBIConfig | None = None,
+                 detector: FaceDetector | None = None) -> np.ndarray:
+    """An RGB uint8 grid of n training triplets (real | mask | fake) made from the faces of an image or video."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    generator = SelfBlendedImageGenerator(config or SBIConfig())
+    crops = face_crops_of(path, min(n, 8), detector or create_face_detector())
+    tiles = []
+    for i in range(n):
+        image, landmarks, box = crops[i % len(crops)]
+        sample = generator(image, landmarks, box, np.random.default_rng([seed, i]), train=True)
+        mask = np.repeat((np.clip(sample.mask, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+        tiles.append(np.concatenate([sample.real, mask, sample.fake], axis=1))
+    blank = np.zeros_like(tiles[0])
+    columns = min(TRIPLETS_PER_ROW, n)
+    tiles += [blank] * (-len(tiles) % columns)
+    rows = [np.concatenate(tiles[r:r + columns], axis=1) for r in range(0, len(tiles), columns)]
+    return np.concatenate(rows, axis=0)

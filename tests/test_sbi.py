@@ -1,0 +1,274 @@
+"""Self-blended image synthesis on real FF++ face crops (hcsi.sbi)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hcsi.sbi import (
+    FACE_COMPONENTS,
+    HULL_TYPES,
+    SBIConfig,
+    SelfBlendedImageGenerator,
+    blend,
+    blend_mask,
+    elastic_deform_mask,
+    elastic_maps,
+    flip_landmarks,
+    flip_permutation,
+    hull_mask,
+)
+from hcsi.sbi.masks import DFL_FULL_REGIONS
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CROPS = DATA / "ffpp_crops"
+pytestmark = pytest.mark.skipif(not (CROPS / "precomuted_landmarks.json").is_file(),
+                                reason=f"real face crops with landmarks not found under {CROPS}; "
+                                       "the SBI tests need the shared data folder next to the repository")
+
+FACE_NAMES = ("000_0000.png", "001_0000.png")
+# RetinaFace-like box read off the landmarks both crops share: jaw extremes, chin, and a forehead line a quarter of
+# the brow-to-chin height above the brows.
+FACE_BOX = (56.0, 76.0, 252.0, 291.0)
+SEEDS = range(6)
+
+
+@pytest.fixture(scope="module")
+def faces() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(RGB image, (68, 2) float32 landmarks) of the two 317×317 crops."""
+    landmarks = json.loads((CROPS / "precomuted_landmarks.json").read_text())
+    return [(cv2.cvtColor(cv2.imread(str(CROPS / name)), cv2.COLOR_BGR2RGB),
+             np.asarray(landmarks[name], dtype=np.float32)) for name in FACE_NAMES]
+
+
+@pytest.fixture(scope="module")
+def generator() -> SelfBlendedImageGenerator:
+    return SelfBlendedImageGenerator()
+
+
+def with_forehead(landmarks: np.ndarray) -> np.ndarray:
+    """81 points: the 68 plus 13 forehead points on an arc above the brows, from jaw point 0's side to point 16's."""
+    centre = (landmarks[0] + landmarks[16]) / 2
+    radius_x = abs(landmarks[16, 0] - landmarks[0, 0]) / 2
+    radius_y = 1.8 * (centre[1] - landmarks[17:27, 1].min())
+    angles = np.linspace(math.pi, 2 * math.pi, 15)[1:-1]
+    forehead = np.stack([centre[0] + radius_x * np.cos(angles), centre[1] + radius_y * np.sin(angles)], axis=1)
+    return np.concatenate([landmarks, forehead]).astype(np.float32)
+
+
+def values_at(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    rounded = np.round(points).astype(int)
+    return mask[rounded[:, 1], rounded[:, 0]]
+
+
+def points_used(hull_type: str) -> list[int]:
+    """The landmarks each hull type is built from (for `extended`, those it keeps in place)."""
+    if hull_type == "facehull":
+        return list(range(68))
+    regions = DFL_FULL_REGIONS if hull_type == "dfl_full" else FACE_COMPONENTS
+    used = sorted({i for indices in regions.values() for i in indices})
+    return [i for i in used if not 17 <= i <= 26] if hull_type == "extended" else used
+
+
+@pytest.mark.parametrize("hull_type", HULL_TYPES)
+def test_hull_mask_covers_its_points_and_nothing_far_outside(faces, hull_type):
+    image, landmarks = faces[0]
+    mask = hull_mask(image.shape[:2], landmarks, hull_type)
+    assert mask.dtype == np.float32 and mask.shape == image.shape[:2]
+    assert mask.min() == 0.0 and mask.max() == 1.0
+    assert (values_at(mask, landmarks[points_used(hull_type)]) >= 0.5).all()
+    assert values_at(mask, landmarks[[30]]) == 1.0  # nose tip: inside every hull
+    left_of_face = landmarks[:, 0].min() - 5
+    below_chin = landmarks[:, 1].max() + 5
+    assert not mask[:, : int(left_of_face)].any() and not mask[int(below_chin):].any()
+    if hull_type != "facehull":  # the component hulls are 0/1, as in the reference
+        assert set(np.unique(mask)) == {0.0, 1.0}
+
+
+def test_extended_hull_reaches_above_the_brows(faces):
+    image, landmarks = faces[0]
+    components = hull_mask(image.shape[:2], landmarks, "components")
+    extended = hull_mask(image.shape[:2], landmarks, "extended")
+    assert (extended >= components).all()
+    eye_brow_distance = landmarks[36:48, 1].mean() - landmarks[17:27, 1].mean()
+    top_components = np.nonzero(components.any(axis=1))[0][0]
+    top_extended = np.nonzero(extended.any(axis=1))[0][0]
+    assert top_components - top_extended >= 0.4 * eye_brow_distance
+
+
+def test_only_facehull_uses_the_forehead(faces):
+    image, landmarks = faces[0]
+    full = with_forehead(landmarks)
+    shape = image.shape[:2]
+    assert (values_at(hull_mask(shape, full, "facehull"), full[68:]) >= 0.5).all()
+    assert values_at(hull_mask(shape, landmarks, "facehull"), full[[74]]) == 0.0  # top of the forehead arc
+    for hull_type in ("dfl_full", "extended", "components"):
+        assert np.array_equal(hull_mask(shape, full, hull_type), hull_mask(shape, landmarks, hull_type))
+
+
+@pytest.mark.parametrize("n_points", [68, 81])
+def test_flip_permutation_is_an_involution(faces, n_points):
+    permutation = flip_permutation(n_points)
+    assert np.array_equal(np.sort(permutation), np.arange(n_points))
+    assert np.array_equal(permutation[permutation], np.arange(n_points))
+    points = with_forehead(faces[0][1])[:n_points]
+    np.testing.assert_allclose(flip_landmarks(flip_landmarks(points, 317), 317), points, atol=1e-4)
+    if n_points == 81:
+        assert np.array_equal(permutation[68:], np.arange(80, 67, -1))
+
+
+def test_flip_maps_the_left_eye_onto_the_right_eye_region(faces):
+    image, landmarks = faces[1]
+    width = image.shape[1]
+    flipped = flip_landmarks(landmarks, width)
+    # The subject's right eye stays on the image's left, where the mirrored left eye now is.
+    assert flipped[36:42, 0].max() < width / 2 < flipped[42:48, 0].min()
+    np.testing.assert_allclose(flipped[36:42].mean(axis=0),
+                               [width - landmarks[42:48, 0].mean(), landmarks[42:48, 1].mean()], atol=1e-4)
+    assert flipped[0, 0] < flipped[16, 0] and flipped[48, 0] < flipped[54, 0]
+    # Masks built from the mirrored landmarks match the mirrored masks (up to the reference's one-pixel offset).
+    for hull_type in HULL_TYPES:
+        from_flipped = hull_mask(image.shape[:2], flipped, hull_type) > 0.5
+        mirrored = hull_mask(image.shape[:2], landmarks, hull_type)[:, ::-1] > 0.5
+        assert (from_flipped & mirrored).sum() / (from_flipped | mirrored).sum() > 0.97
+
+
+def test_blend_mask_is_soft_scaled_and_stays_near_the_hull(faces):
+    image, landmarks = faces[0]
+    hull = hull_mask(image.shape[:2], landmarks, "components")
+    grown = cv2.dilate(hull, np.ones((41, 41), np.uint8))
+    config = SBIConfig()
+    for seed in SEEDS:
+        soft, ratio = blend_mask(hull, np.random.default_rng(seed), config)
+        assert soft.dtype == np.float32 and soft.shape == hull.shape
+        assert ratio in config.blend_ratios
+        assert soft.min() >= 0 and soft.max() == pytest.approx(ratio, rel=1e-3)
+        assert values_at(soft, landmarks[[30]]) == pytest.approx(ratio, rel=1e-3)
+        assert not soft[grown == 0].any()
+
+
+def test_elastic_field_has_the_reference_strength():
+    size, alpha, sigma = 300, 50.0, 7.0
+    map_x, map_y = elastic_maps((size, size), alpha, sigma, np.random.default_rng(0))
+    dx, dy = map_x - np.arange(size), map_y - np.arange(size)[:, None]
+    # Uniform noise (variance 1/3) smoothed by a 2-D Gaussian: std = alpha·sqrt(1/3 / (4π sigma²)) ≈ 1.16 px.
+    expected = alpha * math.sqrt(1 / 3 / (4 * math.pi * sigma**2))
+    for displacement in (dx, dy):
+        assert displacement.std() == pytest.approx(expected, rel=0.1)
+        assert np.abs(displacement).max() <= alpha
+
+
+def test_elastic_deformation_moves_only_the_mask_border(faces):
+    image, landmarks = faces[0]
+    mask = hull_mask(image.shape[:2], landmarks, "components")
+    deformed = elastic_deform_mask(mask, 50.0, 7.0, np.random.default_rng(0))
+    assert np.array_equal(deformed, elastic_deform_mask(mask, 50.0, 7.0, np.random.default_rng(0)))
+    assert set(np.unique(deformed)) == {0.0, 1.0}
+    changed = deformed != mask
+    band = cv2.dilate(mask, np.ones((21, 21), np.uint8)) - cv2.erode(mask, np.ones((21, 21), np.uint8))
+    assert changed.sum() > 100 and not changed[band == 0].any()
+
+
+def test_fake_differs_from_target_only_inside_the_blend_mask(faces, generator):
+    transformed = set()
+    for (image, landmarks), seed in zip(faces * 3, SEEDS):
+        stage = generator.blend_stage(image, landmarks, FACE_BOX, np.random.default_rng(seed), train=True)
+        transformed.add(stage.transformed)
+        changed = (stage.fake != stage.target).any(axis=2)
+        assert not changed[stage.mask == 0].any()
+        assert changed[stage.mask >= 0.5 * stage.blend_ratio].mean() > 0.5
+        assert np.array_equal(stage.fake, blend(stage.source, stage.target, stage.mask))
+    assert transformed == {"source", "target"}
+
+
+def test_same_seed_gives_identical_samples_and_other_seeds_differ(faces, generator):
+    image, landmarks = faces[0]
+    first, again, other = (generator(image, landmarks, FACE_BOX, np.random.default_rng(seed), train=True)
+                           for seed in (7, 7, 8))
+    for name in ("real", "fake", "mask"):
+        assert np.array_equal(getattr(first, name), getattr(again, name))
+    assert first.crop_box == again.crop_box and first.hull_type == again.hull_type
+    assert not np.array_equal(first.fake, other.fake)
+
+
+@pytest.mark.parametrize("image_size", [224, 380])
+def test_output_shapes_and_dtypes(faces, image_size):
+    generator = SelfBlendedImageGenerator(SBIConfig(image_size=image_size))
+    image, landmarks = faces[1]
+    timings: dict[str, float] = {}
+    sample = generator(image, landmarks, FACE_BOX, np.random.default_rng(0), train=True, timings=timings)
+    assert sample.real.shape == sample.fake.shape == (image_size, image_size, 3)
+    assert sample.real.dtype == sample.fake.dtype == np.uint8
+    assert sample.mask.shape == (image_size, image_size) and sample.mask.dtype == np.float32
+    assert 0 <= sample.mask.min() and sample.mask.max() <= sample.blend_ratio + 1e-6
+    x0, y0, x1, y1 = sample.crop_box
+    assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+    assert set(timings) == {"flip", "mask", "source_transforms", "affine", "elastic", "blend_mask", "blend",
+                            "post_aug", "crop_resize"}
+
+
+def test_post_augmentation_treats_real_and_fake_alike(faces, generator):
+    image, landmarks = faces[0]
+    for seed in SEEDS:
+        sample = generator(image, landmarks, FACE_BOX, np.random.default_rng(seed), train=True)
+        # Far from the blended region (JPEG mixes 16×16 blocks) the two images saw the same pixels and parameters.
+        away = cv2.dilate((sample.mask > 0).astype(np.uint8), np.ones((41, 41), np.uint8)) == 0
+        assert away.sum() > 1000
+        assert np.array_equal(sample.real[away], sample.fake[away])
+
+
+def test_eval_mode_uses_the_fixed_crop_without_flip_or_post_augmentation(faces, generator):
+    image, landmarks = faces[0]
+    x0, y0, x1, y1 = FACE_BOX
+    margin_x, margin_y = 0.125 * (x1 - x0), 0.125 * (y1 - y0)
+    expected = (math.floor(x0 - margin_x), math.floor(y0 - margin_y),
+                math.ceil(x1 + margin_x), min(image.shape[0], math.ceil(y1 + margin_y)))
+    size = (generator.config.image_size,) * 2
+    for seed in SEEDS:
+        stage = generator.blend_stage(image, landmarks, FACE_BOX, np.random.default_rng(seed), train=False)
+        sample = generator(image, landmarks, FACE_BOX, np.random.default_rng(seed), train=False)
+        assert not sample.flipped and sample.crop_box == expected
+        cx0, cy0, cx1, cy1 = expected
+        for produced, full in ((sample.real, stage.target), (sample.fake, stage.fake)):
+            assert np.array_equal(produced, cv2.resize(full[cy0:cy1, cx0:cx1], size, interpolation=cv2.INTER_LINEAR))
+
+
+def test_train_mode_flips_about_half_the_samples(faces, generator):
+    image, landmarks = faces[0]
+    flips = [generator.blend_stage(image, landmarks, FACE_BOX, np.random.default_rng(seed)) for seed in range(12)]
+    assert {stage.flipped for stage in flips} == {True, False}
+    stage = next(stage for stage in flips if stage.flipped)
+    assert stage.box == (317 - FACE_BOX[2], FACE_BOX[1], 317 - FACE_BOX[0], FACE_BOX[3])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda im, lm, box: (im.astype(np.float32), lm, box), "uint8"),
+    (lambda im, lm, box: (np.dstack([im, im[..., :1]]), lm, box), r"\(H, W, 3\)"),
+    (lambda im, lm, box: (im[..., 0], lm, box), r"\(H, W, 3\)"),
+    (lambda im, lm, box: (im, lm[:60], box), r"\(68, 2\) or \(81, 2\)"),
+    (lambda im, lm, box: (im, np.where(lm == lm[0], np.nan, lm), box), "NaN"),
+    (lambda im, lm, box: (im, lm, (100.0, 50.0, 100.0, 200.0)), "empty"),
+    (lambda im, lm, box: (im, lm, (400.0, 10.0, 500.0, 100.0)), "outside"),
+])
+def test_bad_inputs_raise_a_value_error_naming_the_problem(faces, generator, change, message):
+    image, landmarks, box = change(*faces[0], FACE_BOX)
+    with pytest.raises(ValueError, match=message):
+        generator(image, landmarks, box, np.random.default_rng(0))
+
+
+def test_rng_must_be_a_numpy_generator(faces, generator):
+    with pytest.raises(TypeError, match="default_rng"):
+        generator(*faces[0], FACE_BOX, np.random.RandomState(0))
+
+
+def test_config_rejects_invalid_values():
+    with pytest.raises(ValueError, match="probability"):
+        SBIConfig(hflip_p=1.5)
+    with pytest.raises(ValueError, match="odd"):
+        SBIConfig(blend_kernel_range=(4, 25))
+    with pytest.raises(ValueError, match="hull_types"):
+        SBIConfig(hull_types=("mouth",))
