@@ -74,7 +74,7 @@ class SBIDataset(Dataset):
             validation behaviour (fixed 12.5 % margins, no flip, no post-augmentation).
         config: SBI parameters (image_size among them).
         seed: sample i of epoch e is drawn from the generator seeded with (seed, e, i): repeatable, and different
-            in every epoch (call `set_epoch`).
+            in every training epoch (call `set_epoch`); with train=False the epoch is ignored.
     """
 
     def __init__(self, store: str | Path, split: str | None = "train",
@@ -95,7 +95,8 @@ class SBIDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         face = self.faces[i]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        epoch = self.epoch if self.train else 0  # validation draws the same fakes every epoch, as SBI's does
+        rng = np.random.default_rng([self.seed, epoch, i])
         sample = self.generator(read_crop(face.crop), face.landmarks, face.box, rng, train=self.train)
         return image_to_tensor(sample.real, self.mean, self.std), image_to_tensor(sample.fake, self.mean, self.std)
 

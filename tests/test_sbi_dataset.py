@@ -1,0 +1,86 @@
+"""SBI training pairs and validation set from a preprocessed store of real clips; `hcsi sbi-preview`."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hcsi.cli import main
+from hcsi.data.preprocess import PreprocessOptions, preprocess
+from hcsi.data.sbi_dataset import SBIDataset, sbi_collate, sbi_validation_set
+from hcsi.data.sources import ffpp_real_videos
+from hcsi.faces import MediaError
+from hcsi.sbi import SBIConfig
+from media import shared
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """An FF++-shaped dataset of two real clips (linked from ../shared/data), preprocessed with 4 frames each."""
+    root = tmp_path_factory.mktemp("ffpp")
+    videos = root / "original_sequences" / "youtube" / "raw" / "videos"
+    videos.mkdir(parents=True)
+    os.symlink(shared("ghost/dance.mp4"), videos / "000.mp4")
+    os.symlink(shared("liveportrait/d18.mp4"), videos / "001.mp4")
+    (root / "train.json").write_text(json.dumps([["000", "010"]]))
+    (root / "val.json").write_text(json.dumps([["001", "011"]]))
+    (root / "test.json").write_text(json.dumps([["002", "012"]]))
+    out = root / "store"
+    preprocess(ffpp_real_videos(root, "raw"), out, PreprocessOptions(frames=4), progress=False)
+    return out
+
+
+def test_training_pairs_are_batched_reals_then_fakes(store):
+    dataset = SBIDataset(store, "train", frames_per_video=3, config=SBIConfig(image_size=96))
+    assert len(dataset) == 3 and {f.video_id for f in dataset.faces} == {"original_sequences/youtube/raw/videos/000"}
+    images, labels = sbi_collate([dataset[0], dataset[1]])
+    assert images.shape == (4, 3, 96, 96) and images.dtype == torch.float32
+    assert labels.tolist() == [0, 0, 1, 1]
+    assert not torch.equal(images[0], images[2])  # the fake differs from its real
+
+
+def test_training_samples_repeat_under_a_seed_and_change_with_the_epoch(store):
+    config = SBIConfig(image_size=64)
+    a, b = SBIDataset(store, "train", config=config, seed=3), SBIDataset(store, "train", config=config, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+    b.set_epoch(1)
+    assert not torch.equal(a[1][1], b[1][1])
+
+
+def test_validation_set_is_the_val_split_and_fixed(store):
+    first = sbi_validation_set(store, SBIConfig(image_size=64))
+    second = sbi_validation_set(store, SBIConfig(image_size=64))
+    assert {f.video_id for f in first.faces} == {"original_sequences/youtube/raw/videos/001"}
+    assert not first.train
+    for i in range(len(first)):
+        assert all(torch.equal(x, y) for x, y in zip(first[i], second[i]))
+    second.set_epoch(5)  # validation shows the same fakes in every epoch
+    assert all(torch.equal(x, y) for x, y in zip(first[0], second[0]))
+
+
+def test_missing_store_or_crop_is_reported_with_its_path(store, tmp_path):
+    with pytest.raises(FileNotFoundError, match="hcsi preprocess"):
+        SBIDataset(tmp_path / "nothing")
+    dataset = SBIDataset(store, "train", config=SBIConfig(image_size=64))
+    broken = dataset.faces[0].crop.with_name("broken.png")
+    broken.write_bytes(b"not a png")
+    object.__setattr__(dataset.faces[0], "crop", broken)
+    with pytest.raises(MediaError, match="broken.png"):
+        dataset[0]
+
+
+def test_sbi_preview_writes_a_grid_of_triplets(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["sbi-preview", "--input", str(shared("face_recognition/obama.jpg")), "--n", "3", "--out", str(out),
+                 "--image-size", "64"]) == 0
+    grid = cv2.imread(str(out))
+    assert grid.shape == (64, 3 * 3 * 64, 3)
+    mask_tile = grid[:, 64:128]
+    assert mask_tile.max() > 0 and np.all(mask_tile[..., 0] == mask_tile[..., 1])  # grey blend mask
+
+    flat = tmp_path / "flat.png"
+    cv2.imwrite(str(flat), np.full((120, 160, 3), 80, np.uint8))
+    assert main(["sbi-preview", "--input", str(flat), "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "no face found" in capsys.readouterr().err
