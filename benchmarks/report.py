@@ -71,11 +71,43 @@ def models_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+def faces_section(result: dict) -> list[str]:
+    lines = [f"### Face detector `{result['detector']}` on ../shared/data (CPU, one core)", "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}). Recall = share of the sampled "
+             "frames with at least the expected number of faces; target ≥ 90 % for photos and talking-head clips.",
+             "", "| file | label | size | frames | recall | meets target | extra faces | found by low-light pass | "
+             "detect ms/frame | decode ms/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["records"]:
+        meets = "no target" if r["target"] is None else ("yes" if r["recall"] >= r["target"] else "**no**")
+        lines.append(f"| {r['file']} | {r['label']} | {r['size']} | {r['frames']} | {100 * r['recall']:.1f} % | "
+                     f"{meets} | {r['frames_with_extra_faces']} | {r['frames_found_by_enhanced_pass']} | "
+                     f"{_fmt(r['detect_ms_per_frame'])} | {_fmt(r['decode_ms_per_frame'])} |")
+    return lines + [""]
+
+
+def sbi_section(result: dict) -> list[str]:
+    lines = [f"### SBI synthesis on {result.get('device', 'cpu')}, one core", "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}).", ""]
+    for key in ("frame_hw", "context_crop_hw", "speedup"):
+        if key in result:
+            lines.append(f"- {key}: {result[key]}")
+    lines += ["", "| variant | image size | samples/s | ms/sample | slowest steps (ms) |", "|---|---|---|---|---|"]
+    for r in result["records"]:
+        steps = sorted(r.get("step_ms", {}).items(), key=lambda kv: -kv[1])[:5]
+        split = ", ".join(f"{k} {v:.1f}" for k, v in steps)
+        lines.append(f"| {r['variant']} | {r['image_size']} | {_fmt(r['samples_per_s'])} | "
+                     f"{_fmt(r['ms_per_sample'])} | {split} |")
+    return lines + [""]
+
+
 def main() -> None:
     lines = [INTRO]
     files = sorted(RESULTS.glob("*.json"))
-    for group, render in (("bscg-", bscg_section), ("models-", models_section)):
-        heading = "## One BSCG block: SDPA vs explicit softmax" if group == "bscg-" else "## Whole models"
+    sections = (("bscg-", "## One BSCG block: SDPA vs explicit softmax", bscg_section),
+                ("models-", "## Whole models", models_section),
+                ("faces-", "## Face detection", faces_section),
+                ("sbi-", "## SBI synthesis", sbi_section))
+    for group, heading, render in sections:
         lines += [heading, ""]
         for path in (p for p in files if p.name.startswith(group)):
             for result in json.loads(path.read_text()):
