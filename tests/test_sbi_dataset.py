@@ -84,3 +84,18 @@ def test_sbi_preview_writes_a_grid_of_triplets(tmp_path, capsys):
     cv2.imwrite(str(flat), np.full((120, 160, 3), 80, np.uint8))
     assert main(["sbi-preview", "--input", str(flat), "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert "no face found" in capsys.readouterr().err
+
+
+def test_landmarks_partly_outside_the_crop_still_give_a_pair(store):
+    from hcsi.data.sbi_dataset import read_crop
+    from hcsi.sbi import SelfBlendedImageGenerator
+
+    face = SBIDataset(store, "train").faces[0]
+    image = read_crop(face.crop)
+    cut = int(face.landmarks[8, 1]) - 10  # cut the crop above the chin: the lowest jaw points fall outside
+    landmarks = face.landmarks.copy()
+    assert (landmarks[:, 1] >= cut).any()
+    sample = SelfBlendedImageGenerator(SBIConfig(image_size=64))(
+        image[:cut], landmarks, face.box, np.random.default_rng(0), train=False)
+    assert sample.real.shape == sample.fake.shape == (64, 64, 3)
+    assert sample.mask.max() > 0
