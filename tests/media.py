@@ -1,6 +1,7 @@
 """Test media: the real files in ../shared/data (never copied into the project) and small synthetic videos."""
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -8,14 +9,16 @@ import av
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the project; HCSI_SHARED_DATA points elsewhere (e.g. for a clone outside /work)
+SHARED_DATA = Path(os.environ.get("HCSI_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def shared(relative: str) -> Path:
     """A file of ../shared/data; the test is skipped with a message when that folder is absent."""
     path = SHARED_DATA / relative
     if not path.exists():
-        pytest.skip(f"{path} not found: these tests need the shared test media in ../shared/data")
+        pytest.skip(f"{path} not found: these tests need the shared test media in ../shared/data "
+                    "(or set HCSI_SHARED_DATA)")
     return path
 
 

@@ -20,7 +20,9 @@ def test_profile_json_fields_present_and_consistent(capsys):
     for key in ("params_total", "params_paper_equivalent", "macs_full", "macs_counter_visible"):
         assert isinstance(report[key], int) and report[key] > 0, key
     assert isinstance(report["latency_ms"], float) and report["latency_ms"] > 0
-    assert report["peak_memory_mb"] is None or report["peak_memory_mb"] > 0
+    # CPU: growth of the process's peak RSS; inside a long test process the allocator may reuse freed memory,
+    # so growth can be 0 here (a fresh `hcsi profile` process shows the real figure)
+    assert report["peak_memory_mb"] is None or report["peak_memory_mb"] >= 0
     assert report["params_total"] == sum(report["params_by_component"].values())
     assert set(report["params_by_component"]) == {"cnn", "vit", "interaction", "head"}
     # the unused ImageNet heads of efficientnet_b0 (1280 features) and swin_tiny (768)
