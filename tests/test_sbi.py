@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from hcsi.faces.crops import face_crop_box
 from hcsi.sbi import (
     FACE_COMPONENTS,
     HULL_TYPES,
@@ -22,7 +23,17 @@ from hcsi.sbi import (
     flip_permutation,
     hull_mask,
 )
-from hcsi.sbi.masks import DFL_FULL_REGIONS
+from hcsi.sbi.blend import resize_taps
+from hcsi.sbi.masks import DFL_FULL_REGIONS, hull_window
+from hcsi.sbi.synthesis import (
+    affine_maps,
+    elastic_deform_window,
+    elastic_maps_at,
+    jpeg_window,
+    source_window,
+    warp,
+    window_slices,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CROPS = DATA / "ffpp_crops"
@@ -153,8 +164,8 @@ def test_blend_mask_is_soft_scaled_and_stays_near_the_hull(faces):
 
 def test_elastic_field_has_the_reference_strength():
     size, alpha, sigma = 300, 50.0, 7.0
-    map_x, map_y = elastic_maps((size, size), alpha, sigma, np.random.default_rng(0))
-    dx, dy = map_x - np.arange(size), map_y - np.arange(size)[:, None]
+    maps = elastic_maps((size, size), alpha, sigma, np.random.default_rng(0))
+    dx, dy = maps[..., 0] - np.arange(size), maps[..., 1] - np.arange(size)[:, None]
     # Uniform noise (variance 1/3) smoothed by a 2-D Gaussian: std = alpha·sqrt(1/3 / (4π sigma²)) ≈ 1.16 px.
     expected = alpha * math.sqrt(1 / 3 / (4 * math.pi * sigma**2))
     for displacement in (dx, dy):
@@ -227,14 +238,17 @@ def test_eval_mode_uses_the_fixed_crop_without_flip_or_post_augmentation(faces, 
     margin_x, margin_y = 0.125 * (x1 - x0), 0.125 * (y1 - y0)
     expected = (math.floor(x0 - margin_x), math.floor(y0 - margin_y),
                 math.ceil(x1 + margin_x), min(image.shape[0], math.ceil(y1 + margin_y)))
+    assert expected == tuple(face_crop_box(FACE_BOX, image.shape[1], image.shape[0]))  # the project's crop rule
     size = (generator.config.image_size,) * 2
     for seed in SEEDS:
         stage = generator.blend_stage(image, landmarks, FACE_BOX, np.random.default_rng(seed), train=False)
         sample = generator(image, landmarks, FACE_BOX, np.random.default_rng(seed), train=False)
-        assert not sample.flipped and sample.crop_box == expected
+        assert not sample.flipped and sample.crop_box == stage.crop_box == expected
+        wx0, wy0 = stage.window[:2]  # the stage's arrays cover its window of the context crop
         cx0, cy0, cx1, cy1 = expected
         for produced, full in ((sample.real, stage.target), (sample.fake, stage.fake)):
-            assert np.array_equal(produced, cv2.resize(full[cy0:cy1, cx0:cx1], size, interpolation=cv2.INTER_LINEAR))
+            crop = full[cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+            assert np.array_equal(produced, cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR))
 
 
 def test_train_mode_flips_about_half_the_samples(faces, generator):
@@ -272,3 +286,144 @@ def test_config_rejects_invalid_values():
         SBIConfig(blend_kernel_range=(4, 25))
     with pytest.raises(ValueError, match="hull_types"):
         SBIConfig(hull_types=("mouth",))
+    with pytest.raises(ValueError, match="affine_scale"):
+        SBIConfig(affine_scale=(0.0, 1.05))
+    with pytest.raises(ValueError, match="downscale_factors"):
+        SBIConfig(downscale_factors=(0, 2))
+
+
+# --- Windows: each step computes only the pixels the output needs, and gives exactly the whole-crop result there ---
+
+class WholeCropGenerator(SelfBlendedImageGenerator):
+    """Every image step on the whole context crop, as the reference computes it."""
+
+    def _window(self, window, shape_hw):
+        return (0, 0, shape_hw[1], shape_hw[0])
+
+
+def context_crop(image: np.ndarray, landmarks: np.ndarray, pad: tuple[int, int, int, int]):
+    """The 317×317 crop padded by reflection (top, bottom, left, right), like a stored context crop, with its
+    landmarks and face box moved along."""
+    top, bottom, left, right = pad
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REFLECT_101)
+    x0, y0, x1, y1 = FACE_BOX
+    return padded, landmarks + np.float32([left, top]), (x0 + left, y0 + top, x1 + left, y1 + top)
+
+
+@pytest.mark.parametrize("pad", [(150, 40, 90, 70), (0, 0, 0, 0), (170, 23, 0, 131)])
+def test_windowed_pipeline_gives_the_whole_crop_result(faces, pad):
+    """Same seed, same bytes: the windows change no output (train and eval; faces inside the crop and at its edges;
+    crop widths 477, 317 and 448 put the end of OpenCV's vectorised rows in different places)."""
+    windowed, whole = SelfBlendedImageGenerator(), WholeCropGenerator()
+    transformed = set()
+    for (image, landmarks), seed in zip(faces * 4, range(8)):
+        image, landmarks, box = context_crop(image, landmarks, pad)
+        for train in (True, False):
+            ours, reference = (g(image, landmarks, box, np.random.default_rng(seed), train=train)
+                               for g in (windowed, whole))
+            for name in ("real", "fake", "mask"):
+                assert np.array_equal(getattr(ours, name), getattr(reference, name)), (seed, train, name)
+            assert ours.crop_box == reference.crop_box
+            transformed.add(ours.transformed)
+    assert transformed == {"source", "target"}
+
+
+def test_window_warp_equals_the_window_of_the_whole_warp(faces):
+    image, landmarks = faces[0]
+    height, width = image.shape[:2]
+    (sx, sy), (tx, ty) = (1.03, 0.96), (7.4, -3.2)
+    maps = affine_maps((height, width), (sx, sy), (tx, ty))
+    whole = (0, 0, width, height)
+    warped = warp(image, maps, whole, cv2.INTER_LINEAR)
+    for window in [(40, 60, 250, 300), (0, 0, 120, height), (200, 150, width, height)]:
+        reads = source_window(maps, window, (height, width))
+        part = warp(image[window_slices(reads)], maps, window, cv2.INTER_LINEAR, reads)
+        assert np.array_equal(part, warped[window_slices(window)])
+    # Nearest neighbour (the mask) picks rows and columns: the same as cv2.remap with two-dimensional maps.
+    mask = hull_mask((height, width), landmarks, "facehull")
+    grid_x, grid_y = np.meshgrid(maps[0], maps[1])
+    assert np.array_equal(warp(mask, maps, whole, cv2.INTER_NEAREST),
+                          cv2.remap(mask, grid_x, grid_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT))
+    # The same transform as the reference's (albumentations 1.x's matrix through cv2.warpAffine), up to rounding.
+    cx, cy = width / 2 - 0.5, height / 2 - 0.5
+    matrix = np.array([[sx, 0, cx - sx * cx + tx], [0, sy, cy - sy * cy + ty]])
+    reference = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR)
+    difference = np.abs(reference.astype(int) - warped)
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+
+
+@pytest.mark.parametrize("branch", [{"downscale_p": 1.0, "downscale_factors": (2,)},
+                                    {"downscale_p": 1.0, "downscale_factors": (4,)},
+                                    {"downscale_p": 0.0}], ids=["downscale2", "downscale4", "sharpen"])
+def test_source_transforms_of_a_window_equal_the_window_of_the_whole_image(faces, branch):
+    generator = SelfBlendedImageGenerator(SBIConfig(**branch))
+    image, _, _ = context_crop(*faces[1], (150, 40, 90, 70))  # 507×477: neither side a multiple of 2, 4 or 64
+    height, width = image.shape[:2]
+    for seed, window in enumerate([(37, 51, 251, 290), (0, 0, 101, height), (300, 200, width, height)]):
+        whole, part = (generator.source_transforms(image, w, np.random.default_rng(seed))
+                       for w in ((0, 0, width, height), window))
+        assert np.array_equal(part, whole[window_slices(window)])
+        assert not np.array_equal(part, image[window_slices(window)])
+
+
+def test_jpeg_of_a_window_grown_to_coding_units_equals_the_window_of_the_whole_image(faces):
+    image, _, _ = context_crop(*faces[0], (150, 40, 90, 70))
+    shape = image.shape[:2]
+
+    def jpeg(a: np.ndarray, quality: int) -> np.ndarray:
+        return cv2.imdecode(cv2.imencode(".jpg", np.ascontiguousarray(a), (cv2.IMWRITE_JPEG_QUALITY, quality))[1],
+                            cv2.IMREAD_UNCHANGED)
+
+    for quality in (40, 75, 100):
+        whole = jpeg(image, quality)
+        # Edges inside coding units, on their borders (the decoder reads across those), and at the image's edges.
+        for window in [(33, 45, 301, 299), (48, 64, 320, 288), (0, 0, 170, 130), (250, 300, shape[1], shape[0])]:
+            part = jpeg_window(window, shape)
+            assert np.array_equal(jpeg(image[window_slices(part)], quality)[window_slices(window, part)],
+                                  whole[window_slices(window)])
+
+
+def test_elastic_deformation_is_computed_only_where_the_blend_mask_reads_it(faces):
+    image, landmarks = faces[0]
+    shape = image.shape[:2]
+    rows, cols = resize_taps(shape[0], 230), resize_taps(shape[1], 200)
+    # The resize of the blend mask reads only those rows and columns.
+    noise = np.random.default_rng(0).random(shape, dtype=np.float32)
+    junk = np.full(shape, 1e6, dtype=np.float32)
+    junk[np.ix_(rows, cols)] = noise[np.ix_(rows, cols)]
+    assert np.array_equal(cv2.resize(noise, (200, 230), interpolation=cv2.INTER_LINEAR),
+                          cv2.resize(junk, (200, 230), interpolation=cv2.INTER_LINEAR))
+    # There, the field equals the whole field made from the same noise, up to float rounding (pixels).
+    whole = elastic_maps(shape, 50.0, 7.0, np.random.default_rng(3))
+    sampled = elastic_maps_at(shape, 50.0, 7.0, np.random.default_rng(3), rows, cols)
+    np.testing.assert_allclose(sampled, whole[np.ix_(rows, cols)], atol=1e-3)
+    # A mask held in a window deforms as the whole-image mask does, mirrored image edges included.
+    mask = hull_mask(shape, landmarks, "components")
+    window = hull_window(shape, landmarks)
+    in_window = elastic_deform_window(mask[window_slices(window)], window, shape, 50.0, 7.0,
+                                      np.random.default_rng(1), rows, cols)
+    in_image = elastic_deform_window(mask, (0, 0, shape[1], shape[0]), shape, 50.0, 7.0,
+                                     np.random.default_rng(1), rows, cols)
+    for a, b in zip(in_window, in_image):
+        assert np.array_equal(a, b)
+    assert in_window[0].any() and not in_window[0].all()
+
+
+@pytest.mark.parametrize("hull_type", HULL_TYPES)
+def test_hull_window_holds_the_whole_hull(faces, hull_type):
+    image, landmarks = faces[0]
+    shape = image.shape[:2]
+    for points in (landmarks, with_forehead(landmarks)):
+        window = hull_window(shape, points)
+        whole = hull_mask(shape, points, hull_type)
+        part = hull_mask(shape, points, hull_type, window)
+        assert np.array_equal(part, whole[window_slices(window)])
+        assert np.count_nonzero(part) == np.count_nonzero(whole) > 0
+
+
+def test_blend_is_the_truncated_formula():
+    rng = np.random.default_rng(0)
+    source, target = (rng.integers(0, 256, (90, 70, 3), dtype=np.uint8) for _ in range(2))
+    mask = rng.random((90, 70), dtype=np.float32) * (rng.random((90, 70)) > 0.3)
+    expected = (mask[..., None] * source + (1.0 - mask[..., None]) * target).astype(np.uint8)
+    assert np.array_equal(blend(source, target, mask), expected)

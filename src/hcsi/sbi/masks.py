@@ -82,10 +82,11 @@ def flip_landmarks(landmarks: np.ndarray, width: float) -> np.ndarray:
     return flipped[flip_permutation(len(flipped))]
 
 
-def _fill_hull(canvas: np.ndarray, points: np.ndarray, line_type: int) -> None:
-    """Fill the convex hull of `points` into `canvas` (uint8) with 255, at sub-pixel precision."""
+def _fill_hull(canvas: np.ndarray, points: np.ndarray, line_type: int, origin: tuple[int, int]) -> None:
+    """Fill the convex hull of `points` into `canvas` (uint8, whose pixel (0, 0) is the image's `origin`) with 255,
+    at sub-pixel precision. The fixed-point vertices move by whole pixels, so the fill is the image's, shifted."""
     hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2)
-    fixed = np.round(hull * (1 << _FILL_SHIFT)).astype(np.int32)
+    fixed = np.round(hull * (1 << _FILL_SHIFT)).astype(np.int32) - np.array(origin, dtype=np.int32) * (1 << _FILL_SHIFT)
     cv2.fillConvexPoly(canvas, fixed, 255, lineType=line_type, shift=_FILL_SHIFT)
 
 
@@ -101,7 +102,19 @@ def _lift_brows(landmarks: np.ndarray) -> np.ndarray:
     return lifted
 
 
-def hull_mask(shape_hw: tuple[int, int], landmarks: np.ndarray, hull_type: str) -> np.ndarray:
+def hull_window(shape_hw: tuple[int, int], landmarks: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), end-exclusive: a part of the image that holds every hull type of `landmarks` with two pixels
+    of zeros around it (the anti-aliased edge reaches one pixel out), clipped to the image."""
+    landmarks = np.asarray(landmarks, dtype=np.float32)
+    points = np.concatenate([landmarks, _lift_brows(landmarks)])
+    (x0, y0), (x1, y1) = np.floor(points.min(axis=0)) - 2, np.ceil(points.max(axis=0)) + 3
+    height, width = shape_hw
+    x0, y0 = min(max(0, int(x0)), width), min(max(0, int(y0)), height)
+    return x0, y0, max(x0, min(width, int(x1))), max(y0, min(height, int(y1)))
+
+
+def hull_mask(shape_hw: tuple[int, int], landmarks: np.ndarray, hull_type: str,
+              window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """The face-region mask of one SBI hull type, as float32 in [0, 1] of shape `shape_hw`.
 
     Args:
@@ -113,20 +126,25 @@ def hull_mask(shape_hw: tuple[int, int], landmarks: np.ndarray, hull_type: str) 
             - "components": union of the eight FACE_COMPONENTS hulls (points 0-67).
             - "facehull": one anti-aliased hull of all points, so the forehead is inside only with 81 points.
             The first three are 0/1 masks, "facehull" has soft edges, as in the reference.
+        window: (x0, y0, x1, y1) inside the image, e.g. from `hull_window`: draw only that part. It equals the same
+            part of the whole mask wherever the hulls do not cross the window's inner edges (hull_window's never do).
     """
     landmarks = np.asarray(landmarks, dtype=np.float32)
     if landmarks.ndim != 2 or landmarks.shape[1] != 2 or len(landmarks) not in LANDMARK_COUNTS:
         raise ValueError(f"hull_mask: landmarks must have shape (68, 2) or (81, 2), got {landmarks.shape}")
-    canvas = np.zeros(shape_hw, dtype=np.uint8)
-    if hull_type == "facehull":
-        _fill_hull(canvas, landmarks, cv2.LINE_AA)
+    x0, y0, x1, y1 = window if window is not None else (0, 0, shape_hw[1], shape_hw[0])
+    canvas = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    if hull_type not in HULL_TYPES:
+        raise ValueError(f"hull_mask: unknown hull type {hull_type!r}; expected one of {HULL_TYPES}")
+    if canvas.size == 0:
+        pass
+    elif hull_type == "facehull":
+        _fill_hull(canvas, landmarks, cv2.LINE_AA, (x0, y0))
     elif hull_type == "dfl_full":
         for indices in DFL_FULL_REGIONS.values():
-            _fill_hull(canvas, landmarks[list(indices)], cv2.LINE_8)
+            _fill_hull(canvas, landmarks[list(indices)], cv2.LINE_8, (x0, y0))
     elif hull_type in ("components", "extended"):
         points = _lift_brows(landmarks) if hull_type == "extended" else landmarks
         for indices in FACE_COMPONENTS.values():
-            _fill_hull(canvas, points[list(indices)], cv2.LINE_8)
-    else:
-        raise ValueError(f"hull_mask: unknown hull type {hull_type!r}; expected one of {HULL_TYPES}")
-    return canvas.astype(np.float32) / 255.0
+            _fill_hull(canvas, points[list(indices)], cv2.LINE_8, (x0, y0))
+    return np.divide(canvas, np.float32(255), dtype=np.float32)
