@@ -2,6 +2,7 @@
 import av
 import numpy as np
 import pytest
+from media import shared, write_index_video
 from PIL import Image
 
 from hcsi.faces import (
@@ -14,7 +15,6 @@ from hcsi.faces import (
     sample_frame_indices,
     sample_frames,
 )
-from media import shared, write_index_video
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +127,12 @@ def test_crop_rules_follow_sbi(detector):
     cx0, cy0, cx1, cy1 = context_crop_box(face.landmarks, image.shape[1], image.shape[0])
     assert abs(cx0 - max(0, lm[:, 0].min() - w / 2)) <= 1 and abs(cy0 - max(0, lm[:, 1].min() - h)) <= 1
     assert abs((cy1 - lm[:, 1].max()) - 0.4 * h) <= 1
+    assert abs(cx1 - min(image.shape[1], lm[:, 0].max() + w / 2)) <= 1
     x0, y0, x1, y1 = face_crop_box(face.box, image.shape[1], image.shape[0])  # test time: 12.5 % per side
     bw = face.box[2] - face.box[0]
+    bh = face.box[3] - face.box[1]
     assert abs((face.box[0] - x0) - 0.125 * bw) <= 1 and abs((x1 - face.box[2]) - 0.125 * bw) <= 1
+    assert abs((face.box[1] - y0) - 0.125 * bh) <= 1 and abs((y1 - face.box[3]) - 0.125 * bh) <= 1
 
 
 def test_small_faces_are_dropped_at_test_time(detector):

@@ -5,11 +5,11 @@ import os
 import cv2
 import numpy as np
 import pytest
+from media import shared, write_index_video
 
 from hcsi.cli import main
 from hcsi.data import preprocess as prep
 from hcsi.data.sources import ffpp_real_videos, folder_videos
-from media import shared, write_index_video
 
 
 @pytest.fixture()

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from media import shared
 
 from hcsi.cli import main
 from hcsi.data.preprocess import PreprocessOptions, preprocess
@@ -13,7 +14,6 @@ from hcsi.data.sbi_dataset import SBIDataset, sbi_collate, sbi_validation_set
 from hcsi.data.sources import ffpp_real_videos
 from hcsi.faces import MediaError
 from hcsi.sbi import SBIConfig
-from media import shared
 
 
 @pytest.fixture(scope="module")
