@@ -22,17 +22,20 @@ def shared(relative: str) -> Path:
     return path
 
 
-def write_index_video(path: Path, frames: int, size=(64, 48), vfr: bool = False) -> None:
-    """A video whose frame k is a flat grey of level 4·k (so a decoded frame tells its index); with `vfr`,
-    frames are spaced irregularly in time."""
+def write_index_video(path: Path, frames: int, size=(64, 48), vfr: bool = False, rotation: int = 0) -> None:
+    """A video whose frame k is a flat grey of level 4·k with a white stripe over its left quarter; with `vfr`,
+    frames are spaced irregularly in time; `rotation` sets the display matrix (degrees counter-clockwise)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=25)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         stream.codec_context.time_base = Fraction(1, 1000)
         pts = 0
         for k in range(frames):
             image = np.full((size[1], size[0], 3), 4 * k, dtype=np.uint8)
+            image[:, : size[0] // 4] = 255
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = pts
             frame.time_base = Fraction(1, 1000)

@@ -43,6 +43,14 @@ def test_sampled_frames_are_the_frames_their_indices_name(tmp_path, suffix, vfr)
         assert np.array_equal(frame, every[index]), index
 
 
+def test_display_rotation_is_applied(tmp_path):
+    path = tmp_path / "portrait.mp4"
+    write_index_video(path, frames=3, size=(64, 32), rotation=90)  # stored landscape, shown rotated 90° ccw
+    frame = sample_frames(path, n=1).frames[0]
+    assert frame.shape == (64, 32, 3)  # portrait
+    assert frame[-8:].mean() > 250 and frame[:8].mean() < 10  # the stored left edge is now at the bottom
+
+
 def test_short_video_gives_each_frame_once(tmp_path):
     path = tmp_path / "short.mkv"
     write_index_video(path, frames=5)
