@@ -18,15 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, device_slug, provenance, write_results
+from hcsi.profiling import reset_peak_resident_memory, resident_memory_mb  # noqa: E402
 
 NODES, DIM = 56 * 56, 64
-
-
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no /proc/self/status: peak memory on CPU needs Linux")
 
 
 def measure_one(path: str, batch: int, mode: str, device: str, iters: int) -> dict:
@@ -56,8 +50,9 @@ def measure_one(path: str, batch: int, mode: str, device: str, iters: int) -> di
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
     else:
-        base = _rss_mb("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+        base = resident_memory_mb("VmRSS")
+        if base is None or not reset_peak_resident_memory():
+            raise RuntimeError("CPU peak memory needs Linux /proc (VmRSS, clear_refs)")
     times = []
     for _ in range(2 + iters):  # two untimed warm-up steps; memory counts from before them
         sync()
@@ -68,7 +63,7 @@ def measure_one(path: str, batch: int, mode: str, device: str, iters: int) -> di
     if dev.type == "cuda":
         extra = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     else:
-        extra = _rss_mb("VmHWM") - base
+        extra = resident_memory_mb("VmHWM") - base
     return {"path": path, "batch": batch, "mode": mode, "latency_ms": round(statistics.median(times[2:]), 3),
             "extra_peak_memory_mb": round(extra, 1)}
 

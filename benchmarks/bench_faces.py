@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, provenance, write_results  # noqa: E402
+from common import provenance, write_results  # noqa: E402
 
 from hcsi.faces import create_face_detector, sample_frames  # noqa: E402
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
+
+from hcsi.files import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -33,10 +33,6 @@ def device_slug(device: str) -> str:
 
 def write_results(name: str, records: list[dict], out_dir: Path = RESULTS) -> Path:
     """Write `records` to <out_dir>/<name>.json atomically (temp file + rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(records, f, indent=1)
-    os.replace(tmp, path)
+    write_json_atomic(path, records, indent=1)
     return path

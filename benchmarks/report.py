@@ -5,13 +5,12 @@ Usage: python benchmarks/report.py
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS
+from hcsi.files import atomic_path  # noqa: E402
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -115,11 +114,8 @@ def main() -> None:
     extra = DOC.with_name("benchmarks-notes.md")
     if extra.exists():
         lines += [extra.read_text()]
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=DOC.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, DOC)
+    with atomic_path(DOC) as tmp:
+        Path(tmp).write_text("\n".join(lines).rstrip() + "\n")
     print("wrote", DOC)
 
 

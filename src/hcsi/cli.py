@@ -35,24 +35,17 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _sbi_preview(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
-    from pathlib import Path
-
     import cv2
 
+    from .files import atomic_path
     from .sbi import SBIConfig
     from .sbi.preview import preview_grid
 
     grid = preview_grid(args.input, args.n, args.seed, SBIConfig(image_size=args.image_size))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=out.suffix or ".png")
-    os.close(fd)
-    if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        os.remove(tmp)
-        raise OSError(f"could not write {out}")
-    os.replace(tmp, out)
+    out = args.out
+    with atomic_path(out) as tmp:
+        if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {out} (is its suffix an image format such as .png?)")
     print(f"wrote {out}: {args.n} triplets, each real | blend mask | fake")
     return 0
 

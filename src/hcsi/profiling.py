@@ -45,7 +45,7 @@ def count_macs(model: HCSINet, input_size: int) -> dict[str, int]:
     return {"macs_full": int(full), "macs_counter_visible": int(full - attention), "macs_cross_attention": int(attention)}
 
 
-def _resident_memory_mb(field: str) -> float | None:
+def resident_memory_mb(field: str) -> float | None:
     """VmRSS or VmHWM (peak) of this process from /proc, in MiB; None where /proc is unavailable."""
     status = Path("/proc/self/status")
     if not status.exists():
@@ -56,7 +56,7 @@ def _resident_memory_mb(field: str) -> float | None:
     return None
 
 
-def _reset_peak_resident_memory() -> bool:
+def reset_peak_resident_memory() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: resets VmHWM to the current RSS
         return True
@@ -104,7 +104,7 @@ def profile_model(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device here")
-    rss_before = _resident_memory_mb("VmRSS")
+    rss_before = resident_memory_mb("VmRSS")
     model = build_model(name, input_size=input_size).to(dev).eval()
     counts = model.parameter_counts()
     params_total = sum(counts.values())
@@ -120,9 +120,9 @@ def profile_model(
         peak_mb, peak_kind = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
     else:
         measure_latency(runner, x, warmup, 0, DTYPES[dtype])
-        can_reset = _reset_peak_resident_memory()
+        can_reset = reset_peak_resident_memory()
         times = measure_latency(runner, x, 0, iters, DTYPES[dtype])
-        peak = _resident_memory_mb("VmHWM")
+        peak = resident_memory_mb("VmHWM")
         if can_reset and peak is not None and rss_before is not None:
             peak_mb, peak_kind = peak - rss_before, "cpu_peak_rss_growth"
         else:

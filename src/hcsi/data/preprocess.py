@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from ..faces.crops import stored_crop_box
 from ..faces.detect import FaceDetector, create_face_detector
+from ..files import write_json_atomic
 from ..faces.frames import MediaError, sample_frames
 from .sources import SourceVideo
 
@@ -36,15 +36,6 @@ STORE_VERSION = 1
 class PreprocessOptions:
     frames: int = 32  # evenly spaced frames per video (SBI: 32)
     detector: str = "dlib"  # face detector backend (hcsi.faces.FACE_DETECTORS)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON through a temp file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
 
 
 def _round(array: np.ndarray) -> list:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..files import atomic_path
 
 # Keys a timm classifier leaves in a state dict; the streams are built without one, so these are dropped.
 _CLASSIFIER_PREFIXES = ("classifier.", "head.")
@@ -92,14 +93,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict[st
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: checkpoints are written as .safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = {"config": json.dumps(dataclasses.asdict(model.config))} | (metadata or {})
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=info)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

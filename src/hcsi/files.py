@@ -1,0 +1,33 @@
+"""Writing files so that a reader (or a killed run) never sees half of one."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside `path`; once the block succeeds it is renamed onto `path`, else removed.
+
+    The temporary name keeps the suffix, so writers that pick a format from it (cv2.imwrite) still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(path: str | os.PathLike, data, **dump_options) -> None:
+    """Write `data` as JSON through a temporary file and a rename."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, **dump_options)
