@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..faces.crops import stored_crop_box
+from ..faces.crops import cut_stored_crop
 from ..faces.detect import FaceDetector, create_face_detector
 from ..files import write_json_atomic
 from ..faces.frames import MediaError, sample_frames
@@ -68,18 +68,16 @@ def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions,
             failures.append({"frame": index, "reason": "no face found"})
         records = []
         for j, face in enumerate(faces):
-            x0, y0, x1, y1 = (int(v) for v in stored_crop_box(face, width, height))
+            crop = cut_stored_crop(image, face)
             name = f"{index:05d}_{j}.png"
-            crop = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(work / name), crop):
+            if not cv2.imwrite(str(work / name), cv2.cvtColor(crop.image, cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write {work / name}")
-            origin = np.array([x0, y0], dtype=np.float32)
             records.append({
                 "file": name,
-                "origin": [x0, y0],  # crop pixel (0, 0) is frame pixel (x0, y0)
-                "box": _round(face.box.reshape(2, 2) - origin),
-                "detector_box": _round(face.detector_box.reshape(2, 2) - origin),
-                "landmarks": _round(face.landmarks - origin),
+                "origin": list(crop.origin),  # crop pixel (0, 0) is frame pixel origin
+                "box": _round(crop.box.reshape(2, 2)),
+                "detector_box": _round(crop.detector_box.reshape(2, 2)),
+                "landmarks": _round(crop.landmarks),
                 "score": round(face.score, 4),
                 "enhanced": face.enhanced,
             })

@@ -1,6 +1,8 @@
 """From a media file to faces: frame sampling, face detection with landmarks, SBI's crop rules."""
 from .crops import (
+    FaceCrop,
     clip_box,
+    cut_stored_crop,
     context_crop_box,
     face_crop_box,
     keep_large_faces,
@@ -18,7 +20,7 @@ from .detect import (
 from .frames import MediaError, SampledFrames, is_image, read_image, sample_frame_indices, sample_frames
 
 __all__ = [
-    "clip_box", "context_crop_box", "face_crop_box", "keep_large_faces", "stored_crop_box", "train_margin_factors", "FACE_DETECTORS",
+    "FaceCrop", "clip_box", "cut_stored_crop", "context_crop_box", "face_crop_box", "keep_large_faces", "stored_crop_box", "train_margin_factors", "FACE_DETECTORS",
     "Face", "FaceDetector", "DlibFaceDetector", "create_face_detector", "synthesize_forehead", "MediaError",
     "SampledFrames", "is_image", "read_image", "sample_frame_indices", "sample_frames",
 ]

@@ -1,6 +1,8 @@
 """SBI's crop rules: the context crop that blending works on, and the final face crop with its margins."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 CONTEXT_MARGINS = (0.5, 1.0, 0.5, 0.4)  # left, top, right, bottom, in landmark-box widths/heights (SBI)
@@ -46,6 +48,25 @@ def stored_crop_box(face, width: int, height: int) -> np.ndarray:
     widest = face_crop_box(face.box, width, height, (TRAIN_MARGIN_FACTOR[1],) * 4)
     return clip_box((min(context[0], widest[0]), min(context[1], widest[1]),
                      max(context[2], widest[2]), max(context[3], widest[3])), width, height)
+
+
+@dataclass
+class FaceCrop:
+    """A face's stored crop and its geometry in crop pixels; crop pixel (0, 0) is frame pixel `origin`."""
+
+    image: np.ndarray  # RGB uint8, contiguous
+    origin: tuple[int, int]
+    box: np.ndarray  # (x0, y0, x1, y1)
+    detector_box: np.ndarray
+    landmarks: np.ndarray  # 81×2
+
+
+def cut_stored_crop(image: np.ndarray, face) -> FaceCrop:
+    """Cut `stored_crop_box` of `face` out of the frame and move its geometry into crop coordinates."""
+    x0, y0, x1, y1 = (int(v) for v in stored_crop_box(face, image.shape[1], image.shape[0]))
+    shift = np.array([x0, y0, x0, y0], dtype=np.float32)
+    return FaceCrop(np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0), face.box - shift,
+                    face.detector_box - shift, face.landmarks - shift[:2])
 
 
 def train_margin_factors(rng: np.random.Generator) -> tuple[float, float, float, float]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..faces import FaceDetector, create_face_detector, sample_frames, stored_crop_box
+from ..faces import FaceDetector, create_face_detector, cut_stored_crop, sample_frames
 from .synthesis import SBIConfig, SelfBlendedImageGenerator
 
 TRIPLETS_PER_ROW = 4
@@ -19,11 +19,8 @@ def face_crops_of(path: str | Path, frames: int, detector: FaceDetector) -> list
         faces = detector.detect(image)
         if not faces:
             continue
-        face = faces[0]
-        x0, y0, x1, y1 = stored_crop_box(face, image.shape[1], image.shape[0])
-        origin = np.array([x0, y0], dtype=np.float32)
-        box = tuple(float(v) for v in (face.box.reshape(2, 2) - origin).ravel())
-        crops.append((np.ascontiguousarray(image[y0:y1, x0:x1]), face.landmarks - origin, box))
+        crop = cut_stored_crop(image, faces[0])
+        crops.append((crop.image, crop.landmarks, tuple(float(v) for v in crop.box)))
     if not crops:
         raise ValueError(f"{path}: no face found in {len(sampled.frames)} sampled frame(s)")
     return crops
