@@ -50,6 +50,19 @@ def _sbi_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .train.loop import train
+
+    summary = train(args.config, args.overrides)
+    if summary["status"] == "interrupted":
+        print(f"interrupted at step {summary['global_step']}: resume state in {summary['run_dir']}/resume; "
+              "rerun the same command to continue", file=sys.stderr)
+        return 130
+    print(json.dumps({k: summary[k] for k in ("status", "run_dir", "epochs_done", "global_step", "last_val",
+                                               "best_checkpoint")}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--seed", type=int, default=0)
     preview.add_argument("--image-size", type=int, default=224, help="side of each tile (paper: 224, SBI: 380)")
     preview.set_defaults(run=_sbi_preview)
+
+    train = commands.add_parser("train", help="train a model on SBI (stage 1 or 2 of the recipe); resumable",
+                                description="Rerunning the same command continues from the last resume state. "
+                                            "Under `torchrun --nproc_per_node N` the same command trains with DDP.")
+    train.add_argument("--config", required=True, help="YAML training config, e.g. configs/hcsi_net.yaml")
+    train.add_argument("overrides", nargs="*", metavar="section.key=value",
+                       help="settings replaced after reading the config, e.g. data.store=DIR optim.lr=1e-4")
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -29,19 +29,42 @@ class StoredFace:
     frame_index: int
 
 
-def load_stored_faces(store: str | Path, split: str | None, frames_per_video: int | None) -> list[StoredFace]:
+def held_out_videos(video_ids: list[str], val_fraction: float) -> set[str]:
+    """The ids, spread evenly over the sorted list, that make up `val_fraction` of it (at least one when > 0):
+    the validation split of a store made without splits (`hcsi preprocess --dataset folder`)."""
+    ids = sorted(video_ids)
+    if val_fraction <= 0 or len(ids) < 2:
+        return set()
+    count = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
+    picks = np.linspace(0, len(ids) - 1, count + 2)[1:-1].round().astype(int)
+    return {ids[i] for i in picks}
+
+
+def load_stored_faces(store: str | Path, split: str | None, frames_per_video: int | None,
+                      val_fraction: float = 0.0) -> list[StoredFace]:
     """Faces of the finished videos of `split` (None: all), `frames_per_video` evenly spaced frames per video
-    among those with a face (None: every such frame)."""
+    among those with a face (None: every such frame).
+
+    Videos stored without a split (folder datasets) count as "train", except the `val_fraction` share that
+    `held_out_videos` picks, which counts as "val".
+    """
     store = Path(store)
     index_path = store / "index.json"
     if not index_path.is_file():
         raise FileNotFoundError(f"{index_path} not found: run `hcsi preprocess` with --out {store} first")
     videos = json.loads(index_path.read_text())["videos"]
+    held_out = held_out_videos([v for v, e in videos.items() if e["split"] is None and e["status"] == "ok"],
+                               val_fraction)
     faces = []
     for video_id, entry in sorted(videos.items()):
-        if entry["status"] != "ok" or (split is not None and entry["split"] != split):
+        video_split = entry["split"] or ("val" if video_id in held_out else "train")
+        if entry["status"] != "ok" or (split is not None and video_split != split):
             continue
-        meta = json.loads((store / "videos" / video_id / "meta.json").read_text())
+        meta_path = store / "videos" / video_id / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} is missing although {index_path} lists {video_id!r} as finished: "
+                                    "the store is inconsistent; rerun `hcsi preprocess` on it")
+        meta = json.loads(meta_path.read_text())
         frames = [f for f in meta["frames"] if f["faces"]]
         if frames_per_video is not None:
             keep = np.unique(np.linspace(0, len(frames) - 1, frames_per_video, dtype=int))
@@ -52,7 +75,8 @@ def load_stored_faces(store: str | Path, split: str | None, frames_per_video: in
                                     np.asarray(face["landmarks"], dtype=np.float32),
                                     tuple(float(v) for v in np.ravel(face["box"])), video_id, frame["index"]))
     if not faces:
-        raise ValueError(f"{store}: no finished video with faces for split {split!r}")
+        hint = " (a store without splits needs data.val_fraction > 0 for a val split)" if split == "val" else ""
+        raise ValueError(f"{store}: no finished video with faces for split {split!r}{hint}")
     return faces
 
 
@@ -75,13 +99,18 @@ class SBIDataset(Dataset):
         config: SBI parameters (image_size among them).
         seed: sample i of epoch e is drawn from the generator seeded with (seed, e, i): repeatable, and different
             in every training epoch (call `set_epoch`); with train=False the epoch is ignored.
+        val_fraction: share of the videos of a store without splits that form the "val" split.
+        pair_augmentation: applied to each (real, fake) uint8 pair after synthesis, e.g. `PostProcessingAugmentation`
+            (the paper's stage-2 augmentations); called as f(real, fake, rng) -> (real, fake).
     """
 
     def __init__(self, store: str | Path, split: str | None = "train",
                  frames_per_video: int | None = TRAIN_FRAMES_PER_VIDEO, train: bool = True,
-                 config: SBIConfig | None = None, seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
-        self.faces = load_stored_faces(store, split, frames_per_video)
+                 config: SBIConfig | None = None, seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 val_fraction: float = 0.0, pair_augmentation=None) -> None:
+        self.faces = load_stored_faces(store, split, frames_per_video, val_fraction)
         self.generator = SelfBlendedImageGenerator(config or SBIConfig())
+        self.pair_augmentation = pair_augmentation
         self.train = train
         self.seed = seed
         self.epoch = 0
@@ -98,7 +127,10 @@ class SBIDataset(Dataset):
         epoch = self.epoch if self.train else 0  # validation draws the same fakes every epoch, as SBI's does
         rng = np.random.default_rng([self.seed, epoch, i])
         sample = self.generator(read_crop(face.crop), face.landmarks, face.box, rng, train=self.train)
-        return image_to_tensor(sample.real, self.mean, self.std), image_to_tensor(sample.fake, self.mean, self.std)
+        real, fake = sample.real, sample.fake
+        if self.pair_augmentation is not None:
+            real, fake = self.pair_augmentation(real, fake, rng)
+        return image_to_tensor(real, self.mean, self.std), image_to_tensor(fake, self.mean, self.std)
 
 
 def sbi_validation_set(store: str | Path, config: SBIConfig | None = None, **kwargs) -> SBIDataset:

@@ -76,3 +76,10 @@ register_config(HCSINetConfig(name="hcsi_net_small", **_SMALL_PAIR))
 register_config(HCSINetConfig(name="late_fusion_small", interaction=False, **_SMALL_PAIR))
 register_config(HCSINetConfig(name="cnn_only_small", cnn="efficientnet_b0", vit=None, interaction=False))
 register_config(HCSINetConfig(name="vit_only_small", cnn=None, vit="swin_tiny_patch4_window7_224", interaction=False))
+# Stage 1 of the training recipe: each backbone alone with a linear classifier on its pooled features (SBI's model).
+register_config(HCSINetConfig(name="cnn_stage1", vit=None, interaction=False, head_hidden=()))
+register_config(HCSINetConfig(name="vit_stage1", cnn=None, interaction=False, head_hidden=()))
+register_config(HCSINetConfig(name="cnn_stage1_small", cnn="efficientnet_b0", vit=None, interaction=False,
+                              head_hidden=()))
+register_config(HCSINetConfig(name="vit_stage1_small", cnn=None, vit="swin_tiny_patch4_window7_224",
+                              interaction=False, head_hidden=()))

@@ -26,7 +26,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types for truncated or foreign files
+            raise ValueError(f"{path}: not a readable .safetensors file ({error}); it may be truncated or "
+                             "corrupt; copy or export it again") from error
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

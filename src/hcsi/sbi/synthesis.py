@@ -425,6 +425,15 @@ def elastic_deform_mask(mask: np.ndarray, alpha: float, sigma: float, rng: np.ra
     return deformed
 
 
+def seed_pipeline(pipeline: A.Compose, seed: int) -> None:
+    """Give an albumentations pipeline its own random stream.
+
+    Compose.set_random_seed would hand each transform of the pipeline its own generator with the same seed, so the
+    transforms' "apply with probability p" draws would coincide (the three p=0.3 post-augmentations all on or off).
+    """
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
 class _Scratch:
     """Arrays reused from sample to sample. A fresh array of a few megabytes costs more in page faults (several µs per
     4 KiB page on virtual machines) than the work done on it. Not pickled: each worker process grows its own."""
@@ -476,15 +485,6 @@ class SelfBlendedImageGenerator:
         ])
         self._scratch = _Scratch()
 
-    @staticmethod
-    def _seed(pipeline: A.Compose, seed: int) -> None:
-        """Give an albumentations pipeline its own random stream.
-
-        Compose.set_random_seed would hand each transform of the pipeline its own generator with the same seed, so the
-        transforms' "apply with probability p" draws would coincide (the three p=0.3 post-augmentations all on or off).
-        """
-        pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
-
     def _window(self, window: Window, shape_hw: tuple[int, int]) -> Window:
         """The window a step computes, given the one its output is needed in: that same window.
 
@@ -504,7 +504,7 @@ class SelfBlendedImageGenerator:
         """
         config = self.config
         for pipeline in (self._source_colour, self._sharpen):
-            self._seed(pipeline, int(rng.integers(2**63)))
+            seed_pipeline(pipeline, int(rng.integers(2**63)))
         factor = int(rng.choice(config.downscale_factors)) if rng.random() < config.downscale_p else 0
         x0, y0, x1, y1 = window
         if x1 == x0 or y1 == y0:
@@ -610,7 +610,7 @@ class SelfBlendedImageGenerator:
         only over the coding units around that box, in a window grown as the crop's is, and is the real elsewhere.
         """
         window, blended = stage.window, stage.blend_box
-        self._seed(self._post, seed)
+        seed_pipeline(self._post, seed)
         real = self._post(image=stage.target)["image"]
         fake = real.copy()
         if blended[2] > blended[0] and blended[3] > blended[1]:
@@ -618,7 +618,7 @@ class SelfBlendedImageGenerator:
             differs = intersect(grow_window(units, JPEG_REACH, shape_hw), window)
             part = intersect(jpeg_window(differs, shape_hw), window)
             part = intersect(self._window(column_blocks(part, shape_hw, within=window), shape_hw), window)
-            self._seed(self._post, seed)
+            seed_pipeline(self._post, seed)
             augmented = self._post(image=stage.fake[window_slices(part, window)])["image"]
             fake[window_slices(differs, window)] = augmented[window_slices(differs, part)]
         return real, fake
