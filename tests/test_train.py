@@ -48,9 +48,9 @@ def micro_overrides(store, out, **extra) -> list[str]:
         "data.store": store, "data.val_fraction": 0.2, "data.frames_per_video": 4, "data.val_frames_per_video": 3,
         "data.workers": 0, "model.name": "hcsi_net_small", "model.pretrained": False, "model.input_size": 64,
         "schedule.epochs": 2, "run.max_steps_per_epoch": 4, "run.batch_pairs": 2, "run.save_every_steps": 2,
-        "run.device": "cpu", "run.out": out, "run.keep_top_k": 1,
+        "run.device": "cpu", "run.out": out, "run.keep_top_k": 1, "model.init_cnn": None, "model.init_vit": None,
     } | extra
-    return [f"{k}={v}" for k, v in settings.items()]
+    return [f"{k}={'null' if v is None else v}" for k, v in settings.items()]
 
 
 def run_cli(args: list[str], **popen) -> subprocess.Popen:
@@ -168,7 +168,7 @@ def test_ctrl_c_writes_a_resume_state_and_the_rerun_finishes(store, tmp_path):
     process = run_cli(["train", "--config", str(config), *overrides])
     log = tmp_path / "run" / "log.csv"
     deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None and not (log.is_file() and "val" in log.read_text()):
+    while time.time() < deadline and process.poll() is None and not (log.is_file() and ",val," in log.read_text()):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=300)
