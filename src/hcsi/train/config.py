@@ -13,6 +13,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from ..sbi import SBIConfig
+
 
 @dataclass
 class ModelSection:
@@ -89,8 +91,16 @@ class TrainConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
     run: RunSection = field(default_factory=RunSection)
+    sbi: dict[str, Any] = field(default_factory=dict)  # SBIConfig fields to change (default: SBI's values)
 
     def __post_init__(self) -> None:
+        sbi_fields = {f.name for f in dataclasses.fields(SBIConfig)} - {"image_size"}
+        unknown = sorted(set(self.sbi) - sbi_fields)
+        if unknown:
+            raise KeyError(f"training config: unknown sbi setting(s) {unknown} (sbi.image_size follows "
+                           f"model.input_size); known: {', '.join(sorted(sbi_fields))}")
+        self.sbi = {k: tuple(v) if isinstance(v, list) else v for k, v in self.sbi.items()}
+        self.sbi_config(224)  # SBIConfig checks the values
         checks = [
             (self.optim.name in ("adamw", "sam_sgd"), f"optim.name must be adamw or sam_sgd, got {self.optim.name!r}"),
             (self.schedule.per in ("step", "epoch"), f"schedule.per must be step or epoch, got {self.schedule.per!r}"),
@@ -106,6 +116,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"training config: {message}")
+
+    def sbi_config(self, image_size: int) -> SBIConfig:
+        return SBIConfig(image_size=image_size, **self.sbi)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,9 +167,12 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
     for section_name, values in (data or {}).items():
         if section_name not in {f.name for f in dataclasses.fields(TrainConfig)}:
             raise KeyError(f"{source}: unknown section {section_name!r}; known: model, data, optim, schedule, "
-                           "augment, run")
+                           "augment, run, sbi")
         if not isinstance(values, dict):
             raise ValueError(f"{source}: section {section_name!r} must be a mapping of settings")
+        if section_name == "sbi":
+            config.sbi = dict(values)
+            continue
         _apply(section_name, getattr(config, section_name), values, source)
     config.__post_init__()
     return config

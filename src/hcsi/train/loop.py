@@ -31,7 +31,6 @@ from ..data.augment import PostProcessingAugmentation
 from ..data.sbi_dataset import VALIDATION_SEED, SBIDataset, sbi_collate
 from ..files import write_json_atomic
 from ..models import HCSINet, build_model, load_checkpoint, save_checkpoint
-from ..sbi import SBIConfig
 from .checkpoints import (
     TopKCheckpoints,
     capture_rng,
@@ -134,7 +133,7 @@ def build_datasets(config: TrainConfig, model: HCSINet) -> tuple[SBIDataset, SBI
     data = config.data
     if not data.store:
         raise ValueError("training config: data.store is empty; set it to the --out folder of `hcsi preprocess`")
-    sbi = SBIConfig(image_size=config.model.input_size)
+    sbi = config.sbi_config(config.model.input_size)
     norm = dict(mean=model.config.mean, std=model.config.std, val_fraction=data.val_fraction)
     augmentation = PostProcessingAugmentation(config.augment.post_processing_p) if config.augment.post_processing \
         else None
