@@ -17,3 +17,6 @@ $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 1 --dtype
     --warmup 5 --iters 50 --out-dir "$out"
 $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 64 --dtype bf16 --compile \
     --warmup 5 --iters 20 --out-dir "$out"
+# Training (issue 4): hcsi_net at the paper's 16 pairs, 224 px, bf16, with real SBI loading from ../shared/data.
+$py benchmarks/bench_train.py --device cuda --model hcsi_net --input-size 224 --pairs 16 --steps 40 --amp bf16 \
+    --workers 4 8 --train-workers 8 --out-dir "$out"

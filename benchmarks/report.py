@@ -99,13 +99,32 @@ def sbi_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+def train_section(result: dict) -> list[str]:
+    lines = [f"### Training on {result['device']} ({result['threads']} threads)", "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}).", "",
+             "| what | setting | throughput | peak memory (MiB) | minutes per FF++ epoch (360 steps of 16 pairs) |",
+             "|---|---|---|---|---|"]
+    for r in result["records"]:
+        if r["kind"] == "loader":
+            lines.append(f"| SBI loader (stage-2 augmentation) | {r['workers']} workers, {r['input_size']} px | "
+                         f"{r['pairs_per_s']:.1f} pairs/s | | |")
+        else:
+            setting = (f"{r['model']}, {r['input_size']} px, {r['pairs_per_step']} pairs/step, amp {r['amp']}"
+                       f"{', compile' if r['compile'] else ''}, {r['loader_workers']} loader workers")
+            lines.append(f"| training steps (real SBI loading) | {setting} | {r['images_per_s']:.1f} img/s, "
+                         f"{r['steps_per_s']:.3f} steps/s | {_fmt(r['peak_memory_mb'], 0)} | "
+                         f"{r['minutes_per_ffpp_epoch']:.1f} (paper, A100: {r['paper_minutes_per_epoch']}) |")
+    return lines + [""]
+
+
 def main() -> None:
     lines = [INTRO]
     files = sorted(RESULTS.glob("*.json"))
     sections = (("bscg-", "## One BSCG block: SDPA vs explicit softmax", bscg_section),
                 ("models-", "## Whole models", models_section),
                 ("faces-", "## Face detection", faces_section),
-                ("sbi-", "## SBI synthesis", sbi_section))
+                ("sbi-", "## SBI synthesis", sbi_section),
+                ("train-", "## Training", train_section))
     for group, heading, render in sections:
         lines += [heading, ""]
         for path in (p for p in files if p.name.startswith(group)):

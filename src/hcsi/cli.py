@@ -63,6 +63,78 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import os
+
+    from .distributed import setup_distributed, shutdown_distributed
+    from .evaluate.datasets import test_videos
+    from .evaluate.run import EvaluationOptions, evaluate
+    from .models.weights import model_from_checkpoint
+    from .train.checkpoints import git_commit
+
+    videos = test_videos(args.dataset, args.root, args.compression)
+    model = model_from_checkpoint(args.checkpoint)
+    options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
+                                failure_score=None if args.exclude_failures else args.failure_score,
+                                detector=args.detector, amp=args.amp)
+    run_name = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(args.checkpoint))))
+    out = args.out or os.path.join("results", f"{args.dataset}-{run_name or 'model'}")
+    about = {"dataset": args.dataset, "root": str(args.root), "checkpoint": os.path.abspath(args.checkpoint),
+             "model": model.config.name, "label": args.label, "model_config": model.config.__dict__,
+             "git_commit": git_commit(), "command": "hcsi " + " ".join(sys.argv[1:])}
+    ctx = setup_distributed(args.device)
+    try:
+        summary = evaluate(model, videos, out, options, ctx, about)
+    finally:
+        shutdown_distributed(ctx)
+    if summary is not None:
+        keys = ("dataset", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc")
+        print(json.dumps({k: summary[k] for k in keys} | {"out": out}))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .evaluate.report import ablation_table, collect_aucs, cross_dataset_table
+
+    table = collect_aucs(args.results)
+    print(cross_dataset_table(table))
+    if args.ablation:
+        print()
+        print(ablation_table(table, args.reference))
+    return 0
+
+
+def _parse_aucs(items: list[str]) -> dict[str, float]:
+    aucs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--auc {item!r}: expected dataset=percent, e.g. cdf=90.45")
+        aucs[name.lower()] = float(value)
+    return aucs
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .evaluate.compare import compare_with_baselines, dumbbell_plot, format_comparison, read_baselines
+    from .evaluate.report import collect_aucs
+
+    if bool(args.results) == bool(args.auc):
+        raise ValueError("give either evaluation results (folders or summary.json files) or --auc, not both")
+    if args.results:
+        table = collect_aucs(args.results)
+        if len(table) != 1:
+            raise ValueError(f"the results are of {len(table)} models ({', '.join(table)}); compare one at a time")
+        ours = next(iter(table.values()))
+    else:
+        ours = _parse_aucs(args.auc)
+    rows = compare_with_baselines(ours, read_baselines(args.baselines))
+    print(json.dumps(rows, indent=1) if args.json else format_comparison(ours, rows))
+    if args.plot:
+        written = dumbbell_plot(rows, args.plot)
+        print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +178,42 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="section.key=value",
                        help="settings replaced after reading the config, e.g. data.store=DIR optim.lr=1e-4")
     train.set_defaults(run=_train)
+
+    ev = commands.add_parser("evaluate", help="video-level AUC of a checkpoint on a benchmark (resumable)",
+                             description="N frames per video, every face cropped, max over faces, mean over frames; "
+                                         "ROC-AUC over videos. Under torchrun the videos are shared among processes.")
+    ev.add_argument("--checkpoint", required=True, help="an hcsi .safetensors checkpoint (e.g. checkpoints/best)")
+    ev.add_argument("--dataset", required=True, choices=["ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw", "folder"])
+    ev.add_argument("--root", required=True, help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
+    ev.add_argument("--out", help="output folder (default results/<dataset>-<run>); a rerun resumes")
+    ev.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
+    ev.add_argument("--batch-size", type=int, default=64, help="face crops per forward pass")
+    ev.add_argument("--workers", type=int, default=2, help="decode/detect processes (0: none)")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ev.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    ev.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ / DFD quality folder")
+    ev.add_argument("--detector", default="dlib")
+    ev.add_argument("--failure-score", type=float, default=0.5,
+                    help="score of a video that is unreadable or has no face (default 0.5, as SBI)")
+    ev.add_argument("--exclude-failures", action="store_true",
+                    help="leave such videos out of the metrics instead (they are still listed and counted)")
+    ev.add_argument("--label", help="name of this model in reports (default: the model's name)")
+    ev.set_defaults(run=_evaluate)
+
+    report = commands.add_parser("report", help="cross-dataset table (Table II layout) from evaluation outputs")
+    report.add_argument("results", nargs="+", help="`hcsi evaluate` output folders or their summary.json")
+    report.add_argument("--ablation", action="store_true", help="also the Table III table (mean AUC and Δ)")
+    report.add_argument("--reference", help="the ablation's reference model (default hcsi_net)")
+    report.set_defaults(run=_report)
+
+    compare = commands.add_parser("compare", help="subset-matched comparison with Table II's baselines (Eq. 17)")
+    compare.add_argument("results", nargs="*", help="`hcsi evaluate` output folders of one model")
+    compare.add_argument("--auc", nargs="+", metavar="DATASET=PERCENT",
+                         help="AUCs in percent instead, e.g. ff++=99.31 cdf=90.45 dfd=97.84")
+    compare.add_argument("--baselines", help="CSV of baselines (method,venue,ff++,cdf,...); default Table II")
+    compare.add_argument("--json", action="store_true", help="print the rows as JSON")
+    compare.add_argument("--plot", help="write Fig. 4 (dumbbell plot) to this path as .png and .svg")
+    compare.set_defaults(run=_compare)
     return parser
 
 

@@ -101,3 +101,37 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict[st
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=info)
+
+
+def checkpoint_config(path: str | os.PathLike):
+    """The HCSINetConfig a .safetensors checkpoint was saved with (stored in its metadata by `save_checkpoint`)."""
+    from safetensors import safe_open
+
+    from .config import HCSINetConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: the model config travels only in .safetensors checkpoints written by hcsi; "
+                         "build the model yourself and use load_checkpoint for other files")
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable .safetensors file ({error}); it may be truncated or corrupt") \
+            from error
+    if "config" not in metadata:
+        raise ValueError(f"{path}: no model config in its metadata (not written by hcsi's save_checkpoint)")
+    fields = json.loads(metadata["config"])
+    tuples = {f.name for f in dataclasses.fields(HCSINetConfig) if "tuple" in str(f.type)}
+    return HCSINetConfig(**{k: tuple(v) if k in tuples and v is not None else v for k, v in fields.items()})
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """The model of an hcsi checkpoint, built from the config in its metadata, with its weights, in eval mode."""
+    from .hcsi_net import HCSINet
+
+    model = HCSINet(checkpoint_config(path))
+    load_checkpoint(model, path)
+    return model.eval()

@@ -41,7 +41,7 @@ from .checkpoints import (
     save_resume_state,
 )
 from .config import TrainConfig, config_from_dict, load_config, save_config
-from .distributed import Distributed, setup_distributed, shutdown_distributed
+from ..distributed import Distributed, setup_distributed, shutdown_distributed
 from .sam import SAM
 from .schedule import linear_decay_scheduler
 

@@ -1,0 +1,92 @@
+"""The paper's video-level protocol (Section IV, "Performance Scoring", after SBI): N evenly spaced frames, every
+face detected and cropped with the test-time rule, each crop scored, max over faces within a frame, mean over frames.
+
+Split in two so that the CPU part (decode, detect, crop) can run in worker processes while the model scores:
+`extract_test_faces` (CPU) and `score_crops` / `aggregate_video` (model).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..faces import FaceDetector, MediaError, face_crop_box, keep_large_faces, sample_frames
+from ..normalization import image_to_tensor
+
+STATUS_OK = "ok"
+STATUS_NO_FACE = "no_face"  # readable, but no face in any sampled frame
+STATUS_UNREADABLE = "unreadable"  # missing, not a video, or no frame decoded
+
+
+@dataclass
+class VideoFaces:
+    """Test-time face crops of one video: crop k belongs to sampled frame `crop_frame[k]` (a position in
+    `frame_indices`)."""
+
+    frame_indices: list[int] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)  # S×S×3 uint8, resized as the model expects
+    crop_frame: list[int] = field(default_factory=list)
+    boxes: list[list[float]] = field(default_factory=list)  # crop boxes in frame pixels
+    status: str = STATUS_OK
+    reason: str = ""
+
+
+def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, input_size: int) -> VideoFaces:
+    """Sample `frames` frames, detect faces, keep those at least half the largest's area, crop each with 12.5 %
+    margins and resize to input_size (bilinear). Failures become a status with a reason, never an exception."""
+    path = Path(path)
+    if not path.is_file():
+        return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: file not found")
+    try:
+        sampled = sample_frames(path, frames)
+    except (MediaError, OSError, ValueError) as error:
+        return VideoFaces(status=STATUS_UNREADABLE, reason=str(error))
+    if not sampled.frames:
+        return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: no frame could be decoded "
+                                                           f"({sampled.failure or 'empty stream'})")
+    result = VideoFaces(frame_indices=list(sampled.indices))
+    for position, frame in enumerate(sampled.frames):
+        height, width = frame.shape[:2]
+        for face in keep_large_faces(detector.detect(frame)):
+            x0, y0, x1, y1 = (int(v) for v in face_crop_box(face.box, width, height))
+            crop = cv2.resize(frame[y0:y1, x0:x1], (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+            result.crops.append(crop)
+            result.crop_frame.append(position)
+            result.boxes.append([x0, y0, x1, y1])
+    if not result.crops:
+        result.status, result.reason = STATUS_NO_FACE, f"{path}: no face found in {len(sampled.frames)} frames"
+    elif sampled.failure:
+        result.reason = f"only {len(sampled.frames)} frames decoded: {sampled.failure}"
+    return result
+
+
+@torch.no_grad()
+def score_crops(model: torch.nn.Module, crops: list[np.ndarray], device: torch.device, batch_size: int = 64,
+                amp: bool = False) -> np.ndarray:
+    """Probability of "fake" (softmax index 1) for each crop."""
+    if not crops:
+        return np.zeros(0, dtype=np.float64)
+    config = model.config
+    scores = []
+    for start in range(0, len(crops), batch_size):
+        batch = torch.stack([image_to_tensor(c, config.mean, config.std) for c in crops[start:start + batch_size]])
+        batch = batch.to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            logits = model(batch)
+        scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(scores).astype(np.float64)
+
+
+def aggregate_video(faces: VideoFaces, crop_scores: np.ndarray) -> tuple[float | None, list[tuple[int, float, int]]]:
+    """(video score, [(frame index, frame score, faces in frame)]): max over a frame's faces, mean over the frames
+    that have a face. The video score is None when no frame has a face."""
+    per_frame: dict[int, list[float]] = {}
+    for position, score in zip(faces.crop_frame, crop_scores):
+        per_frame.setdefault(position, []).append(float(score))
+    frames = [(faces.frame_indices[p], max(s), len(s)) for p, s in sorted(per_frame.items())]
+    if not frames:
+        return None, []
+    return float(np.mean([score for _, score, _ in frames])), frames

@@ -1,0 +1,162 @@
+"""`evaluate(...)`: the video-level protocol over a test list, resumable, with CPU workers feeding the model, and
+sharded over processes under torchrun.
+
+Output folder:
+    cache/<hash>.json   one finished video (written atomically as it finishes; a rerun skips it)
+    videos.csv          dataset, video_id, label, score, frames_used, faces_found, status, reason, source, path
+    frames.csv          dataset, video_id, label, frame_index, score, faces
+    summary.json        auc, ap, eer, acc, frame_auc (fractions), n_videos, n_failed, policy, checkpoint, config, commit
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..distributed import Distributed
+from ..faces import create_face_detector
+from ..files import atomic_path, write_json_atomic
+from .datasets import TestVideo
+from .metrics import detection_metrics
+from .protocol import STATUS_OK, aggregate_video, extract_test_faces, score_crops
+
+VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_found", "status", "reason", "source",
+                "path"]
+FRAME_FIELDS = ["dataset", "video_id", "label", "frame_index", "score", "faces"]
+
+
+@dataclass
+class EvaluationOptions:
+    frames: int = 32  # evenly spaced frames per video (paper and SBI: 32)
+    batch_size: int = 64  # face crops per forward pass
+    workers: int = 2  # processes that decode and detect (0: in the main process)
+    failure_score: float | None = 0.5  # score of a video without any face or unreadable (SBI: 0.5); None: leave
+    # such videos out of the metrics (they are still listed and counted)
+    detector: str = "dlib"
+    amp: bool = False  # bf16 autocast on CUDA
+
+
+_worker_detector = None
+
+
+def _init_worker(detector_name: str) -> None:
+    global _worker_detector
+    torch.set_num_threads(1)
+    _worker_detector = create_face_detector(detector_name)
+
+
+def _extract(job: tuple[TestVideo, int, int]):
+    video, frames, input_size = job
+    return video, extract_test_faces(video.path, _worker_detector, frames, input_size)
+
+
+def cache_path(out_dir: Path, video: TestVideo) -> Path:
+    return out_dir / "cache" / f"{hashlib.sha1(video.key.encode()).hexdigest()[:20]}.json"
+
+
+def _extracted(videos: list[TestVideo], options: EvaluationOptions, input_size: int):
+    """(video, faces) in order, computed in a pool of worker processes (or here with workers=0)."""
+    jobs = [(v, options.frames, input_size) for v in videos]
+    if options.workers <= 0:
+        _init_worker(options.detector)
+        yield from map(_extract, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(options.workers, _init_worker, (options.detector,)) as pool:
+        yield from pool.imap(_extract, jobs)
+
+
+def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: EvaluationOptions,
+                 device: torch.device, progress: bool = True) -> int:
+    """Score the videos that have no cache entry yet, writing one per video as it finishes; returns how many."""
+    todo = [v for v in videos if not cache_path(out_dir, v).is_file()]
+    bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="evaluate", unit="video", disable=not progress,
+               dynamic_ncols=True)
+    for video, faces in _extracted(todo, options, model.config.input_size):
+        crop_scores = score_crops(model, faces.crops, device, options.batch_size, options.amp)
+        score, frames = aggregate_video(faces, crop_scores)
+        record = {"key": video.key, "dataset": video.dataset, "source": video.source, "video_id": video.video_id,
+                  "path": str(video.path), "label": video.label, "status": faces.status, "reason": faces.reason,
+                  "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
+                  "frames_sampled": len(faces.frame_indices), "frames": frames}
+        write_json_atomic(cache_path(out_dir, video), record)
+        bar.update(1)
+    bar.close()
+    return len(todo)
+
+
+def _video_score(record: dict, policy: float | None) -> float | None:
+    return record["score"] if record["status"] == STATUS_OK else policy
+
+
+def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions, about: dict[str, Any]) -> dict:
+    """Read every video's cache entry, write videos.csv, frames.csv and summary.json; returns the summary."""
+    records = []
+    for video in videos:
+        path = cache_path(out_dir, video)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing for {video.key}: the evaluation has not finished; rerun it")
+        records.append(json.loads(path.read_text()))
+    policy = options.failure_score
+    scored = [(r["label"], _video_score(r, policy)) for r in records if _video_score(r, policy) is not None]
+    frame_pairs = [(r["label"], s) for r in records if r["status"] == STATUS_OK for _, s, _ in r["frames"]]
+    video_metrics = detection_metrics([label for label, _ in scored], [s for _, s in scored])
+    frame_metrics = detection_metrics([label for label, _ in frame_pairs], [s for _, s in frame_pairs])
+    failed: dict[str, int] = {}
+    for r in records:
+        if r["status"] != STATUS_OK:
+            failed[r["status"]] = failed.get(r["status"], 0) + 1
+    summary = {
+        **video_metrics,
+        "frame_auc": frame_metrics["auc"],
+        "n_videos": len(records),
+        "n_scored": len(scored),
+        "n_failed": sum(failed.values()),
+        "failed_by_status": failed,
+        "n_real": sum(1 for r in records if r["label"] == 0),
+        "n_fake": sum(1 for r in records if r["label"] == 1),
+        "frames_without_face": sum(r["frames_sampled"] - r["frames_used"] for r in records if r["status"] == STATUS_OK),
+        "failure_policy": (f"score {policy}" if policy is not None else "excluded from the metrics"),
+        "options": dataclasses.asdict(options),
+        **about,
+    }
+    with atomic_path(out_dir / "videos.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, VIDEO_FIELDS)
+        writer.writeheader()
+        for r in records:
+            score = _video_score(r, policy)
+            writer.writerow({**{k: r[k] for k in VIDEO_FIELDS if k != "score"},
+                             "score": "" if score is None else f"{score:.6f}"})
+    with atomic_path(out_dir / "frames.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(FRAME_FIELDS)
+        for r in records:
+            for index, score, faces in r["frames"]:
+                writer.writerow([r["dataset"], r["video_id"], r["label"], index, f"{score:.6f}", faces])
+    write_json_atomic(out_dir / "summary.json", summary, indent=1)
+    return summary
+
+
+def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Path,
+             options: EvaluationOptions | None = None, ctx: Distributed | None = None, about: dict | None = None,
+             progress: bool = True) -> dict | None:
+    """Score `videos` (every rank its share: video i goes to rank i mod world size), then rank 0 writes the outputs
+    and returns the summary (other ranks return None)."""
+    options = options or EvaluationOptions()
+    ctx = ctx or Distributed()
+    out_dir = Path(out_dir)
+    (out_dir / "cache").mkdir(parents=True, exist_ok=True)
+    model = model.to(ctx.device).eval()
+    score_videos(model, videos[ctx.rank::ctx.world_size], out_dir, options, ctx.device, progress and ctx.is_main)
+    ctx.barrier()
+    if not ctx.is_main:
+        return None
+    return summarize(videos, out_dir, options, about or {})

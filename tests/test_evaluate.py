@@ -1,0 +1,251 @@
+"""Evaluation: the video-level protocol on real clips, resume after a kill, DDP sharding, dataset readers, metrics,
+reports and the subset-matched comparison with Table II (Eq. 17)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import shared
+from sklearn.metrics import roc_auc_score
+
+from hcsi.cli import main
+from hcsi.evaluate.compare import PAPER_HCSI_NET_AUC, compare_with_baselines, read_baselines
+from hcsi.evaluate.datasets import test_videos as read_test_videos
+from hcsi.evaluate.metrics import detection_metrics, equal_error_rate
+from hcsi.evaluate.protocol import VideoFaces, aggregate_video
+from hcsi.evaluate.report import ablation_table, collect_aucs, cross_dataset_table
+from hcsi.models import build_model, save_checkpoint
+
+PROJECT = Path(__file__).resolve().parents[1]
+TABLE_II_OURS = {"FFIW": 91.54, "LipForensics": 88.12, "PCL+I2G": 89.41, "SBI": 89.13, "AltFreezing": 95.87,
+                 "UCF": 87.63, "CFM": 87.10, "NoiseDF": 88.12, "ProDet": 87.31, "LSDA": 86.94, "FDML": 94.88,
+                 "BSF": 87.63, "LESB": 84.26}
+TABLE_II_AVG = {"FFIW": 83.90, "LipForensics": 84.33, "PCL+I2G": 86.01, "SBI": 88.96, "AltFreezing": 95.53,
+                "UCF": 85.80, "CFM": 83.76, "NoiseDF": 77.92, "ProDet": 83.49, "LSDA": 81.53, "FDML": 86.33,
+                "BSF": 87.40, "LESB": 82.71}
+SECTION_V_DELTAS = {"NoiseDF": 10.20, "FDML": 8.55, "LSDA": 5.41, "ProDet": 3.82, "PCL+I2G": 3.40,
+                    "AltFreezing": 0.34, "BSF": 0.23}
+
+
+def test_the_papers_own_row_reproduces_table_ii_and_the_deltas_of_section_v():
+    rows = {r["baseline"]: r for r in compare_with_baselines(PAPER_HCSI_NET_AUC, read_baselines())}
+    assert set(rows) == set(TABLE_II_OURS)
+    for name, ours in TABLE_II_OURS.items():
+        assert abs(rows[name]["ours_mauc"] - ours) <= 0.01, name
+        assert abs(rows[name]["baseline_mauc"] - TABLE_II_AVG[name]) <= 0.01, name
+    for name, delta in SECTION_V_DELTAS.items():
+        assert abs(rows[name]["delta"] - delta) <= 0.01, name
+    assert rows["FDML"]["datasets"] == ["ff++", "cdf"]
+
+
+def test_compare_cli_prints_json_and_draws_fig_4(tmp_path, capsys):
+    aucs = [f"{d}={v}" for d, v in PAPER_HCSI_NET_AUC.items() if d != "ffiw"]
+    assert main(["compare", "--auc", *aucs, "--json", "--plot", str(tmp_path / "fig4")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows[0]) >= {"baseline", "venue", "datasets", "baseline_mauc", "ours_mauc", "delta"}
+    sbi = next(r for r in rows if r["baseline"] == "SBI")
+    assert sbi["delta"] is None and sbi["missing"] == ["ffiw"]  # no result on FFIW: no subset-matched Δ
+    fdml = next(r for r in rows if r["baseline"] == "FDML")
+    assert fdml["ours_mauc"] == pytest.approx(94.88, abs=0.01)
+    assert (tmp_path / "fig4.png").stat().st_size > 1000 and "<svg" in (tmp_path / "fig4.svg").read_text()[:500]
+
+
+def test_metrics_match_direct_computations():
+    labels = [0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.4, 0.6, 0.35, 0.8, 0.9]
+    m = detection_metrics(labels, scores)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert m["acc"] == pytest.approx(4 / 6)
+    assert equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == pytest.approx(0.0)
+    assert equal_error_rate(labels, scores) == pytest.approx(1 / 3)
+    assert detection_metrics([1, 1], [0.2, 0.9])["auc"] is None
+
+
+def test_frame_score_is_the_max_over_faces_and_the_video_score_the_mean_over_frames():
+    faces = VideoFaces(frame_indices=[0, 10, 20], crops=[None] * 4, crop_frame=[0, 0, 2, 2])
+    score, frames = aggregate_video(faces, np.array([0.2, 0.7, 0.4, 0.1]))
+    assert frames == [(0, 0.7, 2), (20, 0.4, 2)]  # frame 10 had no face: skipped
+    assert score == pytest.approx((0.7 + 0.4) / 2)
+    assert aggregate_video(VideoFaces(frame_indices=[0]), np.zeros(0)) == (None, [])
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def test_readers_follow_the_official_layouts_and_keep_ffpp_methods_apart(tmp_path):
+    ff = tmp_path / "ff"
+    (ff / "test.json").parent.mkdir(parents=True)
+    (ff / "test.json").write_text(json.dumps([["000", "003"]]))
+    _touch(ff / "original_sequences/youtube/raw/videos/000.mp4")
+    _touch(ff / "original_sequences/youtube/raw/videos/500.mp4")  # not a test id
+    for method in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"):
+        _touch(ff / f"manipulated_sequences/{method}/raw/videos/000_003.mp4")
+        _touch(ff / f"manipulated_sequences/{method}/raw/videos/003_000.mp4")
+    videos = read_test_videos("ff++", ff)
+    assert len(videos) == 9 and sum(v.label for v in videos) == 8
+    assert len({v.key for v in videos}) == 9  # 000_003 of four methods: four videos
+    assert {v.key for v in videos if v.video_id == "000_003"} == {
+        f"ff++/{m}/000_003" for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")}
+
+    cdf = tmp_path / "cdf"
+    _touch(cdf / "Celeb-real/id0_0000.mp4")
+    _touch(cdf / "Celeb-synthesis/videos/id0_id1_0000.mp4")  # SBI's tree with videos/
+    (cdf / "List_of_testing_videos.txt").write_text("1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id0_id1_0000.mp4\n")
+    videos = read_test_videos("cdf", cdf)
+    assert [(v.label, v.path.exists()) for v in videos] == [(0, True), (1, True)]
+
+    dfdc = tmp_path / "dfdc"
+    _touch(dfdc / "videos/a.mp4")
+    (dfdc / "labels.csv").write_text("filename,label\na.mp4,1\n")
+    assert read_test_videos("dfdc", dfdc)[0].label == 1
+
+    dfdcp = tmp_path / "dfdcp"
+    _touch(dfdcp / "method_A/videos/1/2/x.mp4")
+    _touch(dfdcp / "original_videos/videos/1/y.mp4")
+    (dfdcp / "dataset.json").write_text(json.dumps({
+        "method_A/1/2/x.mp4": {"label": "fake", "set": "test"}, "original_videos/1/y.mp4": {"label": "real", "set": "test"},
+        "original_videos/1/z.mp4": {"label": "real", "set": "train"}}))
+    videos = read_test_videos("dfdcp", dfdcp)
+    assert [(v.label, v.path.exists()) for v in videos] == [(1, True), (0, True)]  # found by base name
+
+    ffiw = tmp_path / "ffiw"
+    _touch(ffiw / "FFIW10K-v1-release/source/val/videos/1.mp4")
+    _touch(ffiw / "FFIW10K-v1-release/target/val/videos/1.mp4")
+    assert sorted(v.label for v in read_test_videos("ffiw", ffiw)) == [0, 1]
+
+
+def test_missing_roots_and_label_files_say_what_was_expected_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match="test.json"):
+        read_test_videos("ff++", tmp_path)
+    with pytest.raises(FileNotFoundError, match="List_of_testing_videos.txt"):
+        read_test_videos("cdf", tmp_path)
+    with pytest.raises(FileNotFoundError, match="labels.csv"):
+        read_test_videos("dfdc", tmp_path)
+    with pytest.raises(FileNotFoundError, match="dataset.json"):
+        read_test_videos("dfdcp", tmp_path)
+    with pytest.raises(FileNotFoundError, match="real/ and fake/"):
+        read_test_videos("folder", tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        read_test_videos("dfd", tmp_path / "nowhere")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """real/ and fake/ folders linking real clips and their manipulated counterparts, plus a broken file."""
+    root = tmp_path_factory.mktemp("testset")
+    for name, label in [("ffpp/519", "real"), ("ffpp/519_515", "fake"), ("ghost/orig_reencoded", "real"),
+                        ("ghost/elon", "fake"), ("ghost/khabenskii", "fake"), ("liveportrait/d18", "real")]:
+        (root / label).mkdir(exist_ok=True)
+        os.symlink(shared(f"{name}.mp4"), root / label / f"{name.replace('/', '_')}.mp4")
+    (root / "fake" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained hcsi_net_small at 64 px: the protocol is checked, not the detector's quality."""
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), path)
+    return path
+
+
+def _evaluate_cli(args, **popen):
+    env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "hcsi.cli", "evaluate", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_folder_evaluation_scores_every_video_and_records_failures(clips, checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(clips),
+                 "--frames", "4", "--workers", "0", "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_videos"] == 7 and summary["n_failed"] == 1 and summary["failed_by_status"] == {"unreadable": 1}
+    assert 0.0 <= summary["auc"] <= 1.0 and 0.0 <= summary["frame_auc"] <= 1.0
+    assert summary["checkpoint"] == str(checkpoint) and summary["model"] == "hcsi_net_small" and summary["git_commit"]
+    videos = {r["video_id"]: r for r in _rows(out / "videos.csv")}
+    assert videos["broken"]["status"] == "unreadable" and float(videos["broken"]["score"]) == 0.5
+    assert "broken.mp4" in videos["broken"]["reason"]
+    frames = _rows(out / "frames.csv")
+    for video_id, row in videos.items():
+        if row["status"] != "ok":
+            continue
+        own = [float(f["score"]) for f in frames if f["video_id"] == video_id]
+        assert int(row["frames_used"]) == len(own) == 4
+        assert float(row["score"]) == pytest.approx(np.mean(own), abs=1e-6)  # mean over frames
+    labels = [int(r["label"]) for r in videos.values()]
+    assert summary["auc"] == pytest.approx(roc_auc_score(labels, [float(r["score"]) for r in videos.values()]))
+
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(clips),
+                 "--frames", "4", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "ex"),
+                 "--exclude-failures"]) == 0
+    excluded = json.loads((tmp_path / "ex" / "summary.json").read_text())
+    assert excluded["n_scored"] == 6 and excluded["n_failed"] == 1
+
+    assert main(["report", str(out)]) == 0
+    assert "hcsi_net_small" in capsys.readouterr().out
+
+
+def test_a_killed_evaluation_resumes_to_the_same_auc(clips, checkpoint, tmp_path):
+    args = ["--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(clips), "--frames", "4",
+            "--workers", "1", "--device", "cpu"]
+    straight = _evaluate_cli([*args, "--out", str(tmp_path / "a")])
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+    killed = _evaluate_cli([*args, "--out", str(tmp_path / "b")])
+    cache = tmp_path / "b" / "cache"
+    deadline = time.time() + 300
+    while time.time() < deadline and killed.poll() is None and len(list(cache.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    killed.kill()
+    killed.communicate()
+    finished = len(list(cache.glob("*.json")))
+    assert 2 <= finished < 7 and not (tmp_path / "b" / "summary.json").exists()
+    resumed = _evaluate_cli([*args, "--out", str(tmp_path / "b")])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ab")
+    assert a["auc"] == b["auc"] and a["frame_auc"] == b["frame_auc"]
+    assert _rows(tmp_path / "a" / "videos.csv") == _rows(tmp_path / "b" / "videos.csv")
+
+
+def test_two_gloo_processes_give_the_csv_of_one(clips, checkpoint, tmp_path):
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(clips), "--frames", "4",
+            "--workers", "0", "--device", "cpu"]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"), OMP_NUM_THREADS="1")
+    assert main([*args[1:], "--out", str(tmp_path / "one")]) == 0
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "hcsi.cli", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = _rows(tmp_path / "one" / "videos.csv"), _rows(tmp_path / "two" / "videos.csv")
+    assert [r["video_id"] for r in one] == [r["video_id"] for r in two]
+    for x, y in zip(one, two):
+        assert {k: v for k, v in x.items() if k != "score"} == {k: v for k, v in y.items() if k != "score"}
+        assert float(x["score"]) == pytest.approx(float(y["score"]), abs=1e-5)
+
+
+def test_reports_build_table_ii_and_table_iii_layouts(tmp_path):
+    paths = []
+    for model, base in (("hcsi_net", 90.0), ("late_fusion", 87.0)):
+        for i, dataset in enumerate(("ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw")):
+            path = tmp_path / f"{model}-{dataset}.json"
+            path.write_text(json.dumps({"dataset": dataset, "auc": (base + i) / 100, "model": model}))
+            paths.append(path)
+    table = collect_aucs(paths)
+    text = cross_dataset_table(table)
+    assert "| hcsi_net | 90.00 | 91.00 | 92.00 | 93.00 | 94.00 | 95.00 | 92.50 |" in text
+    assert "| late_fusion | 89.50 | -3.00 |" in ablation_table(table)
+    with pytest.raises(ValueError, match="two results"):
+        collect_aucs(paths + paths[:1])
