@@ -224,7 +224,7 @@ def test_two_gloo_processes_give_the_csv_of_one(clips, checkpoint, tmp_path):
     args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(clips), "--frames", "4",
             "--workers", "0", "--device", "cpu"]
     env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"), OMP_NUM_THREADS="1")
-    assert main([*args[1:], "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "hcsi.cli", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
                             text=True, timeout=600)
