@@ -75,7 +75,8 @@ def loader_throughput(store: Path, input_size: int, pairs: int, workers: int, ba
 
 
 def training_throughput(store: Path, args: argparse.Namespace, workdir: Path) -> dict:
-    overrides = [f"data.store={store}", "data.val_fraction=0.2", "data.frames_per_video=16",
+    overrides = [f"data.store={store}", "data.val_fraction=0.2", "data.frames_per_video=16", "model.init_cnn=null",
+                 "model.init_vit=null",
                  f"data.workers={args.train_workers}", f"model.name={args.model}", "model.pretrained=false",
                  f"model.input_size={args.input_size}", "schedule.epochs=1", f"run.max_steps_per_epoch={args.steps}",
                  f"run.batch_pairs={args.pairs}", f"run.device={args.device}", f"run.amp={args.amp}",

@@ -135,6 +135,69 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_CHECKPOINT = (
+    "hcsi detect needs a trained checkpoint: --checkpoint FILE.safetensors (e.g. "
+    "runs/hcsi_net/checkpoints/best.safetensors). Train one with the paper's recipe (README, 'Training': "
+    "hcsi train --config configs/stage1_cnn.yaml, stage1_vit.yaml, then hcsi_net.yaml) or use one you were given. "
+    "An untrained model's scores are noise, so none are shown."
+)
+DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap"]
+
+
+def _write_detections(rows: list[dict], out: str) -> None:
+    import csv as csv_module
+
+    from .files import atomic_path
+
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        if out.lower().endswith(".csv"):
+            writer = csv_module.DictWriter(f, DETECT_CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .detect import Detector
+    from .detect.explain import save_gate_strip
+    from .detect.inputs import expand_inputs
+
+    if not args.checkpoint:
+        print(NO_CHECKPOINT, file=sys.stderr)
+        return 2
+    if args.out and not args.out.lower().endswith((".jsonl", ".json", ".csv")):
+        raise ValueError(f"--out {args.out}: expected a .jsonl or .csv file name")
+    files, problems = expand_inputs(args.paths)
+    detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames)
+    rows = [{"path": item, "score": None, "label": None, "status": "unreadable", "reason": problem,
+             "frames_used": 0, "faces_found": 0} for item, problem in problems]
+    for n, result in enumerate(tqdm(detector.score_many(files, explain=bool(args.explain)), total=len(files),
+                                    desc="detect", unit="file", dynamic_ncols=True)):
+        row = result.to_dict(args.threshold)
+        if args.explain and result.gates:
+            row["heatmap"] = str(save_gate_strip(result, Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"))
+        rows.append(row)
+        if args.out:
+            _write_detections(rows, args.out)  # rewritten after every file: a killed run keeps what it scored
+    if args.out:
+        _write_detections(rows, args.out)
+    width = min(60, max([len(r["path"]) for r in rows] + [4]))
+    print(f"{'file':<{width}}  {'score':>6}  {'verdict':<7}  status")
+    for r in rows:
+        score = "" if r["score"] is None else f"{r['score']:.3f}"
+        status = r["status"] + (f" ({r['reason']})" if r["status"] != "ok" and r["reason"] else "")
+        print(f"{r['path'][-width:]:<{width}}  {score:>6}  {r['label'] or '-':<7}  {status}")
+    processed = sum(1 for r in rows if r["status"] in ("ok", "no_face"))
+    print(f"{processed} of {len(rows)} input(s) processed; threshold {args.threshold}"
+          + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+    return 0 if processed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print the rows as JSON")
     compare.add_argument("--plot", help="write Fig. 4 (dumbbell plot) to this path as .png and .svg")
     compare.set_defaults(run=_compare)
+
+    detect = commands.add_parser("detect", help="score videos and images with a trained checkpoint",
+                                 description="Scores every file (folders recursively, glob patterns) with the "
+                                             "evaluation protocol; per-file problems are reported, not fatal.")
+    detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
+    detect.add_argument("--checkpoint", help="trained hcsi checkpoint (.safetensors)")
+    detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
+    detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
+    detect.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
+    detect.add_argument("--device", default="auto")
+    detect.add_argument("--threshold", type=float, default=0.5, help="score at or above which the verdict is fake")
+    detect.set_defaults(run=_detect)
     return parser
 
 

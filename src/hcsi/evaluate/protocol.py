@@ -34,21 +34,19 @@ class VideoFaces:
     reason: str = ""
 
 
-def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, input_size: int) -> VideoFaces:
-    """Sample `frames` frames, detect faces, keep those at least half the largest's area, crop each with 12.5 %
-    margins and resize to input_size (bilinear). Failures become a status with a reason, never an exception."""
-    path = Path(path)
-    if not path.is_file():
-        return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: file not found")
-    try:
-        sampled = sample_frames(path, frames)
-    except (MediaError, OSError, ValueError) as error:
-        return VideoFaces(status=STATUS_UNREADABLE, reason=str(error))
-    if not sampled.frames:
-        return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: no frame could be decoded "
-                                                           f"({sampled.failure or 'empty stream'})")
-    result = VideoFaces(frame_indices=list(sampled.indices))
-    for position, frame in enumerate(sampled.frames):
+MAX_DETECTION_SIDE = 1920  # frames with a longer side are shrunk before detection (bounded memory and time)
+
+
+def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector: FaceDetector,
+                    input_size: int) -> VideoFaces:
+    """Detect every face of each frame, keep those at least half the largest's area, crop each with 12.5 % margins
+    and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first (boxes refer to
+    the shrunk frame)."""
+    result = VideoFaces(frame_indices=list(frame_indices))
+    for position, frame in enumerate(frames):
+        scale = MAX_DETECTION_SIDE / max(frame.shape[:2])
+        if scale < 1:
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         height, width = frame.shape[:2]
         for face in keep_large_faces(detector.detect(frame)):
             x0, y0, x1, y1 = (int(v) for v in face_crop_box(face.box, width, height))
@@ -57,7 +55,23 @@ def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, in
             result.crop_frame.append(position)
             result.boxes.append([x0, y0, x1, y1])
     if not result.crops:
-        result.status, result.reason = STATUS_NO_FACE, f"{path}: no face found in {len(sampled.frames)} frames"
+        result.status, result.reason = STATUS_NO_FACE, f"no face found in {len(frames)} frame(s)"
+    return result
+
+
+def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, input_size: int) -> VideoFaces:
+    """`faces_in_frames` of `frames` evenly spaced frames of a file. Failures become a status with a reason that
+    names the file, never an exception."""
+    path = Path(path)
+    if not path.is_file():
+        return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: file not found")
+    try:
+        sampled = sample_frames(path, frames)
+    except (MediaError, OSError, ValueError) as error:
+        return VideoFaces(status=STATUS_UNREADABLE, reason=str(error))
+    result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size)
+    if result.status == STATUS_NO_FACE:
+        result.reason = f"{path}: {result.reason}"
     elif sampled.failure:
         result.reason = f"only {len(sampled.frames)} frames decoded: {sampled.failure}"
     return result

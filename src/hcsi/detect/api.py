@@ -1,0 +1,136 @@
+"""`Detector`: score a video, an image or an RGB array with a trained HCSI-Net, the same way `hcsi evaluate` does.
+
+    detector = Detector.from_checkpoint("runs/hcsi_net/checkpoints/best.safetensors")
+    result = detector.score("clip.mp4")            # result.score, result.frame_scores, result.faces, result.status
+    for result in detector.score_many(paths): ...
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..distributed import resolve_device
+from ..evaluate.protocol import (
+    STATUS_OK,
+    STATUS_UNREADABLE,
+    VideoFaces,
+    aggregate_video,
+    extract_test_faces,
+    faces_in_frames,
+)
+from ..faces import create_face_detector
+from ..models.weights import model_from_checkpoint
+from ..normalization import image_to_tensor
+
+
+@dataclass
+class FaceResult:
+    frame_index: int
+    box: list[float]  # crop box (x0, y0, x1, y1) in frame pixels (of the frame as shrunk for detection)
+    score: float  # probability of "fake"
+
+
+@dataclass
+class DetectionResult:
+    """What `Detector.score` found for one input."""
+
+    source: str
+    status: str  # ok | no_face | unreadable
+    reason: str = ""
+    score: float | None = None  # mean over frames of the max over faces; None unless status is ok
+    frame_indices: list[int] = field(default_factory=list)  # frames with a face
+    frame_scores: list[float] = field(default_factory=list)
+    faces: list[FaceResult] = field(default_factory=list)
+    frames_sampled: int = 0
+    gates: list[dict] | None = None  # with explain=True: per face {"crop", "cnn": [H×W], "vit": [H×W]} per stage
+
+    def label(self, threshold: float = 0.5) -> str | None:
+        return None if self.score is None else ("fake" if self.score >= threshold else "real")
+
+    def to_dict(self, threshold: float = 0.5) -> dict:
+        return {"path": self.source, "score": self.score, "label": self.label(threshold), "status": self.status,
+                "reason": self.reason, "frames_used": len(self.frame_indices), "faces_found": len(self.faces),
+                "frames_sampled": self.frames_sampled, "frame_indices": self.frame_indices,
+                "frame_scores": self.frame_scores,
+                "faces": [{"frame_index": f.frame_index, "box": f.box, "score": f.score} for f in self.faces]}
+
+
+class Detector:
+    """A trained model plus the test-time protocol.
+
+    Args:
+        model: an HCSINet (its config gives input size and normalisation).
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        frames: evenly spaced frames per video (paper: 32).
+        batch_size: face crops per forward pass.
+        face_detector: a FACE_DETECTORS name.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
+                 face_detector: str = "dlib") -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.frames = frames
+        self.batch_size = batch_size
+        self.face_detector = create_face_detector(face_detector)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options) -> Detector:
+        return cls(model_from_checkpoint(path), device=device, **options)
+
+    @torch.no_grad()
+    def _score_crops(self, crops: list[np.ndarray], explain: bool) -> tuple[np.ndarray, list[dict] | None]:
+        config = self.model.config
+        scores, gates = [], [] if explain else None
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in chunk]).to(self.device)
+            logits, stage_gates = self.model(x, return_gates=True)
+            scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
+            if explain:
+                for i, crop in enumerate(chunk):
+                    gates.append({"crop": crop,
+                                  "cnn": [g[i, 0].float().cpu().numpy() for g in stage_gates.cnn],
+                                  "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit]})
+        return (np.concatenate(scores) if scores else np.zeros(0)), gates
+
+    def _result(self, source: str, faces: VideoFaces, explain: bool) -> DetectionResult:
+        result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices))
+        if faces.status != STATUS_OK:
+            return result
+        crop_scores, gates = self._score_crops(faces.crops, explain)
+        score, frames = aggregate_video(faces, crop_scores)
+        result.score = score
+        result.frame_indices = [index for index, _, _ in frames]
+        result.frame_scores = [s for _, s, _ in frames]
+        result.faces = [FaceResult(faces.frame_indices[p], box, float(s))
+                        for p, box, s in zip(faces.crop_frame, faces.boxes, crop_scores)]
+        result.gates = gates
+        return result
+
+    def score(self, source: str | Path | np.ndarray, explain: bool = False) -> DetectionResult:
+        """Score a video or image file, or an RGB uint8 H×W×3 array (one frame). Problems with the input are
+        reported in the result's status and reason, not raised."""
+        if isinstance(source, np.ndarray):
+            if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
+                return DetectionResult("<array>", STATUS_UNREADABLE,
+                                       f"expected an RGB uint8 H×W×3 array, got {source.dtype} {source.shape}")
+            return self._result("<array>", faces_in_frames([source], [0], self.face_detector,
+                                                           self.model.config.input_size), explain)
+        faces = extract_test_faces(source, self.face_detector, self.frames, self.model.config.input_size)
+        return self._result(str(source), faces, explain)
+
+    def score_many(self, sources: Iterable[str | Path], explain: bool = False) -> Iterator[DetectionResult]:
+        for source in sources:
+            yield self.score(source, explain)
+
+
+def _token_gate_grid(gate: torch.Tensor) -> np.ndarray:
+    """A transformer gate N×1 as its √N×√N token grid."""
+    n = gate.shape[0]
+    side = int(round(n ** 0.5))
+    return gate[:, 0].float().cpu().numpy().reshape(side, side)

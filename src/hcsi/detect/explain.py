@@ -1,0 +1,54 @@
+"""Gate heatmaps: the BSCG gates of every stage and both streams over the face crop, the model's own spatial evidence
+(Eq. 11-14: G_c gates the CNN map, g_t the transformer tokens), not a post-hoc attribution."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..files import atomic_path
+from .api import DetectionResult
+
+TILE = 112  # side of each tile in the strip, pixels
+
+
+def overlay(crop: np.ndarray, gate: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The gate (any H×W, values in [0, 1]) upsampled to the crop, coloured (jet) and blended over it; RGB uint8."""
+    size = crop.shape[:2][::-1]
+    heat = cv2.resize(gate.astype(np.float32), size, interpolation=cv2.INTER_CUBIC)
+    heat = np.clip(heat, 0.0, 1.0)
+    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return (alpha * colour + (1 - alpha) * crop).astype(np.uint8)
+
+
+def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
+    """RGB image: one row per frame (its highest-scoring face, up to `max_rows` frames evenly chosen), columns =
+    the crop, then the CNN gate of stages 1..K, then the transformer gate of stages 1..K."""
+    if not result.gates:
+        raise ValueError(f"{result.source}: no gates to draw (status {result.status}; score with explain=True)")
+    best: dict[int, int] = {}
+    for i, face in enumerate(result.faces):
+        if face.frame_index not in best or face.score > result.faces[best[face.frame_index]].score:
+            best[face.frame_index] = i
+    frames = sorted(best)
+    keep = np.unique(np.linspace(0, len(frames) - 1, min(max_rows, len(frames))).round().astype(int))
+    rows = []
+    for frame_index in (frames[k] for k in keep):
+        g = result.gates[best[frame_index]]
+        crop = cv2.resize(g["crop"], (TILE, TILE), interpolation=cv2.INTER_AREA)
+        tiles = [crop] + [overlay(crop, m) for m in g["cnn"]] + [overlay(crop, m) for m in g["vit"]]
+        row = np.concatenate(tiles, axis=1)
+        label = f"frame {frame_index}  p(fake) {result.faces[best[frame_index]].score:.3f}"
+        cv2.putText(row, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(row)
+    return np.concatenate(rows, axis=0)
+
+
+def save_gate_strip(result: DetectionResult, path: str | Path) -> Path:
+    path = Path(path)
+    strip = gate_strip(result)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+    return path
