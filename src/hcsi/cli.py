@@ -167,13 +167,21 @@ def _detect(args: argparse.Namespace) -> int:
     from .detect.explain import save_gate_strip
     from .detect.inputs import expand_inputs
 
-    if not args.checkpoint:
+    if args.backend == "onnxruntime":
+        if not args.model:
+            raise ValueError("--backend onnxruntime needs --model FILE.onnx (made by `hcsi export --format onnx`)")
+        if args.explain:
+            raise ValueError("--explain needs the PyTorch backend (gates are not in the ONNX graph's outputs)")
+    elif not args.checkpoint:
         print(NO_CHECKPOINT, file=sys.stderr)
         return 2
     if args.out and not args.out.lower().endswith((".jsonl", ".json", ".csv")):
         raise ValueError(f"--out {args.out}: expected a .jsonl or .csv file name")
     files, problems = expand_inputs(args.paths)
-    detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames)
+    if args.backend == "onnxruntime":
+        detector = Detector.from_onnx(args.model, frames=args.frames)
+    else:
+        detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames)
     rows = [{"path": item, "score": None, "label": None, "status": "unreadable", "reason": problem,
              "frames_used": 0, "faces_found": 0} for item, problem in problems]
     for n, result in enumerate(tqdm(detector.score_many(files, explain=bool(args.explain)), total=len(files),
@@ -196,6 +204,21 @@ def _detect(args: argparse.Namespace) -> int:
     print(f"{processed} of {len(rows)} input(s) processed; threshold {args.threshold}"
           + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
     return 0 if processed else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .detect.export import add_onnx_metadata, export_model
+    from .models.weights import model_from_checkpoint
+
+    model = model_from_checkpoint(args.checkpoint)
+    path = export_model(model, args.out, args.format)
+    if args.format == "onnx":
+        add_onnx_metadata(path, json.dumps(dataclasses.asdict(model.config)))
+    print(f"wrote {path}: input 'images' B×3×{model.config.input_size}×{model.config.input_size} (normalised), "
+          "output 'probabilities' B×2 (column 1 = fake)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
     detect.add_argument("--device", default="auto")
     detect.add_argument("--threshold", type=float, default=0.5, help="score at or above which the verdict is fake")
+    detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
     detect.set_defaults(run=_detect)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--out", required=True, help="output file (.onnx / .pt)")
+    export.set_defaults(run=_export)
     return parser
 
 

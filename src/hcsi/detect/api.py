@@ -82,6 +82,13 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **options) -> Detector:
         return cls(model_from_checkpoint(path), device=device, **options)
 
+    @classmethod
+    def from_onnx(cls, path: str | Path, **options) -> Detector:
+        """Score with an exported ONNX file through onnxruntime (no PyTorch model code; no gate heatmaps)."""
+        from .export import OnnxRuntimeModel
+
+        return cls(OnnxRuntimeModel(path), device="cpu", **options)
+
     @torch.no_grad()
     def _score_crops(self, crops: list[np.ndarray], explain: bool) -> tuple[np.ndarray, list[dict] | None]:
         config = self.model.config
@@ -89,7 +96,10 @@ class Detector:
         for start in range(0, len(crops), self.batch_size):
             chunk = crops[start:start + self.batch_size]
             x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in chunk]).to(self.device)
-            logits, stage_gates = self.model(x, return_gates=True)
+            if explain:
+                logits, stage_gates = self.model(x, return_gates=True)
+            else:
+                logits = self.model(x)
             scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
             if explain:
                 for i, crop in enumerate(chunk):

@@ -107,8 +107,6 @@ def checkpoint_config(path: str | os.PathLike):
     """The HCSINetConfig a .safetensors checkpoint was saved with (stored in its metadata by `save_checkpoint`)."""
     from safetensors import safe_open
 
-    from .config import HCSINetConfig
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -123,7 +121,14 @@ def checkpoint_config(path: str | os.PathLike):
             from error
     if "config" not in metadata:
         raise ValueError(f"{path}: no model config in its metadata (not written by hcsi's save_checkpoint)")
-    fields = json.loads(metadata["config"])
+    return config_from_json(metadata["config"])
+
+
+def config_from_json(text: str):
+    """An HCSINetConfig from the JSON `save_checkpoint` stores (lists back to tuples)."""
+    from .config import HCSINetConfig
+
+    fields = json.loads(text)
     tuples = {f.name for f in dataclasses.fields(HCSINetConfig) if "tuple" in str(f.type)}
     return HCSINetConfig(**{k: tuple(v) if k in tuples and v is not None else v for k, v in fields.items()})
 

@@ -1,0 +1,168 @@
+"""`Detector` and `hcsi detect`: real media, gate heatmaps, and every kind of bad input, per file."""
+import datetime
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from media import shared
+from PIL import Image
+
+from hcsi.cli import main
+from hcsi.detect import Detector
+from hcsi.detect.explain import gate_strip
+from hcsi.evaluate.protocol import MAX_DETECTION_SIDE
+from hcsi.models import build_model, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained hcsi_net_small at 64 px: the API's behaviour is checked, not the verdicts."""
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector(checkpoint):
+    return Detector.from_checkpoint(checkpoint, device="cpu", frames=4)
+
+
+def test_a_video_gives_frame_scores_faces_and_their_aggregate(detector):
+    result = detector.score(shared("ghost/elon.mp4"))
+    assert result.status == "ok" and result.frames_sampled == 4
+    assert len(result.frame_scores) == len(result.frame_indices) == 4
+    assert result.score == pytest.approx(np.mean(result.frame_scores))
+    for index, frame_score in zip(result.frame_indices, result.frame_scores):
+        assert frame_score == max(f.score for f in result.faces if f.frame_index == index)
+    assert result.to_dict()["label"] in ("fake", "real")
+
+
+def test_an_image_file_and_an_array_score_the_same(detector):
+    path = shared("face_recognition/two_people.jpg")
+    from_file = detector.score(path)
+    from_array = detector.score(np.asarray(Image.open(path).convert("RGB")))
+    assert len(from_file.faces) == 2 and from_file.score == pytest.approx(from_array.score, abs=1e-6)
+
+
+def test_gates_of_every_stage_and_both_streams_make_a_heatmap_strip(detector):
+    result = detector.score(shared("ghost/dance.mp4"), explain=True)
+    assert len(result.gates) == len(result.faces)
+    stages = len(result.gates[0]["cnn"])
+    assert stages == len(result.gates[0]["vit"]) >= 4
+    strip = gate_strip(result)
+    assert strip.shape == (4 * 112, (1 + 2 * stages) * 112, 3)
+
+
+def test_bad_inputs_each_get_a_status_and_the_batch_goes_on(detector, tmp_path):
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(shared("ghost/dance.mp4").read_bytes()[:20000])
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 300, 3), 127, np.uint8))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video at all")
+    disguised = tmp_path / "photo.mp4"  # a JPEG with a video's extension: the content decides
+    shutil.copy(shared("face_recognition/obama.jpg"), disguised)
+    photo = Image.open(shared("face_recognition/obama.jpg"))
+    modes = {}
+    for mode in ("L", "CMYK", "RGBA", "P"):
+        path = tmp_path / f"obama-{mode}.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
+        photo.convert(mode).save(path)
+        modes[mode] = path
+    results = {r.source: r for r in detector.score_many(
+        [truncated, blank, junk, disguised, tmp_path / "missing.mp4", *modes.values()])}
+    assert results[str(blank)].status == "no_face" and results[str(blank)].score is None
+    assert results[str(junk)].status == "unreadable" and "junk.mp4" in results[str(junk)].reason
+    assert results[str(tmp_path / "missing.mp4")].status == "unreadable"
+    assert results[str(disguised)].status == "ok"
+    assert results[str(truncated)].status in ("ok", "unreadable")
+    for mode, path in modes.items():
+        assert results[str(path)].status == "ok", mode
+    assert detector.score(np.zeros((10, 10), np.float32)).status == "unreadable"
+
+
+def test_a_very_large_image_is_shrunk_before_detection(detector, tmp_path):
+    face = np.asarray(Image.open(shared("face_recognition/obama.jpg")).convert("RGB"))
+    big = cv2.resize(face, (8000, 8000), interpolation=cv2.INTER_LINEAR)
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    del big
+    result = detector.score(path)
+    assert result.status == "ok"
+    assert max(max(f.box) for f in result.faces) <= MAX_DETECTION_SIDE
+
+
+def test_detect_cli_writes_one_row_per_input_and_heatmaps(checkpoint, tmp_path, capsys):
+    junk = tmp_path / "media"
+    junk.mkdir()
+    (junk / "readme.txt").write_text("not media")
+    shutil.copy(shared("face_recognition/obama.jpg"), junk / "obama.jpg")
+    out = tmp_path / "results.jsonl"
+    code = main(["detect", str(shared("ghost/elon.mp4")), str(junk), str(tmp_path / "nothing-*.mp4"),
+                 "--checkpoint", str(checkpoint), "--frames", "2", "--device", "cpu", "--out", str(out),
+                 "--explain", str(tmp_path / "heat")])
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["unreadable", "ok", "ok"]  # the empty glob first, then the files
+    assert rows[0]["reason"] == "pattern matches no file"
+    for r in rows[1:]:
+        assert {"path", "score", "label", "status", "reason", "frames_used", "faces_found"} <= set(r)
+        assert cv2.imread(r["heatmap"]) is not None
+    assert "elon.mp4" in capsys.readouterr().out
+
+    csv_out = tmp_path / "results.csv"
+    assert main(["detect", str(junk / "obama.jpg"), "--checkpoint", str(checkpoint), "--device", "cpu",
+                 "--out", str(csv_out)]) == 0
+    assert csv_out.read_text().splitlines()[0].startswith("path,score,label,status,reason")
+
+
+def test_detect_without_checkpoint_or_any_readable_input_says_so(checkpoint, tmp_path, capsys):
+    assert main(["detect", str(tmp_path)]) == 2
+    assert "needs a trained checkpoint" in capsys.readouterr().err
+    (tmp_path / "a.mp4").write_bytes(b"junk")
+    assert main(["detect", str(tmp_path / "a.mp4"), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 1
+
+
+def test_pickled_checkpoints_with_arbitrary_objects_are_refused(tmp_path):
+    import torch
+
+    from hcsi.models.weights import read_state_dict
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "payload": datetime.date(2020, 1, 1)}, path)  # not allow-listed
+    with pytest.raises(ValueError, match="weights_only"):
+        read_state_dict(path)
+    with pytest.raises(ValueError, match="only in .safetensors"):
+        Detector.from_checkpoint(path)
+
+
+def test_exported_models_give_the_probabilities_of_pytorch(checkpoint, detector, tmp_path):
+    import onnxruntime
+    import torch
+
+    from hcsi.models.weights import model_from_checkpoint
+    from hcsi.normalization import image_to_tensor
+
+    model = model_from_checkpoint(checkpoint)
+    faces = detector.score(shared("ghost/dance.mp4"), explain=True)
+    real_crops = torch.stack([image_to_tensor(g["crop"]) for g in faces.gates])
+    inputs = {"random": torch.randn(5, 3, 64, 64), "faces": real_crops}
+    onnx_path, ts_path = tmp_path / "model.onnx", tmp_path / "model.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(ts_path)]) == 0
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(ts_path))
+    for name, x in inputs.items():
+        with torch.no_grad():
+            expected = model(x).softmax(dim=1).numpy()
+            traced = scripted(x).numpy()
+        from_onnx = session.run(None, {"images": x.numpy()})[0]
+        assert np.abs(from_onnx - expected).max() < 1e-4, name
+        assert np.abs(traced - expected).max() < 1e-4, name
+
+    out = tmp_path / "onnx.jsonl"
+    assert main(["detect", str(shared("ghost/dance.mp4")), "--backend", "onnxruntime", "--model", str(onnx_path),
+                 "--frames", "4", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["score"] == pytest.approx(faces.score, abs=1e-4)
