@@ -52,7 +52,9 @@ def test_gates_of_every_stage_and_both_streams_make_a_heatmap_strip(detector):
     stages = len(result.gates[0]["cnn"])
     assert stages == len(result.gates[0]["vit"]) >= 4
     strip = gate_strip(result)
-    assert strip.shape == (4 * 112, (1 + 2 * stages) * 112, 3)
+    assert strip.shape == (4 * 112, (2 + 2 * stages) * 112, 3)  # crop, gates of both streams, Grad-CAM
+    cam = result.gates[0]["gradcam"]
+    assert cam.shape == (2, 2) and 0.0 <= cam.min() and cam.max() <= 1.0
 
 
 def test_bad_inputs_each_get_a_status_and_the_batch_goes_on(detector, tmp_path):

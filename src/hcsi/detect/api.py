@@ -25,6 +25,7 @@ from ..evaluate.protocol import (
 from ..faces import create_face_detector
 from ..models.weights import model_from_checkpoint
 from ..normalization import image_to_tensor
+from .gradcam import grad_cam_maps
 
 
 @dataclass
@@ -46,7 +47,7 @@ class DetectionResult:
     frame_scores: list[float] = field(default_factory=list)
     faces: list[FaceResult] = field(default_factory=list)
     frames_sampled: int = 0
-    gates: list[dict] | None = None  # with explain=True: per face {"crop", "cnn": [H×W], "vit": [H×W]} per stage
+    gates: list[dict] | None = None  # explain=True: per face {"crop", "cnn": [H×W per stage], "vit": [...], "gradcam"}
 
     def label(self, threshold: float = 0.5) -> str | None:
         return None if self.score is None else ("fake" if self.score >= threshold else "real")
@@ -102,10 +103,12 @@ class Detector:
                 logits = self.model(x)
             scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
             if explain:
+                cams = grad_cam_maps(self.model, x) if getattr(self.model, "cnn", None) is not None else None
                 for i, crop in enumerate(chunk):
                     gates.append({"crop": crop,
                                   "cnn": [g[i, 0].float().cpu().numpy() for g in stage_gates.cnn],
-                                  "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit]})
+                                  "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit],
+                                  "gradcam": cams[i] if cams is not None else None})
         return (np.concatenate(scores) if scores else np.zeros(0)), gates
 
     def _result(self, source: str, faces: VideoFaces, explain: bool) -> DetectionResult:

@@ -24,7 +24,8 @@ def overlay(crop: np.ndarray, gate: np.ndarray, alpha: float = 0.5) -> np.ndarra
 
 def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
     """RGB image: one row per frame (its highest-scoring face, up to `max_rows` frames evenly chosen), columns =
-    the crop, then the CNN gate of stages 1..K, then the transformer gate of stages 1..K."""
+    the crop, the CNN gate of stages 1..K, the transformer gate of stages 1..K, then (for comparison) the CNN
+    stream's Grad-CAM of the "fake" logit."""
     if not result.gates:
         raise ValueError(f"{result.source}: no gates to draw (status {result.status}; score with explain=True)")
     best: dict[int, int] = {}
@@ -38,6 +39,8 @@ def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
         g = result.gates[best[frame_index]]
         crop = cv2.resize(g["crop"], (TILE, TILE), interpolation=cv2.INTER_AREA)
         tiles = [crop] + [overlay(crop, m) for m in g["cnn"]] + [overlay(crop, m) for m in g["vit"]]
+        if g.get("gradcam") is not None:
+            tiles.append(overlay(crop, g["gradcam"]))
         row = np.concatenate(tiles, axis=1)
         label = f"frame {frame_index}  p(fake) {result.faces[best[frame_index]].score:.3f}"
         cv2.putText(row, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
