@@ -66,6 +66,8 @@ def test_bad_inputs_each_get_a_status_and_the_batch_goes_on(detector, tmp_path):
     junk.write_bytes(b"this is not a video at all")
     disguised = tmp_path / "photo.mp4"  # a JPEG with a video's extension: the content decides
     shutil.copy(shared("face_recognition/obama.jpg"), disguised)
+    video_as_jpg = tmp_path / "clip.jpg"  # and a video with an image's extension
+    shutil.copy(shared("ghost/dance.mp4"), video_as_jpg)
     photo = Image.open(shared("face_recognition/obama.jpg"))
     modes = {}
     for mode in ("L", "CMYK", "RGBA", "P"):
@@ -73,11 +75,12 @@ def test_bad_inputs_each_get_a_status_and_the_batch_goes_on(detector, tmp_path):
         photo.convert(mode).save(path)
         modes[mode] = path
     results = {r.source: r for r in detector.score_many(
-        [truncated, blank, junk, disguised, tmp_path / "missing.mp4", *modes.values()])}
+        [truncated, blank, junk, disguised, video_as_jpg, tmp_path / "missing.mp4", *modes.values()])}
     assert results[str(blank)].status == "no_face" and results[str(blank)].score is None
     assert results[str(junk)].status == "unreadable" and "junk.mp4" in results[str(junk)].reason
     assert results[str(tmp_path / "missing.mp4")].status == "unreadable"
     assert results[str(disguised)].status == "ok"
+    assert results[str(video_as_jpg)].status == "ok" and results[str(video_as_jpg)].frames_sampled == 4
     assert results[str(truncated)].status in ("ok", "unreadable")
     for mode, path in modes.items():
         assert results[str(path)].status == "ok", mode
@@ -106,9 +109,10 @@ def test_detect_cli_writes_one_row_per_input_and_heatmaps(checkpoint, tmp_path, 
                  "--explain", str(tmp_path / "heat")])
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["status"] for r in rows] == ["unreadable", "ok", "ok"]  # the empty glob first, then the files
-    assert rows[0]["reason"] == "pattern matches no file"
-    for r in rows[1:]:
+    # problems first (the folder's text file, the empty glob), then the scored files
+    assert [r["status"] for r in rows] == ["skipped", "unreadable", "ok", "ok"]
+    assert rows[0]["path"].endswith("readme.txt") and rows[1]["reason"] == "pattern matches no file"
+    for r in rows[2:]:
         assert {"path", "score", "label", "status", "reason", "frames_used", "faces_found"} <= set(r)
         assert cv2.imread(r["heatmap"]) is not None
     assert "elon.mp4" in capsys.readouterr().out

@@ -182,7 +182,8 @@ def _detect(args: argparse.Namespace) -> int:
         detector = Detector.from_onnx(args.model, frames=args.frames)
     else:
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames)
-    rows = [{"path": item, "score": None, "label": None, "status": "unreadable", "reason": problem,
+    rows = [{"path": item, "score": None, "label": None,
+             "status": "skipped" if problem.startswith("skipped") else "unreadable", "reason": problem,
              "frames_used": 0, "faces_found": 0} for item, problem in problems]
     for n, result in enumerate(tqdm(detector.score_many(files, explain=bool(args.explain)), total=len(files),
                                     desc="detect", unit="file", dynamic_ncols=True)):

@@ -11,14 +11,16 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """(files to score, [(item, problem)]): folders contribute their media files (by suffix; other files are
-    skipped), globs their matches, plain paths themselves whatever their suffix (the content decides)."""
+    """(files to score, [(item, problem)]): folders contribute their media files (by suffix; every other file is
+    reported as skipped), globs their matches, plain paths themselves whatever their suffix (the content decides)."""
     files: list[Path] = []
     problems: list[tuple[str, str]] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+            contents = sorted(p for p in path.rglob("*") if p.is_file())
+            found = [p for p in contents if p.suffix.lower() in MEDIA_SUFFIXES]
+            problems += [(str(p), "skipped: not a video or image file name") for p in contents if p not in found]
             if not found:
                 problems.append((item, "folder holds no video or image files"))
             files += found

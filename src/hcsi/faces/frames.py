@@ -84,8 +84,17 @@ def sample_frames(path: str | os.PathLike, n: int = 32) -> SampledFrames:
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
     if is_image(path):
-        return SampledFrames([read_image(path)], [0], 1)
+        try:
+            return SampledFrames([read_image(path)], [0], 1)
+        except MediaError as image_error:  # the name may lie: try the content as a video before giving up
+            try:
+                return _sample_video(path, n)
+            except MediaError:
+                raise image_error from None
+    return _sample_video(path, n)
 
+
+def _sample_video(path: Path, n: int) -> SampledFrames:
     frame_count = count_video_frames(path)
     wanted = sample_frame_indices(frame_count, n)
     if not wanted:
