@@ -48,9 +48,10 @@ class EvaluationOptions:
 _worker_detector = None
 
 
-def _init_worker(detector_name: str) -> None:
+def _init_worker(detector_name: str, worker_process: bool = True) -> None:
     global _worker_detector
-    torch.set_num_threads(1)
+    if worker_process:
+        torch.set_num_threads(1)  # several workers share the cores; never in the main process (it runs the model)
     _worker_detector = create_face_detector(detector_name)
 
 
@@ -67,7 +68,7 @@ def _extracted(videos: list[TestVideo], options: EvaluationOptions, input_size: 
     """(video, faces) in order, computed in a pool of worker processes (or here with workers=0)."""
     jobs = [(v, options.frames, input_size) for v in videos]
     if options.workers <= 0:
-        _init_worker(options.detector)
+        _init_worker(options.detector, worker_process=False)
         yield from map(_extract, jobs)
         return
     with multiprocessing.get_context("spawn").Pool(options.workers, _init_worker, (options.detector,)) as pool:
