@@ -222,6 +222,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    if not args.checkpoint:
+        print(NO_CHECKPOINT.replace("hcsi detect", "hcsi serve"), file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .detect import Detector
+    from .serve import create_app
+
+    token = args.token or os.environ.get("HCSI_API_TOKEN")
+    detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames)
+    app = create_app(detector, max_upload_mb=args.max_upload_mb, token=token, workers=args.workers,
+                     queue_size=args.queue)
+    print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs)"
+          + ("; API token required" if token else ""), file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -321,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     export.add_argument("--out", required=True, help="output file (.onnx / .pt)")
     export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint")
+    serve.add_argument("--checkpoint", help="trained hcsi checkpoint (.safetensors)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="analyses run at once")
+    serve.add_argument("--queue", type=int, default=8, help="requests that may wait; beyond that: 503")
+    serve.add_argument("--max-upload-mb", type=float, default=500)
+    serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
+    serve.add_argument("--frames", type=int, default=32)
+    serve.add_argument("--device", default="auto")
+    serve.set_defaults(run=_serve)
     return parser
 
 

@@ -1,0 +1,175 @@
+"""`hcsi serve`: a REST API and a single-page UI around one `Detector`, loaded once.
+
+POST /v1/analyze (multipart: file, optional frames) -> JSON with the score, per-frame scores, faces and heatmap link
+GET  /v1/results/{id}, GET /v1/results/{id}/heatmap.png, GET /health, GET / (the page), GET /docs (OpenAPI)
+
+Requests wait in a bounded queue in front of the detector; when it is full the answer is 503 with Retry-After.
+Uploads are copied to a temporary file under a random name with a size limit, identified by their bytes, and removed
+afterwards whatever happens. Result ids are random (secrets.token_urlsafe). With a token, every request needs it
+(header `Authorization: Bearer <token>` or `X-API-Token`, or `?token=` for the page and images).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from ..detect.api import Detector
+from ..detect.explain import gate_strip
+
+CHUNK = 1 << 20
+MAX_RESULTS = 1000  # results kept in memory, oldest dropped first
+
+# (offset, magic bytes, suffix): what an upload's first bytes must match
+SIGNATURES = [
+    (0, b"\xff\xd8\xff", ".jpg"), (0, b"\x89PNG\r\n\x1a\n", ".png"), (0, b"BM", ".bmp"),
+    (0, b"GIF8", ".gif"), (0, b"II*\x00", ".tif"), (0, b"MM\x00*", ".tif"), (4, b"ftyp", ".mp4"),
+    (0, b"\x1a\x45\xdf\xa3", ".mkv"), (0, b"\x00\x00\x01\xba", ".mpg"),
+]
+
+
+def sniff_suffix(head: bytes) -> str | None:
+    """The file type of an upload from its first bytes (never from its name or declared type)."""
+    if head[:4] == b"RIFF" and head[8:12] in (b"WEBP", b"AVI "):
+        return ".webp" if head[8:12] == b"WEBP" else ".avi"
+    for offset, magic, suffix in SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return suffix
+    return None
+
+
+def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None = None, workers: int = 1,
+               queue_size: int = 8) -> FastAPI:
+    """The app. `workers` analyses run at once; up to `queue_size` more wait; any further request gets 503."""
+    app = FastAPI(title="hcsi", description="HCSI-Net face-deepfake detection", version="0.1.0")
+    executor = ThreadPoolExecutor(max_workers=workers)
+    detector_lock = threading.Lock()  # one Detector instance: its face detector and model run one call at a time
+    capacity = workers + queue_size
+    state = {"pending": 0}
+    results: OrderedDict[str, dict] = OrderedDict()
+    heatmaps: dict[str, bytes] = {}
+    max_bytes = int(max_upload_mb * 2**20)
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if token is not None:
+            given = request.headers.get("x-api-token") or request.query_params.get("token")
+            auth = request.headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                given = auth[7:]
+            if not given or not secrets.compare_digest(given, token):
+                return JSONResponse({"detail": "missing or wrong API token"}, status_code=401)
+        return await call_next(request)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": detector.model.config.name, "pending": state["pending"],
+                "capacity": capacity}
+
+    def analyse(path: str, frames: int) -> tuple[dict, bytes | None]:
+        with detector_lock:
+            previous = detector.frames
+            detector.frames = frames
+            try:
+                result = detector.score(path, explain=True)
+            finally:
+                detector.frames = previous
+        heatmap = None
+        if result.gates:
+            ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
+            heatmap = png.tobytes() if ok else None
+        return result.to_dict(), heatmap
+
+    async def save_upload(request: Request) -> tuple[str, int | None]:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes + CHUNK:
+            raise HTTPException(413, f"upload larger than the limit of {max_upload_mb:g} MB")
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as error:  # malformed multipart bodies
+            raise HTTPException(400, f"could not parse the multipart form: {error}") from error
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(400, "expected a multipart form with a 'file' field holding the video or image")
+        frames = form.get("frames")
+        if frames is not None and (not str(frames).isdigit() or not 1 <= int(frames) <= 300):
+            raise HTTPException(400, "frames must be an integer from 1 to 300")
+        head = await upload.read(16)
+        if not head:
+            raise HTTPException(400, "the uploaded file is empty")
+        suffix = sniff_suffix(head)
+        if suffix is None:
+            raise HTTPException(415, "unsupported file type: the content is not a known video or image format")
+        fd, path = tempfile.mkstemp(prefix="hcsi-upload-", suffix=suffix)  # our name, never the client's
+        size = len(head)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(head)
+                while chunk := await upload.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise HTTPException(413, f"upload larger than the limit of {max_upload_mb:g} MB")
+                    out.write(chunk)
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
+        finally:
+            await form.close()
+        return path, int(frames) if frames is not None else None
+
+    @app.post("/v1/analyze")
+    async def analyze(request: Request) -> JSONResponse:
+        if state["pending"] >= capacity:
+            return JSONResponse({"detail": "busy: the analysis queue is full, retry later"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        state["pending"] += 1
+        path = None
+        try:
+            path, frames = await save_upload(request)
+            loop = asyncio.get_running_loop()
+            record, heatmap = await loop.run_in_executor(executor, analyse, path, frames or detector.frames)
+        finally:
+            state["pending"] -= 1
+            if path is not None:
+                Path(path).unlink(missing_ok=True)
+        result_id = secrets.token_urlsafe(16)
+        record.pop("path", None)  # the temporary file's name means nothing to the client
+        record["id"] = result_id
+        record["heatmap_url"] = f"/v1/results/{result_id}/heatmap.png" if heatmap else None
+        results[result_id] = record
+        if heatmap:
+            heatmaps[result_id] = heatmap
+        while len(results) > MAX_RESULTS:
+            old, _ = results.popitem(last=False)
+            heatmaps.pop(old, None)
+        status = 200 if record["status"] in ("ok", "no_face") else 422
+        return JSONResponse(record, status_code=status)
+
+    @app.get("/v1/results/{result_id}")
+    def get_result(result_id: str) -> dict:
+        if result_id not in results:
+            raise HTTPException(404, "no such result")
+        return results[result_id]
+
+    @app.get("/v1/results/{result_id}/heatmap.png")
+    def get_heatmap(result_id: str) -> Response:
+        if result_id not in heatmaps:
+            raise HTTPException(404, "no heatmap for this result")
+        return Response(heatmaps[result_id], media_type="image/png")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        from .page import PAGE
+
+        return PAGE
+
+    return app

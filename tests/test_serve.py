@@ -1,0 +1,126 @@
+"""`hcsi serve`: API with FastAPI's TestClient, bad uploads, token, and a bounded load test on loopback."""
+import glob
+import socket
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from media import shared
+
+from hcsi.cli import main
+from hcsi.detect import Detector
+from hcsi.models import build_model, save_checkpoint
+from hcsi.serve import create_app
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), path)
+    return Detector.from_checkpoint(path, device="cpu", frames=2)
+
+
+def leftover_uploads() -> list[str]:
+    return glob.glob(f"{tempfile.gettempdir()}/hcsi-upload-*")
+
+
+def test_analyze_returns_score_frames_faces_and_a_heatmap(detector):
+    client = TestClient(create_app(detector))
+    assert client.get("/health").json()["status"] == "ok"
+    with open(shared("face_recognition/two_people.jpg"), "rb") as f:
+        response = client.post("/v1/analyze", files={"file": ("../../etc/passwd", f, "text/plain")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok" and len(body["faces"]) == 2 and 0 <= body["score"] <= 1
+    assert "path" not in body and len(body["id"]) >= 20
+    assert client.get(f"/v1/results/{body['id']}").json()["score"] == body["score"]
+    heatmap = client.get(body["heatmap_url"])
+    assert heatmap.status_code == 200 and heatmap.content[:4] == b"\x89PNG"
+    assert client.get("/v1/results/not-an-id").status_code == 404
+    page = client.get("/").text
+    assert "<html" in page and "://" not in page  # nothing loaded from elsewhere
+    assert client.get("/docs").status_code == 200
+    assert not leftover_uploads()
+
+
+def test_a_video_upload_with_frames(detector):
+    client = TestClient(create_app(detector))
+    with open(shared("ghost/elon.mp4"), "rb") as f:
+        body = client.post("/v1/analyze", files={"file": ("clip.mp4", f)}, data={"frames": "3"}).json()
+    assert body["frames_sampled"] == 3 and len(body["frame_scores"]) == 3
+
+
+def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(detector, tmp_path):
+    client = TestClient(create_app(detector, max_upload_mb=0.5))
+    cases = {
+        "empty": ({"file": ("a.mp4", b"")}, 400, "empty"),
+        "text": ({"file": ("a.mp4", b"hello, this is not a video")}, 415, "unsupported file type"),
+        "truncated": ({"file": ("a.mp4", shared("ghost/dance.mp4").read_bytes()[:3000])}, 422, "unreadable"),
+        "too big": ({"file": ("a.mp4", shared("ghost/dance.mp4").read_bytes())}, 413, "limit"),
+    }
+    for name, (files, status, words) in cases.items():
+        response = client.post("/v1/analyze", files=files)
+        assert response.status_code == status, (name, response.text)
+        assert words in response.text, name
+    assert client.post("/v1/analyze", data={"frames": "2"}).status_code == 400  # no file field
+    malformed = client.post("/v1/analyze", content=b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n",
+                            headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert 400 <= malformed.status_code < 500
+    with open(shared("face_recognition/obama.jpg"), "rb") as f:
+        assert client.post("/v1/analyze", files={"file": ("x.jpg", f)}, data={"frames": "0"}).status_code == 400
+    assert client.get("/health").status_code == 200
+    assert not leftover_uploads()
+
+
+def test_a_token_is_required_on_every_request_when_set(detector):
+    client = TestClient(create_app(detector, token="s3cret"))
+    assert client.get("/health").status_code == 401
+    assert client.get("/").status_code == 401
+    assert client.get("/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/?token=s3cret").status_code == 200
+    assert client.get("/health", headers={"X-API-Token": "wrong"}).status_code == 401
+
+
+def test_serve_refuses_to_start_without_a_checkpoint(capsys):
+    assert main(["serve"]) == 2
+    assert "needs a trained checkpoint" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_twenty_concurrent_uploads_are_all_answered_and_the_queue_bounds_them(detector):
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(detector, workers=1, queue_size=3), host="127.0.0.1",
+                                           port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    image = shared("face_recognition/obama.jpg").read_bytes()
+
+    def upload(_):
+        with httpx.Client(timeout=300) as client:
+            r = client.post(f"http://127.0.0.1:{port}/v1/analyze", files={"file": ("a.jpg", image)})
+            return r.status_code, r.headers.get("retry-after")
+
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(upload, range(20)))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    codes = [code for code, _ in answers]
+    assert set(codes) <= {200, 503} and codes.count(200) >= 4  # 1 running + 3 waiting at least
+    assert all(retry == "5" for code, retry in answers if code == 503)
+    assert not leftover_uploads()
