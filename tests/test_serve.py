@@ -124,3 +124,44 @@ def test_twenty_concurrent_uploads_are_all_answered_and_the_queue_bounds_them(de
     assert set(codes) <= {200, 503} and codes.count(200) >= 4  # 1 running + 3 waiting at least
     assert all(retry == "5" for code, retry in answers if code == 503)
     assert not leftover_uploads()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def test_the_page_in_a_real_browser_uploads_a_clip_and_shows_the_verdict(detector):
+    import os
+
+    import uvicorn
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(detector, token="t0k"), host="127.0.0.1", port=port,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/?token=t0k")
+            page.fill("#frames", "3")
+            page.set_input_files("#file", str(shared("ghost/elon.mp4")))
+            page.wait_for_selector("#score", timeout=240_000)
+            score = float(page.inner_text("#score"))
+            assert 0.0 <= score <= 1.0
+            assert page.inner_text("#label") in ("FAKE", "REAL")
+            assert page.locator("#frame-plot circle").count() == 3
+            page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=60_000)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
