@@ -243,6 +243,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    run_demo(Path(args.out), Path(args.data) if args.data else None, args.seed, args.quick)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -354,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--frames", type=int, default=32)
     serve.add_argument("--device", default="auto")
     serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on built-in data, on a CPU, in minutes")
+    demo.add_argument("--out", default="outputs/demo")
+    demo.add_argument("--data", help="a folder of real videos instead of the built-in clips")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quick", action="store_true", help="a reduced run: fewer frames, 2 short epochs")
+    demo.set_defaults(run=_demo)
     return parser
 
 
