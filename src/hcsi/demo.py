@@ -262,9 +262,9 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
 
     step("4. train (configs/tiny.yaml)")
     result = train(config)
-    sections.append(("Training", f"hcsi train --config configs/tiny.yaml data.store={store} run.out={out / 'run'}"
-                                 f"{' schedule.epochs=2 run.max_steps_per_epoch=6' if quick else ' schedule.epochs=6'}\n"
-                                 f"last SBI validation: {json.dumps(result['last_val'])}"))
+    schedule = "schedule.epochs=2 run.max_steps_per_epoch=6" if quick else "schedule.epochs=6"
+    sections.append(("Training", f"hcsi train --config configs/tiny.yaml data.store={store} run.out={out / 'run'} "
+                                 f"{schedule}\nlast SBI validation: {json.dumps(result['last_val'])}"))
 
     step("5. evaluate")
     from .models.weights import model_from_checkpoint
