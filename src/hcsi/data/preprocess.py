@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import uuid
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,10 @@ def preprocess(sources: list[SourceVideo], out: str | Path, options: PreprocessO
             results.append(_run_in_worker(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(options.detector,)) as pool:
+        # spawn, not fork: a fork of a process whose threads (torch, PyAV) hold locks can deadlock in the child
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(options.detector,)) as pool:
             for result in pool.map(_run_in_worker, jobs):
                 results.append(result)
                 bar.update()
