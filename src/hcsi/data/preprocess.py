@@ -12,10 +12,10 @@ video that looks finished.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import uuid
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
