@@ -176,17 +176,9 @@ def gate_heatmaps(model, store: Path, config, video_id: str, out: Path) -> tuple
     detector = Detector(model, device="cpu")
     paths = []
     for name, image in (("real", sample.real), ("fake", sample.fake)):
-        result = detector._result(name, _crop_as_faces(image), explain=True)
+        result = detector.score_face_crop(image, name, explain=True)
         paths.append(save_gate_strip(result, out / f"gates_{name}.png"))
     return paths[0], paths[1]
-
-
-def _crop_as_faces(image: np.ndarray):
-    """A model-sized crop as the one face of a one-frame video (no detection: it is already the face crop)."""
-    from .evaluate.protocol import VideoFaces
-
-    h, w = image.shape[:2]
-    return VideoFaces(frame_indices=[0], crops=[image], crop_frame=[0], boxes=[[0, 0, w, h]])
 
 
 def write_report(out: Path, sections: list[tuple[str, str]], images: dict[str, Path]) -> tuple[Path, Path]:

@@ -21,6 +21,7 @@ from ..evaluate.protocol import (
     aggregate_video,
     extract_test_faces,
     faces_in_frames,
+    score_crops,
 )
 from ..faces import create_face_detector
 from ..models.weights import model_from_checkpoint
@@ -92,23 +93,21 @@ class Detector:
 
     @torch.no_grad()
     def _score_crops(self, crops: list[np.ndarray], explain: bool) -> tuple[np.ndarray, list[dict] | None]:
+        if not explain:  # the evaluation protocol's own scoring, so detect and evaluate cannot drift apart
+            return score_crops(self.model, crops, self.device, self.batch_size), None
         config = self.model.config
-        scores, gates = [], [] if explain else None
+        scores, gates = [], []
         for start in range(0, len(crops), self.batch_size):
             chunk = crops[start:start + self.batch_size]
             x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in chunk]).to(self.device)
-            if explain:
-                logits, stage_gates = self.model(x, return_gates=True)
-            else:
-                logits = self.model(x)
+            logits, stage_gates = self.model(x, return_gates=True)
             scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
-            if explain:
-                cams = grad_cam_maps(self.model, x) if getattr(self.model, "cnn", None) is not None else None
-                for i, crop in enumerate(chunk):
-                    gates.append({"crop": crop,
-                                  "cnn": [g[i, 0].float().cpu().numpy() for g in stage_gates.cnn],
-                                  "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit],
-                                  "gradcam": cams[i] if cams is not None else None})
+            cams = grad_cam_maps(self.model, x) if getattr(self.model, "cnn", None) is not None else None
+            for i, crop in enumerate(chunk):
+                gates.append({"crop": crop,
+                              "cnn": [g[i, 0].float().cpu().numpy() for g in stage_gates.cnn],
+                              "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit],
+                              "gradcam": cams[i] if cams is not None else None})
         return (np.concatenate(scores) if scores else np.zeros(0)), gates
 
     def _result(self, source: str, faces: VideoFaces, explain: bool) -> DetectionResult:
@@ -136,6 +135,15 @@ class Detector:
                                                            self.model.config.input_size), explain)
         faces = extract_test_faces(source, self.face_detector, self.frames, self.model.config.input_size)
         return self._result(str(source), faces, explain)
+
+    def score_face_crop(self, crop: np.ndarray, name: str = "<crop>", explain: bool = False) -> DetectionResult:
+        """Score an image that already is a face crop of the model's input size (no detection), as a one-frame
+        input with one face, e.g. an SBI sample."""
+        size = self.model.config.input_size
+        if crop.shape != (size, size, 3) or crop.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 {size}×{size}×3 face crop, got {crop.dtype} {crop.shape}")
+        faces = VideoFaces(frame_indices=[0], crops=[crop], crop_frame=[0], boxes=[[0, 0, size, size]])
+        return self._result(name, faces, explain)
 
     def score_many(self, sources: Iterable[str | Path], explain: bool = False) -> Iterator[DetectionResult]:
         for source in sources:
