@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS
+from hcsi.faces import DEFAULT_FACE_DETECTOR  # noqa: E402
 from hcsi.files import atomic_path  # noqa: E402
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -71,15 +72,16 @@ def models_section(result: dict) -> list[str]:
 
 
 def faces_section(result: dict) -> list[str]:
-    lines = [f"### Face detector `{result['detector']}` on ../shared/data (CPU, one core)", "",
+    default = " (the default)" if result["detector"] == DEFAULT_FACE_DETECTOR else ""
+    lines = [f"### Face detector `{result['detector']}`{default} on ../shared/data (CPU, one core)", "",
              f"`{result['command']}` (commit {result['commit']}, {result['date']}). Recall = share of the sampled "
              "frames with at least the expected number of faces; target ≥ 90 % for photos and talking-head clips.",
-             "", "| file | label | size | frames | recall | meets target | extra faces | found by low-light pass | "
+             "", "| file | label | size | frames | recall | meets target | extra faces | frames found by BlazeFace | "
              "detect ms/frame | decode ms/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         meets = "no target" if r["target"] is None else ("yes" if r["recall"] >= r["target"] else "**no**")
         lines.append(f"| {r['file']} | {r['label']} | {r['size']} | {r['frames']} | {100 * r['recall']:.1f} % | "
-                     f"{meets} | {r['frames_with_extra_faces']} | {r['frames_found_by_enhanced_pass']} | "
+                     f"{meets} | {r['frames_with_extra_faces']} | {r['frames_found_by_blazeface']} | "
                      f"{_fmt(r['detect_ms_per_frame'])} | {_fmt(r['decode_ms_per_frame'])} |")
     return lines + [""]
 

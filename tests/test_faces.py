@@ -19,7 +19,7 @@ from hcsi.faces import (
 
 @pytest.fixture(scope="module")
 def detector():
-    return create_face_detector("dlib")
+    return create_face_detector()
 
 
 def test_sample_frames_takes_evenly_spaced_frames_in_one_pass():

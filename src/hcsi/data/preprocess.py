@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..faces.crops import cut_stored_crop
-from ..faces.detect import FaceDetector, create_face_detector
+from ..faces.detect import DEFAULT_FACE_DETECTOR, FaceDetector, create_face_detector
 from ..files import write_json_atomic
 from ..faces.frames import MediaError, sample_frames
 from .sources import SourceVideo
@@ -36,7 +36,7 @@ STORE_VERSION = 1
 @dataclass(frozen=True)
 class PreprocessOptions:
     frames: int = 32  # evenly spaced frames per video (SBI: 32)
-    detector: str = "dlib"  # face detector backend (hcsi.faces.FACE_DETECTORS)
+    detector: str = DEFAULT_FACE_DETECTOR  # face detector backend (hcsi.faces.FACE_DETECTORS)
 
 
 def _round(array: np.ndarray) -> list:
@@ -80,7 +80,7 @@ def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions,
                 "detector_box": _round(crop.detector_box.reshape(2, 2)),
                 "landmarks": _round(crop.landmarks),
                 "score": round(face.score, 4),
-                "enhanced": face.enhanced,
+                "found_by": face.found_by,
             })
         frames.append({"index": index, "size": [width, height], "faces": records})
     with_face = sum(1 for f in frames if f["faces"])

@@ -23,7 +23,7 @@ from ..evaluate.protocol import (
     faces_in_frames,
     score_crops,
 )
-from ..faces import create_face_detector
+from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
 from ..models.weights import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
@@ -73,7 +73,7 @@ class Detector:
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
-                 face_detector: str = "dlib") -> None:
+                 face_detector: str = DEFAULT_FACE_DETECTOR) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.frames = frames

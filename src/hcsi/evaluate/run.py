@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ..distributed import Distributed
-from ..faces import create_face_detector
+from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
 from ..files import atomic_path, write_json_atomic
 from .datasets import TestVideo
 from .metrics import detection_metrics
@@ -41,7 +41,7 @@ class EvaluationOptions:
     workers: int = 2  # processes that decode and detect (0: in the main process)
     failure_score: float | None = 0.5  # score of a video without any face or unreadable (SBI: 0.5); None: leave
     # such videos out of the metrics (they are still listed and counted)
-    detector: str = "dlib"
+    detector: str = DEFAULT_FACE_DETECTOR
     amp: bool = False  # bf16 autocast on CUDA
 
 

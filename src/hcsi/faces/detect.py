@@ -1,7 +1,8 @@
 """Face detection with 68 iBUG landmarks plus 13 synthesised forehead points, offline.
 
-The default backend is dlib's HOG detector and its 68-point shape predictor (the model ships inside the
-`face-recognition-models` package). SBI used codeniko's 81-point model (68 + 13 forehead points fitted with a 3D
+Landmarks come from dlib's 68-point shape predictor (the model ships inside the `face-recognition-models`
+package); face boxes from dlib's HOG detector and, in frames where HOG finds no face, from MediaPipe's short-range
+BlazeFace (`hcsi.faces.blazeface`; the default backend "hog+blazeface"). SBI used codeniko's 81-point model (68 + 13 forehead points fitted with a 3D
 morphable model), which cannot be installed here; `synthesize_forehead` places 13 points on an arc above the brows
 instead (docs/protocol.md says how that differs).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import cv2
@@ -16,7 +18,6 @@ import numpy as np
 
 NUM_LANDMARKS = 81  # 68 iBUG points + 13 forehead points, SBI's layout
 FOREHEAD_POINTS = 13
-ENHANCED_MAX_SIDE = 1920  # longest side of the enlarged copy the low-light second pass searches
 FOREHEAD_HEIGHT = 0.8  # forehead arc height above the brows, in units of the brow-to-nose-base distance
 
 
@@ -27,18 +28,19 @@ class Face:
     Attributes:
         box: (x0, y0, x1, y1), the face box used for crops: detector box ∪ landmark box, its top raised halfway
             to the forehead arc (SBI crops with RetinaFace boxes, which include the lower forehead).
-        detector_box: the box the detector returned.
-        score: detector confidence (dlib HOG: SVM margin, > 0 means detected at the default threshold).
+        detector_box: the box the finder returned, in HOG's box convention.
+        score: finder confidence (HOG: SVM margin, > 0 means detected at the default threshold; BlazeFace:
+            probability).
         landmarks: 81×2 float32: iBUG-68 points, then 13 forehead points in contour order from the side of jaw
             point 0 to the side of jaw point 16.
-        enhanced: found only after low-light enhancement (second pass).
+        found_by: the finder that found it ("hog" or "blazeface").
     """
 
     box: np.ndarray
     detector_box: np.ndarray
     score: float
     landmarks: np.ndarray
-    enhanced: bool = False
+    found_by: str = "hog"
 
     @property
     def area(self) -> float:
@@ -89,72 +91,99 @@ def face_box(detector_box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 class DlibFaceDetector:
-    """dlib HOG detector + 68-point shape predictor, with a low-light second pass.
+    """Faces with dlib's 68-point landmarks (+ 13 forehead points); boxes from one or more finders in turn.
+
+    Finders: "hog" is dlib's HOG detector (SBI's detector family); "blazeface" is MediaPipe's short-range
+    BlazeFace over a tile pyramid (`hcsi.faces.blazeface`), which finds dark, low-contrast and turned faces that
+    HOG misses. Each finder runs only when the previous ones found nothing in the image. BlazeFace boxes are mapped
+    to HOG's box convention (BLAZEFACE_TO_HOG) before landmarks are fitted, since dlib's shape predictor was trained
+    on HOG boxes.
 
     Args:
-        upsample: times dlib upsamples the image before the first pass (0: faces ≳ 80 px; 1 finds smaller faces
-            at 4× the cost and gave false positives on our test photos).
-        enhance_if_none: when the first pass finds nothing, retry once on a brightened (gamma 0.4) and
-            CLAHE-equalised copy enlarged to twice its size, at most ENHANCED_MAX_SIDE pixels (dark or small
-            faces); such faces are marked `enhanced`.
-        min_score: HOG SVM margin a detection must exceed.
+        finders: the finders to try, in order.
+        upsample: times the HOG detector upsamples the image (0: faces ≳ 80 px; 1 finds smaller faces at 4× the
+            cost and gave false positives on our test photos).
+        min_hog_score: HOG SVM margin a detection must exceed.
+        blazeface_model: BlazeFace .tflite file (default: found or fetched by `blazeface_model_path`).
+        min_blazeface_score: BlazeFace probability a detection must exceed.
     """
 
-    name = "dlib"
-
-    def __init__(self, upsample: int = 0, enhance_if_none: bool = True, min_score: float = 0.0) -> None:
+    def __init__(self, finders: tuple[str, ...] = ("hog", "blazeface"), upsample: int = 0,
+                 min_hog_score: float = 0.0, blazeface_model: str | None = None,
+                 min_blazeface_score: float = 0.75) -> None:
         import dlib
 
         with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
             warnings.simplefilter("ignore")
             import face_recognition_models
 
+        unknown = set(finders) - set(FINDERS)
+        if unknown or not finders:
+            raise ValueError(f"unknown face finders {sorted(unknown)}; choose from {FINDERS}")
+        self.finders = tuple(finders)
+        self.name = "+".join(self.finders)
         self.upsample = upsample
-        self.enhance_if_none = enhance_if_none
-        self.min_score = min_score
+        self.min_hog_score = min_hog_score
         self._dlib = dlib
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-        self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-        self._gamma_lut = (np.linspace(0, 1, 256) ** 0.4 * 255).astype(np.uint8)
+        self._hog = dlib.get_frontal_face_detector() if "hog" in finders else None
+        self._blazeface = None
+        if "blazeface" in finders:
+            from .blazeface import BlazeFace
 
-    def _enhanced_pass(self, image: np.ndarray):
-        """Detections on a brightened, equalised, enlarged copy, as rectangles of the original image."""
-        bright = cv2.LUT(image, self._gamma_lut)
-        lab = cv2.cvtColor(bright, cv2.COLOR_RGB2LAB)
-        lab[..., 0] = self._clahe.apply(lab[..., 0])
-        scale = min(2.0, ENHANCED_MAX_SIDE / max(image.shape[:2]))
-        enlarged = cv2.resize(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), None, fx=scale, fy=scale,
-                              interpolation=cv2.INTER_LINEAR)
-        rects, scores, _ = self._detector.run(enlarged, self.upsample, self.min_score)
-        dlib = self._dlib
-        rects = [dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale),
-                                round(r.bottom() / scale)) for r in rects]
-        return rects, scores
+            self._blazeface = BlazeFace(blazeface_model, min_score=min_blazeface_score)
+        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+    def _find(self, finder: str, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        """Boxes (x0, y0, x1, y1) in HOG's convention and scores of one finder."""
+        if finder == "hog":
+            rects, scores, _ = self._hog.run(image, self.upsample, self.min_hog_score)
+            return [np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float32) for r in rects], scores
+        boxes, scores = self._blazeface.detect(image)
+        return [blazeface_to_hog_box(box) for box in boxes], [float(s) for s in scores]
 
     def detect(self, image: np.ndarray) -> list[Face]:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 H×W×3 image, got {image.dtype} {image.shape}")
         image = np.ascontiguousarray(image)
-        rects, scores, _ = self._detector.run(image, self.upsample, self.min_score)
-        enhanced = False
-        if not rects and self.enhance_if_none:
-            rects, scores = self._enhanced_pass(image)
-            enhanced = True
+        for finder in self.finders:
+            boxes, scores = self._find(finder, image)
+            if boxes:
+                break
         faces = []
-        for rect, score in zip(rects, scores):
+        for box, score in zip(boxes, scores):
+            rect = self._dlib.rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
             shape = self._predictor(image, rect)
             lm68 = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
             landmarks = np.concatenate([lm68, synthesize_forehead(lm68)])
-            detector_box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], np.float32)
-            faces.append(Face(face_box(detector_box, landmarks), detector_box, float(score), landmarks, enhanced))
+            faces.append(Face(face_box(box, landmarks), box, float(score), landmarks, finder))
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
 
-FACE_DETECTORS = {"dlib": DlibFaceDetector}
+FINDERS = ("hog", "blazeface")
+# BlazeFace box → HOG-like box: median relation over 138 frames of ../shared/data where both found the one face
+# (HOG centre = BlazeFace centre + (-0.014, -0.026) × BlazeFace width, HOG side = 0.951 × BlazeFace width).
+BLAZEFACE_TO_HOG = (-0.014, -0.026, 0.951)
 
 
-def create_face_detector(name: str = "dlib", **options) -> FaceDetector:
+def blazeface_to_hog_box(box: np.ndarray) -> np.ndarray:
+    """A BlazeFace box moved and scaled to where dlib's HOG detector would put the same face's box."""
+    dx, dy, scale = BLAZEFACE_TO_HOG
+    width = box[2] - box[0]
+    cx = (box[0] + box[2]) / 2 + dx * width
+    cy = (box[1] + box[3]) / 2 + dy * width
+    half = scale * width / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
+
+
+FACE_DETECTORS = {
+    "hog+blazeface": partial(DlibFaceDetector, finders=("hog", "blazeface")),  # default
+    "hog": partial(DlibFaceDetector, finders=("hog",)),
+    "blazeface": partial(DlibFaceDetector, finders=("blazeface",)),
+}
+DEFAULT_FACE_DETECTOR = "hog+blazeface"
+
+
+def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, **options) -> FaceDetector:
     """A face detector backend by name (see FACE_DETECTORS)."""
     if name not in FACE_DETECTORS:
         raise KeyError(f"unknown face detector {name!r}; available: {', '.join(sorted(FACE_DETECTORS))}")

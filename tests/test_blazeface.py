@@ -1,0 +1,128 @@
+"""BlazeFace: anchor layout, decoding, tiling, the model file's resolution, and the faces HOG misses."""
+import numpy as np
+import pytest
+from media import shared
+
+from hcsi.faces import create_face_detector, sample_frames
+from hcsi.faces.blazeface import (
+    NUM_ANCHORS,
+    BlazeFace,
+    ModelUnavailable,
+    blazeface_anchors,
+    blazeface_model_path,
+    decode_blazeface,
+    tile_origins,
+)
+from hcsi.faces.detect import blazeface_to_hog_box
+
+
+def test_anchors_follow_the_short_range_ssd_layout():
+    anchors = blazeface_anchors()
+    assert anchors.shape == (NUM_ANCHORS, 2)
+    # stride 8: 16×16 cells × 2 anchors, then stride 16: 8×8 cells × 6 anchors; row-major, a cell's anchors adjacent
+    assert np.allclose(anchors[0], anchors[1]) and np.allclose(anchors[0], [0.5 / 16, 0.5 / 16])
+    assert np.allclose(anchors[2], [1.5 / 16, 0.5 / 16]) and np.allclose(anchors[32], [0.5 / 16, 1.5 / 16])
+    assert np.allclose(anchors[511], [15.5 / 16, 15.5 / 16])
+    assert np.allclose(anchors[512:518], [0.5 / 8, 0.5 / 8]) and np.allclose(anchors[518], [1.5 / 8, 0.5 / 8])
+    assert np.allclose(anchors[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_decoding_matches_a_direct_computation_per_anchor():
+    rng = np.random.default_rng(0)
+    anchors = blazeface_anchors()
+    regressors = rng.normal(0, 20, (NUM_ANCHORS, 16)).astype(np.float32)
+    logits = rng.normal(0, 3, NUM_ANCHORS).astype(np.float32)
+    logits[:3] = [150.0, -150.0, 0.0]  # beyond the ±100 clip, and exactly 0.5
+    boxes, scores = decode_blazeface(regressors, logits, anchors, min_score=0.6)
+    expected_boxes, expected_scores = [], []
+    for (ax, ay), raw, logit in zip(anchors, regressors, logits):
+        score = 1 / (1 + np.exp(-min(max(float(logit), -100.0), 100.0)))
+        if score <= 0.6:
+            continue
+        cx, cy = ax + raw[0] / 128, ay + raw[1] / 128
+        w, h = raw[2] / 128, raw[3] / 128
+        expected_boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        expected_scores.append(score)
+    assert len(boxes) == len(expected_boxes) > 0
+    assert np.allclose(boxes, expected_boxes, atol=1e-6) and np.allclose(scores, expected_scores, atol=1e-6)
+    assert scores[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("length,tile,stride", [(1080, 540, 405), (1920, 960, 720), (300, 512, 384), (700, 256, 192)])
+def test_tiles_cover_the_whole_side(length, tile, stride):
+    origins = tile_origins(length, tile, stride)
+    covered = np.zeros(length, bool)
+    for start in origins:
+        covered[start:start + tile] = True
+    assert covered.all()
+    assert origins[0] == 0 and origins[-1] == max(length - tile, 0)
+    assert all(b - a <= stride for a, b in zip(origins, origins[1:]))
+
+
+def test_blazeface_box_maps_to_hog_convention():
+    box = blazeface_to_hog_box(np.array([100, 200, 300, 400], np.float32))
+    assert box[2] - box[0] == pytest.approx(0.951 * 200, rel=1e-5)
+    assert (box[0] + box[2]) / 2 == pytest.approx(200 - 0.014 * 200, rel=1e-5)
+    assert (box[1] + box[3]) / 2 == pytest.approx(300 - 0.026 * 200, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def dark_frames():
+    """Frames of the DFDC sample: a dim room, a face looking down."""
+    return sample_frames(shared("dfdc/abofeumbvv.mp4"), n=4).frames
+
+
+def test_blazeface_finds_the_dark_face_that_hog_misses(dark_frames):
+    hog = create_face_detector("hog")
+    default = create_face_detector()
+    assert default.name == "hog+blazeface"
+    missed_by_hog = [frame for frame in dark_frames if not hog.detect(frame)]
+    assert missed_by_hog, "HOG now finds this face; pick a harder frame for this test"
+    for frame in missed_by_hog:
+        faces = default.detect(frame)
+        assert len(faces) == 1 and faces[0].found_by == "blazeface" and faces[0].score > 0.75
+        x0, y0, x1, y1 = faces[0].detector_box
+        assert 850 < (x0 + x1) / 2 < 1050 and 150 < (y0 + y1) / 2 < 350 and 80 < x1 - x0 < 180  # the woman's face
+        nose = faces[0].landmarks[30]
+        assert x0 <= nose[0] <= x1 and y0 <= nose[1] <= y1
+
+
+def test_hog_faces_stay_hog_faces():
+    frame = sample_frames(shared("skimage/astronaut.png")).frames[0]
+    (face,) = create_face_detector().detect(frame)
+    assert face.found_by == "hog"
+    (face_bf,) = create_face_detector("blazeface").detect(frame)
+    assert face_bf.found_by == "blazeface"
+    iou_box = np.r_[np.maximum(face.detector_box[:2], face_bf.detector_box[:2]),
+                    np.minimum(face.detector_box[2:], face_bf.detector_box[2:])]
+    inter = np.prod(np.clip(iou_box[2:] - iou_box[:2], 0, None))
+    union = 2 * np.prod(face.detector_box[2:] - face.detector_box[:2]) - inter  # boxes of similar size
+    assert inter / union > 0.6  # the mapped BlazeFace box lands where HOG puts it
+
+
+def test_no_face_in_noise_or_a_flat_image():
+    finder = BlazeFace()
+    rng = np.random.default_rng(1)
+    for image in (np.full((480, 640, 3), 128, np.uint8), rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)):
+        boxes, scores = finder.detect(image)
+        assert boxes.shape == (0, 4) and scores.shape == (0,)
+
+
+def test_model_file_problems_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HCSI_BLAZEFACE_MODEL", str(tmp_path / "missing.tflite"))
+    with pytest.raises(ModelUnavailable, match="missing.tflite: BlazeFace model file not found"):
+        blazeface_model_path()
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelUnavailable, match="junk.tflite: not a usable BlazeFace model"):
+        BlazeFace(junk)
+    monkeypatch.delenv("HCSI_BLAZEFACE_MODEL")
+    monkeypatch.setenv("HCSI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HCSI_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable, match="downloads are off.*hcsi fetch-models"):
+        blazeface_model_path()
+    damaged = tmp_path / "cache" / "models" / "face_detection_short_range.tflite"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"truncated")
+    with pytest.raises(ModelUnavailable, match="face_detection_short_range.tflite: SHA-256 differs"):
+        blazeface_model_path()
