@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from media import shared
 from sklearn.metrics import roc_auc_score
 
@@ -249,3 +250,23 @@ def test_reports_build_table_ii_and_table_iii_layouts(tmp_path):
     assert "| late_fusion | 89.50 | -3.00 |" in ablation_table(table)
     with pytest.raises(ValueError, match="two results"):
         collect_aucs(paths + paths[:1])
+
+
+def test_an_output_folder_refuses_scores_made_with_other_settings(clips, checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["evaluate", "--dataset", "folder", "--root", str(clips), "--workers", "0", "--device", "cpu",
+            "--out", str(out)]
+    assert main([*args, "--checkpoint", str(checkpoint), "--frames", "2"]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["frames"] == 2 and settings["model_config"]["name"] == "hcsi_net_small"
+    before = (out / "videos.csv").read_text()
+    capsys.readouterr()
+    assert main([*args, "--checkpoint", str(checkpoint), "--frames", "3"]) == 2  # other frame count
+    assert "frames differ" in capsys.readouterr().err
+    other = tmp_path / "other.safetensors"
+    torch.manual_seed(1)
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), other)  # same architecture, other weights
+    assert main([*args, "--checkpoint", str(other), "--frames", "2"]) == 2
+    assert "weights_sha1 differ" in capsys.readouterr().err
+    assert (out / "videos.csv").read_text() == before  # nothing was mixed in
+    assert main([*args, "--checkpoint", str(checkpoint), "--frames", "2"]) == 0  # the same settings resume

@@ -233,8 +233,8 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
     store = out / "store"
     held_split = [SourceVideo(s.path, s.video_id, "val" if s.video_id in held_out else "train") for s in sources]
     summary = preprocess(held_split, store, PreprocessOptions(frames=8 if quick else 16), workers=2, progress=True)
-    sections.append(("Faces", f"hcsi preprocess (frames sampled, dlib faces + landmarks, context crops)\n"
-                              f"{json.dumps(summary)}"))
+    sections.append(("Faces", "hcsi preprocess (frames sampled; faces from HOG, BlazeFace where HOG finds none; dlib "
+                              f"landmarks; context crops)\n{json.dumps(summary)}"))
 
     step("3. SBI preview")
     # 6 epochs of the astronaut's 64 faces: the SBI validation AUC passes 0.8 by the fifth (measured)
@@ -320,9 +320,11 @@ def _evaluate_manifest(data: Path, out: Path, quick: bool) -> dict:
         writer = csv.writer(f)
         writer.writerow(["path", "label"])
         writer.writerows(entries)
-    cli_main(["evaluate", "--checkpoint", str(out / "run" / "final.safetensors"), "--dataset", "folder",
-              "--root", str(manifest), "--frames", "4" if quick else "16", "--workers", "0", "--device", "cpu",
-              "--out", str(out / "manifest_eval")])
+    status = cli_main(["evaluate", "--checkpoint", str(out / "run" / "final.safetensors"), "--dataset", "folder",
+                       "--root", str(manifest), "--frames", "4" if quick else "16", "--workers", "0", "--device",
+                       "cpu", "--out", str(out / "manifest_eval")])
+    if status != 0:
+        raise RuntimeError(f"hcsi evaluate on {manifest} failed (exit {status}; its message is above)")
     summary = json.loads((out / "manifest_eval" / "summary.json").read_text())
     return {k: summary[k] for k in ("auc", "ap", "eer", "acc", "frame_auc", "n_videos", "n_failed")}
 

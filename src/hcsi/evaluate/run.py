@@ -2,6 +2,8 @@
 sharded over processes under torchrun.
 
 Output folder:
+    settings.json       what the cached scores depend on (weights digest, model config, frames, face detector, amp);
+                        a rerun with other settings into the same folder is refused instead of mixing scores
     cache/<hash>.json   one finished video (written atomically as it finishes; a rerun skips it)
     videos.csv          dataset, video_id, label, score, frames_used, faces_found, status, reason, source, path
     frames.csv          dataset, video_id, label, frame_index, score, faces
@@ -146,6 +148,35 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
     return summary
 
 
+def scoring_settings(model: torch.nn.Module, options: EvaluationOptions) -> dict:
+    """What a cached video score depends on: the weights (SHA-1 over every state_dict tensor's bytes), the model
+    config and the protocol options that change scores (not batch size, workers or the failure policy)."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    config = getattr(model, "config", None)
+    settings = {"weights_sha1": digest.hexdigest(), "model_config": None if config is None else vars(config),
+                "frames": options.frames, "detector": options.detector, "amp": options.amp}
+    return json.loads(json.dumps(settings, default=str))  # as it reads back from settings.json
+
+
+def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:
+    """Record `settings` in out_dir/settings.json, or check that the folder's earlier run used the same ones."""
+    path = out_dir / "settings.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = [key for key in sorted(settings.keys() | previous.keys()) if settings.get(key) != previous.get(key)]
+        if changed:
+            raise ValueError(f"{out_dir} holds an evaluation made with other settings ({', '.join(changed)} differ; "
+                             f"see {path}); its cached scores cannot be mixed with these: choose another output "
+                             "folder or delete this one")
+    ctx.barrier()
+    if ctx.is_main and not path.is_file():
+        write_json_atomic(path, settings, indent=1)
+    ctx.barrier()
+
+
 def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Path,
              options: EvaluationOptions | None = None, ctx: Distributed | None = None, about: dict | None = None,
              progress: bool = True) -> dict | None:
@@ -155,6 +186,7 @@ def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Pat
     ctx = ctx or Distributed()
     out_dir = Path(out_dir)
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
+    claim_out_dir(out_dir, scoring_settings(model, options), ctx)
     model = model.to(ctx.device).eval()
     score_videos(model, videos[ctx.rank::ctx.world_size], out_dir, options, ctx.device, progress and ctx.is_main)
     ctx.barrier()
