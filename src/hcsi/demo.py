@@ -16,6 +16,7 @@ import csv
 import html
 import json
 import os
+import shutil
 import sys
 import time
 from fractions import Fraction
@@ -202,8 +203,28 @@ def write_report(out: Path, sections: list[tuple[str, str]], images: dict[str, P
     return md_path, html_path
 
 
-def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = False) -> dict:
+DEMO_MARKER = ".hcsi-demo"  # marks a folder a demo made
+DEMO_WORK = ("clips", "store", "run", "manifest_eval", "manifest_eval.csv")  # what a demo rebuilds each run
+
+
+def prepare_demo_folder(out: Path) -> None:
+    """A demo owns its output folder and starts over there on every run (it takes minutes), so runs with other
+    options (--quick, --seed, --data) never mix their stores or training runs. A non-empty folder that no demo
+    made is refused rather than touched."""
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file():
+        raise ValueError(f"{out} is not empty and was not made by `hcsi demo`; choose another --out")
+    for name in DEMO_WORK:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by `hcsi demo`; a rerun starts over here\n")
+
+
+def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = False) -> dict:
+    prepare_demo_folder(out)
     started = time.time()
     sections: list[tuple[str, str]] = []
     images: dict[str, Path] = {}

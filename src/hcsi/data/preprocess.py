@@ -5,6 +5,7 @@ Layout of the output folder:
     videos/<video_id>/<frame:05d>_<face>.png  context crop of each face (SBI's blending region + room for the
                                            widest training crop), with the coordinates to map it back
     index.json                             every finished video: split, status, frames with a face
+    store.json                             the options the store was made with (a rerun with others is refused)
     failures.json                          videos that could not be read this run (retried by the next run)
 A video is built in .partial/ and moved into videos/ by one rename, so a killed run never leaves a half-written
 video that looks finished.
@@ -129,6 +130,22 @@ def load_index(out: Path) -> dict[str, dict]:
     return entries
 
 
+def claim_store(out: Path, options: PreprocessOptions) -> None:
+    """Record the options in out/store.json, or check that the store was made with the same ones (a rerun skips
+    finished videos, so other options would leave a store whose videos were made in two ways)."""
+    path = out / "store.json"
+    settings = {"version": STORE_VERSION, "frames": options.frames, "detector": options.detector}
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = [key for key in settings if previous.get(key) != settings[key]]
+        if changed:
+            raise ValueError(f"{out} was made with " + ", ".join(f"{k}={previous.get(k)!r}" for k in changed)
+                             + " (" + ", ".join(f"now {k}={settings[k]!r}" for k in changed) + f"; see {path}): "
+                             "finish it with the same options, or write to another folder")
+    else:
+        write_json_atomic(path, settings, indent=1)
+
+
 def preprocess(sources: list[SourceVideo], out: str | Path, options: PreprocessOptions = PreprocessOptions(),
                workers: int = 1, progress: bool = True) -> dict:
     """Preprocess `sources` into `out`, skipping videos already finished there; returns a summary.
@@ -138,6 +155,7 @@ def preprocess(sources: list[SourceVideo], out: str | Path, options: PreprocessO
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    claim_store(out, options)
     shutil.rmtree(out / ".partial", ignore_errors=True)  # leftovers of a killed run
     todo = [s for s in sources if not (out / "videos" / s.video_id / "meta.json").is_file()]
     jobs = [(s, out, options) for s in todo]
