@@ -211,7 +211,8 @@ def prepare_demo_folder(out: Path) -> None:
     """A demo owns its output folder and starts over there on every run (it takes minutes), so runs with other
     options (--quick, --seed, --data) never mix their stores or training runs. A non-empty folder that no demo
     made is refused rather than touched."""
-    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file():
+    made_by_demo = (out / DEMO_MARKER).is_file() or (out / "demo_summary.json").is_file()  # the latter: older demos
+    if out.is_dir() and any(out.iterdir()) and not made_by_demo:
         raise ValueError(f"{out} is not empty and was not made by `hcsi demo`; choose another --out")
     for name in DEMO_WORK:
         path = out / name
@@ -357,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a reduced run (about a minute): fewer frames, 2 epochs")
     args = parser.parse_args(argv)
-    run_demo(args.out, args.data, args.seed, args.quick)
+    try:
+        run_demo(args.out, args.data, args.seed, args.quick)
+    except (ValueError, RuntimeError, OSError) as error:
+        print(f"hcsi demo: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
