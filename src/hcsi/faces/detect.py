@@ -2,9 +2,9 @@
 
 Landmarks come from dlib's 68-point shape predictor (the model ships inside the `face-recognition-models`
 package); face boxes from dlib's HOG detector and, in frames where HOG finds no face, from MediaPipe's short-range
-BlazeFace (`hcsi.faces.blazeface`; the default backend "hog+blazeface"). SBI used codeniko's 81-point model (68 + 13 forehead points fitted with a 3D
-morphable model), which cannot be installed here; `synthesize_forehead` places 13 points on an arc above the brows
-instead (docs/protocol.md says how that differs).
+BlazeFace (`hcsi.faces.blazeface`; the default backend "hog+blazeface"). SBI used codeniko's 81-point model
+(68 + 13 forehead points fitted with a 3D morphable model), which cannot be installed here; `synthesize_forehead`
+places 13 points on an arc above the brows instead (docs/protocol.md says how that differs).
 """
 from __future__ import annotations
 
