@@ -6,7 +6,6 @@ import json
 import sys
 
 from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
-from .models import list_models
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -267,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     profile = commands.add_parser("profile", help="parameters, MACs, latency and peak memory of a model variant")
-    profile.add_argument("--model", default="hcsi_net", choices=list_models())
+    # no argparse choices: listing the registry would import timm and slow every command's start by seconds
+    profile.add_argument("--model", default="hcsi_net", help="registered model name (an unknown name lists them)")
     profile.add_argument("--input-size", type=int, default=224, help="face-crop side in pixels (default 224)")
     profile.add_argument("--batch", type=int, default=1)
     profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
