@@ -124,16 +124,17 @@ class Detector:
         result.gates = gates
         return result
 
-    def score(self, source: str | Path | np.ndarray, explain: bool = False) -> DetectionResult:
+    def score(self, source: str | Path | np.ndarray, explain: bool = False,
+              frames: int | None = None) -> DetectionResult:
         """Score a video or image file, or an RGB uint8 H×W×3 array (one frame). Problems with the input are
-        reported in the result's status and reason, not raised."""
+        reported in the result's status and reason, not raised. `frames` overrides the detector's frame count."""
         if isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
                 return DetectionResult("<array>", STATUS_UNREADABLE,
                                        f"expected an RGB uint8 H×W×3 array, got {source.dtype} {source.shape}")
             return self._result("<array>", faces_in_frames([source], [0], self.face_detector,
                                                            self.model.config.input_size), explain)
-        faces = extract_test_faces(source, self.face_detector, self.frames, self.model.config.input_size)
+        faces = extract_test_faces(source, self.face_detector, frames or self.frames, self.model.config.input_size)
         return self._result(str(source), faces, explain)
 
     def score_face_crop(self, crop: np.ndarray, name: str = "<crop>", explain: bool = False) -> DetectionResult:

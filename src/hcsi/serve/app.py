@@ -77,12 +77,7 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
 
     def analyse(path: str, frames: int) -> tuple[dict, bytes | None]:
         with detector_lock:
-            previous = detector.frames
-            detector.frames = frames
-            try:
-                result = detector.score(path, explain=True)
-            finally:
-                detector.frames = previous
+            result = detector.score(path, explain=True, frames=frames)
         heatmap = None
         if result.gates:
             ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
