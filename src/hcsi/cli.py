@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
     prep.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
     prep.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ quality folder")
-    prep.add_argument("--detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
-                      help="face detector backend")
+    prep.add_argument("--face-detector", "--detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
+                      choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
     prep.set_defaults(run=_preprocess)
 
     preview = commands.add_parser("sbi-preview", help="grid of real | mask | fake triplets made from a face")
@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ev.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     ev.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ / DFD quality folder")
-    ev.add_argument("--detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS))
+    ev.add_argument("--face-detector", "--detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
+                    choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
     ev.add_argument("--failure-score", type=float, default=0.5,
                     help="score of a video that is unreadable or has no face (default 0.5, as SBI)")
     ev.add_argument("--exclude-failures", action="store_true",
@@ -355,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--threshold", type=float, default=0.5, help="score at or above which the verdict is fake")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
-    detect.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS))
+    detect.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
+                        help="face detector backend (docs/protocol.md, Faces)")
     detect.set_defaults(run=_detect)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)")
@@ -374,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
     serve.add_argument("--frames", type=int, default=32)
     serve.add_argument("--device", default="auto")
-    serve.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS))
+    serve.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
+                       help="face detector backend (docs/protocol.md, Faces)")
     serve.set_defaults(run=_serve)
 
     fetch = commands.add_parser("fetch-models", help="download the BlazeFace face-detector model into hcsi's cache",
