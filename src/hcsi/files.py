@@ -1,4 +1,4 @@
-"""Writing files so that a reader (or a killed run) never sees half of one."""
+"""Writing files so that a reader (or a killed run) never sees half of one; folders bound to their settings."""
 from __future__ import annotations
 
 import json
@@ -31,3 +31,15 @@ def write_json_atomic(path: str | os.PathLike, data, **dump_options) -> None:
     """Write `data` as JSON through a temporary file and a rename."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f, **dump_options)
+
+
+def settings_mismatch(path: str | os.PathLike, settings: dict) -> dict[str, tuple]:
+    """{key: (recorded, now)} for every key whose value in the JSON file `path` differs from `settings`; empty when
+    they match or nothing is recorded yet. Resumable jobs use it to refuse continuing a folder made with other
+    options."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    recorded = json.loads(path.read_text())
+    return {k: (recorded.get(k), settings.get(k)) for k in sorted(settings.keys() | recorded.keys())
+            if settings.get(k) != recorded.get(k)}

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..faces.crops import cut_stored_crop
 from ..faces.detect import DEFAULT_FACE_DETECTOR, FaceDetector, create_face_detector
-from ..files import write_json_atomic
+from ..files import settings_mismatch, write_json_atomic
 from ..faces.frames import MediaError, sample_frames
 from .sources import SourceVideo
 
@@ -135,14 +135,12 @@ def claim_store(out: Path, options: PreprocessOptions) -> None:
     finished videos, so other options would leave a store whose videos were made in two ways)."""
     path = out / "store.json"
     settings = {"version": STORE_VERSION, "frames": options.frames, "detector": options.detector}
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        changed = [key for key in settings if previous.get(key) != settings[key]]
-        if changed:
-            raise ValueError(f"{out} was made with " + ", ".join(f"{k}={previous.get(k)!r}" for k in changed)
-                             + " (" + ", ".join(f"now {k}={settings[k]!r}" for k in changed) + f"; see {path}): "
-                             "finish it with the same options, or write to another folder")
-    else:
+    changed = settings_mismatch(path, settings)
+    if changed:
+        raise ValueError(f"{out} was made with " + ", ".join(f"{k}={old!r}" for k, (old, _) in changed.items())
+                         + " (" + ", ".join(f"now {k}={new!r}" for k, (_, new) in changed.items()) + f"; see {path}): "
+                         "finish it with the same options, or write to another folder")
+    if not path.is_file():
         write_json_atomic(path, settings, indent=1)
 
 

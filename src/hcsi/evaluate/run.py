@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
-from ..files import atomic_path, write_json_atomic
+from ..files import atomic_path, settings_mismatch, write_json_atomic
 from .datasets import TestVideo
 from .metrics import detection_metrics
 from .protocol import STATUS_OK, aggregate_video, extract_test_faces, score_crops
@@ -164,13 +164,11 @@ def scoring_settings(model: torch.nn.Module, options: EvaluationOptions) -> dict
 def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:
     """Record `settings` in out_dir/settings.json, or check that the folder's earlier run used the same ones."""
     path = out_dir / "settings.json"
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        changed = [key for key in sorted(settings.keys() | previous.keys()) if settings.get(key) != previous.get(key)]
-        if changed:
-            raise ValueError(f"{out_dir} holds an evaluation made with other settings ({', '.join(changed)} differ; "
-                             f"see {path}); its cached scores cannot be mixed with these: choose another output "
-                             "folder or delete this one")
+    changed = settings_mismatch(path, settings)
+    if changed:
+        raise ValueError(f"{out_dir} holds an evaluation made with other settings ({', '.join(changed)} differ; "
+                         f"see {path}); its cached scores cannot be mixed with these: choose another output folder "
+                         "or delete this one")
     ctx.barrier()
     if ctx.is_main and not path.is_file():
         write_json_atomic(path, settings, indent=1)
