@@ -117,8 +117,9 @@ def test_head_pools_both_streams_and_applies_the_mlp(small_model):
     "name", [n if n.endswith("_small") else pytest.param(n, marks=pytest.mark.slow) for n in list_models()]
 )
 def test_every_variant_runs_forward_and_backward_and_every_parameter_gets_a_gradient(name):
-    model = build_model(name).train()
-    logits = model(torch.randn(2, 3, 224, 224))
+    model = build_model(name, cnn_drop_path=0.0).train()  # stochastic depth may skip a block for the whole batch
+    size = get_config(name).input_size
+    logits = model(torch.randn(2, 3, size, size))
     assert logits.shape == (2, 2)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
@@ -176,6 +177,32 @@ def test_input_size_is_configurable_and_checked():
         assert model(torch.randn(1, 3, 256, 256)).shape == (1, 2)
         with pytest.raises(ValueError, match="256"):
             model(torch.randn(1, 3, 224, 224))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hcsi_net_sbi_cnn", "late_fusion_sbi_cnn"])
+def test_tf_padded_b4_has_the_stage_cuts_of_table_one(name):
+    model = build_model(name)
+    assert type(model.cnn.net.conv_stem).__name__ == "Conv2dSame"  # TF "same" padding, as SBI's network
+    assert [(s[1], s[0]) for s in model.cnn.stage_shapes] == [(grid, c) for grid, c, _ in TABLE_I.values()]
+    assert [(s[1], s[0]) for s in model.vit.stage_shapes] == [(grid, c) for grid, _, c in TABLE_I.values()]
+
+
+def test_cnn_stream_gets_its_own_input_normalisation(monkeypatch):
+    """A CNN trained on x/255 (SBI) beside a Swin trained on ImageNet statistics: the model input is normalised
+    for the Swin and the CNN stream receives x·std + mean, i.e. the unnormalised crop."""
+    config = HCSINetConfig(name="x", cnn="tf_efficientnet_b0", vit="swin_tiny_patch4_window7_224",
+                           cnn_mean=(0.0, 0.0, 0.0), cnn_std=(1.0, 1.0, 1.0))
+    model = build_model(config).eval()
+    _all_gates_one(monkeypatch)
+    raw = torch.rand(2, 3, 224, 224)
+    mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        cnn_map, vit_grid, _ = model.forward_features((raw - mean) / std)
+        assert torch.allclose(cnn_map, model.cnn.net.forward_features(raw), atol=1e-5)
+        assert torch.allclose(vit_grid, model.vit.net.forward_features((raw - mean) / std), atol=1e-5)
+    with pytest.raises(ValueError, match="both cnn_mean and cnn_std"):
+        HCSINetConfig(name="y", cnn_mean=(0.0, 0.0, 0.0))
 
 
 def test_other_backbone_pairs_are_expressible_as_configs():

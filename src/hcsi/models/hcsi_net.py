@@ -29,8 +29,9 @@ class FusionHead(nn.Module):
     """MLP of Eq. 16: Linear -> BatchNorm -> ReLU -> Dropout for each hidden width, then a Linear to the logits."""
 
     def __init__(self, in_features: int, hidden: tuple[int, ...] = (1024, 512), num_classes: int = 2,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, input_dropout: float = 0.0) -> None:
         super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)  # outside `mlp`, so its layer indices (state-dict keys) stay
         layers: list[nn.Module] = []
         width = in_features
         for out in hidden:
@@ -40,7 +41,7 @@ class FusionHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mlp(z)
+        return self.mlp(self.input_dropout(z))
 
 
 class HCSINet(nn.Module):
@@ -57,14 +58,30 @@ class HCSINet(nn.Module):
         self.cnn: StagedBackbone | None = None
         self.vit: StagedBackbone | None = None
         if config.cnn:
-            self.cnn = build_staged_backbone(config.cnn, pretrained, config.input_size, config.cnn_stage_ends)
+            self.cnn = build_staged_backbone(
+                config.cnn, pretrained, config.input_size, config.cnn_stage_ends, drop_path=config.cnn_drop_path,
+                bn_momentum=config.cnn_bn_momentum, padding_frozen_at=config.cnn_padding_frozen_at,
+                stem=config.cnn_stem)
+            self._set_cnn_input_affine(config)
         if config.vit:
             self.vit = build_staged_backbone(config.vit, pretrained, config.input_size)
         self.interactions: nn.ModuleList | None = None
         if config.interaction:
             self.interactions = nn.ModuleList(self._build_interaction(k) for k in range(NUM_STAGES))
         self.fused_features = sum(s.num_features for s in self.streams())  # C_c^K + C_t^K (2816 for the full model)
-        self.head = FusionHead(self.fused_features, config.head_hidden, config.num_classes, config.head_dropout)
+        self.head = FusionHead(self.fused_features, config.head_hidden, config.num_classes, config.head_dropout,
+                               config.head_input_dropout)
+
+    def _set_cnn_input_affine(self, config: HCSINetConfig) -> None:
+        """x_cnn = x·a + b re-normalises the model input (config.mean/std) to what the CNN stream was trained with
+        (config.cnn_mean/cnn_std): a = std / cnn_std, b = (mean - cnn_mean) / cnn_std. Identity when not set."""
+        self.cnn_input_affine = config.cnn_mean is not None and (config.cnn_mean, config.cnn_std) != (
+            config.mean, config.std)
+        mean, std = torch.tensor(config.mean), torch.tensor(config.std)
+        cnn_mean = torch.tensor(config.cnn_mean or config.mean)
+        cnn_std = torch.tensor(config.cnn_std or config.std)
+        self.register_buffer("cnn_input_scale", (std / cnn_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("cnn_input_shift", ((mean - cnn_mean) / cnn_std).view(1, 3, 1, 1), persistent=False)
 
     def _build_interaction(self, k: int) -> CrossStreamInteraction:
         (c_cnn, *grid_cnn), (c_vit, *grid_vit) = self.cnn.stage_shapes[k], self.vit.stage_shapes[k]
@@ -88,6 +105,8 @@ class HCSINet(nn.Module):
         Returns F_c^K' (B×C×H×W, or None), F_t^K' (B×H×W×C, or None) and the per-stage gates.
         """
         cnn_x, vit_x = x, x
+        if self.cnn is not None and self.cnn_input_affine:
+            cnn_x = x * self.cnn_input_scale + self.cnn_input_shift
         gates = StageGates()
         for k in range(NUM_STAGES):
             cnn_x = self.cnn.run_stage(k, cnn_x) if self.cnn is not None else None  # F_c^k, Eq. 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -31,13 +32,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as error:  # safetensors raises its own error types for truncated or foreign files
             raise ValueError(f"{path}: not a readable .safetensors file ({error}); it may be truncated or "
                              "corrupt; copy or export it again") from error
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{path}: not loadable with torch.load(weights_only=True) ({error}); convert it to .safetensors or "
-            "to a plain state dict of tensors"
-        ) from error
+    data = load_torch_file(path)
     for key in _WRAPPER_KEYS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -45,6 +40,24 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ValueError(f"{path}: expected a state dict of tensors, found {type(data).__name__}")
     return data
+
+
+def load_torch_file(path: Path) -> object:
+    """torch.load(weights_only=True): tensors and plain containers only, never code. A file that would need code
+    to unpickle is refused with the offending global named."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        text = str(error)
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if unsafe:
+            raise ValueError(
+                f"{path}: refused: unpickling it needs code ({unsafe.group(1)}), and hcsi reads weights only with "
+                "torch.load(weights_only=True), so nothing was executed; if you trust the file, re-save its tensors "
+                "as a plain state dict or .safetensors") from None
+        first_line = text.strip().splitlines()[0].split(". ")[0][:200] if text.strip() else ""
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {first_line}); it may "
+                         "be truncated, corrupt or another kind of file") from None
 
 
 def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
