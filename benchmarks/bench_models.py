@@ -1,8 +1,9 @@
 """Latency, throughput and peak memory of whole models, one `hcsi profile --json` process per variant.
 
 Usage: python benchmarks/bench_models.py [--device cpu|cuda] [--models NAME ...] [--batch 1] [--dtype fp32]
-                                         [--compile] [--warmup 3] [--iters 10] [--out-dir DIR]
-Writes <out-dir>/models-<device>-bs<B>-<dtype>[-compile].json; `python benchmarks/report.py` renders the tables.
+                                         [--compile] [--warmup 3] [--iters 10] [--out-dir DIR] [--suffix S]
+Each model runs at its own input size (224 for HCSI-Net, 380 for SBI's B4).
+Writes <out-dir>/models-<device>-bs<B>-<dtype>[-compile][-S].json; `python benchmarks/report.py` renders the tables.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--suffix", help="appended to the results file name (a subset of models beside the full set)")
     args = parser.parse_args()
 
     records = []
@@ -45,6 +47,7 @@ def main() -> None:
               flush=True)
         records.append(record)
     tag = f"models-{device_slug(args.device)}-bs{args.batch}-{args.dtype}" + ("-compile" if args.compile else "")
+    tag += f"-{args.suffix}" if args.suffix else ""
     result = {**provenance("python benchmarks/bench_models.py " + " ".join(sys.argv[1:])), "records": records}
     print("wrote", write_results(tag, [result], args.out_dir))
 

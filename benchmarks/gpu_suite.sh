@@ -20,3 +20,6 @@ $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 64 --dtyp
 # Training (issue 4): hcsi_net at the paper's 16 pairs, 224 px, bf16, with real SBI loading from ../shared/data.
 $py benchmarks/bench_train.py --device cuda --model hcsi_net --input-size 224 --pairs 16 --steps 40 --amp bf16 \
     --workers 4 8 --train-workers 8 --out-dir "$out"
+# Issue 13: the imported SBI / DeepfakeBench EfficientNet-B4 at their own input sizes (380, 256) beside hcsi_net.
+$py benchmarks/bench_models.py --device cuda --models sbi_efficientnet_b4 deepfakebench_efficientnet_b4 hcsi_net \
+    hcsi_net_sbi_cnn --batch 1 --dtype fp32 --warmup 10 --iters 50 --suffix published --out-dir "$out"

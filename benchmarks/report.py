@@ -58,14 +58,15 @@ def models_section(result: dict) -> list[str]:
              f"{first.get('dtype', '?')}{', torch.compile' if first.get('compiled') else ''}")
     note = f" Note: {result['note']}." if result.get("note") else ""
     lines = [title, "", f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}).{note}",
-             "", "| model | params (M) | paper-style params (M) | MACs full (G) | MACs counter-visible (G) | "
-             "latency (ms) | throughput (img/s) | peak memory (MiB) |", "|---|---|---|---|---|---|---|---|"]
+             "", "| model | input (px) | params (M) | paper-style params (M) | MACs full (G) | "
+             "MACs counter-visible (G) | latency (ms) | throughput (img/s) | peak memory (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | failed: {r['error'][-150:]} | | | | | | |")
+            lines.append(f"| {r['model']} | | failed: {r['error'][-150:]} | | | | | | |")
             continue
         lines.append(
-            f"| {r['model']} | {r['params_total'] / 1e6:.2f} | {r['params_paper_equivalent'] / 1e6:.2f} | "
+            f"| {r['model']} | {r['input_size']} | {r['params_total'] / 1e6:.2f} | {r['params_paper_equivalent'] / 1e6:.2f} | "
             f"{r['macs_full'] / 1e9:.2f} | {r['macs_counter_visible'] / 1e9:.2f} | {_fmt(r['latency_ms'])} | "
             f"{_fmt(r['throughput_img_s'])} | {_fmt(r['peak_memory_mb'], 0)} |")
     return lines + [""]

@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="parameters, MACs, latency and peak memory of a model variant")
     # no argparse choices: listing the registry would import timm and slow every command's start by seconds
     profile.add_argument("--model", default="hcsi_net", help="registered model name (an unknown name lists them)")
-    profile.add_argument("--input-size", type=int, default=224, help="face-crop side in pixels (default 224)")
+    profile.add_argument("--input-size", type=int,
+                         help="face-crop side in pixels (default: the model's own, 224 for HCSI-Net)")
     profile.add_argument("--batch", type=int, default=1)
     profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     profile.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],

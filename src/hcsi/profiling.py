@@ -91,10 +91,11 @@ def measure_latency(model, x: torch.Tensor, warmup: int, iters: int, dtype: torc
 
 
 def profile_model(
-    name: str = "hcsi_net", input_size: int = 224, batch: int = 1, device: str = "cpu", dtype: str = "fp32",
+    name: str = "hcsi_net", input_size: int | None = None, batch: int = 1, device: str = "cpu", dtype: str = "fp32",
     warmup: int = 3, iters: int = 10, compile: bool = False,
 ) -> dict:
-    """Parameters, MACs, median latency and peak memory of one variant, as one JSON-ready dict.
+    """Parameters, MACs, median latency and peak memory of one variant, as one JSON-ready dict. `input_size` None:
+    the variant's own (224 for HCSI-Net, 380 for SBI's B4).
 
     Peak memory: on CUDA, `torch.cuda.max_memory_allocated` during the timed passes (weights + activations, what the
     paper reports); on CPU, the growth of the process's peak resident memory from before the model was built.
@@ -105,7 +106,8 @@ def profile_model(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device here")
     rss_before = resident_memory_mb("VmRSS")
-    model = build_model(name, input_size=input_size).to(dev).eval()
+    model = build_model(name, **({"input_size": input_size} if input_size else {})).to(dev).eval()
+    input_size = model.config.input_size
     counts = model.parameter_counts()
     params_total = sum(counts.values())
     unused_heads = sum(s.imagenet_head_params for s in model.streams())
