@@ -66,7 +66,8 @@ def models_section(result: dict) -> list[str]:
             lines.append(f"| {r['model']} | | failed: {r['error'][-150:]} | | | | | | |")
             continue
         lines.append(
-            f"| {r['model']} | {r['input_size']} | {r['params_total'] / 1e6:.2f} | {r['params_paper_equivalent'] / 1e6:.2f} | "
+            f"| {r['model']} | {r['input_size']} | {r['params_total'] / 1e6:.2f} | "
+            f"{r['params_paper_equivalent'] / 1e6:.2f} | "
             f"{r['macs_full'] / 1e9:.2f} | {r['macs_counter_visible'] / 1e9:.2f} | {_fmt(r['latency_ms'])} | "
             f"{_fmt(r['throughput_img_s'])} | {_fmt(r['peak_memory_mb'], 0)} |")
     return lines + [""]

@@ -294,8 +294,8 @@ def test_stage_two_starts_from_the_imported_sbi_network(sbi_imported, tmp_path):
 
     vit_stage1 = tmp_path / "vit_stage1.safetensors"
     save_checkpoint(build_model("vit_stage1"), vit_stage1)
-    config = load_config(Path(__file__).parents[1] / "configs" / "hcsi_net_from_sbi.yaml", [f"model.init_cnn={sbi_imported}",
-                                                             f"model.init_vit={vit_stage1}"])
+    config = load_config(Path(__file__).parents[1] / "configs" / "hcsi_net_from_sbi.yaml",
+                         [f"model.init_cnn={sbi_imported}", f"model.init_vit={vit_stage1}"])
     model = build_training_model(config)
     assert model.config.cnn_mean == (0.0, 0.0, 0.0)  # the CNN stream keeps SBI's x/255 input
     imported = model_from_checkpoint(sbi_imported).cnn.net.state_dict()

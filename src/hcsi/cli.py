@@ -77,7 +77,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 failure_score=None if args.exclude_failures else args.failure_score,
                                 detector=args.detector, amp=args.amp)
-    run_name = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(args.checkpoint))))
+    path = os.path.abspath(args.checkpoint)
+    in_run = os.path.basename(os.path.dirname(path)) == "checkpoints"  # runs/<name>/checkpoints/best.safetensors
+    run_name = os.path.basename(os.path.dirname(os.path.dirname(path))) if in_run else \
+        os.path.splitext(os.path.basename(path))[0]  # e.g. an imported weights/sbi_ffc23.safetensors
     out = args.out or os.path.join("results", f"{args.dataset}-{run_name or 'model'}")
     about = {"dataset": args.dataset, "root": str(args.root), "checkpoint": os.path.abspath(args.checkpoint),
              "model": model.config.name, "label": args.label, "model_config": model.config.__dict__,

@@ -124,7 +124,8 @@ def build_published_model(path: str | os.PathLike, fmt: str, input_size: int | N
     missing = sorted(theirs for ours, theirs in names.items() if theirs not in state)
     unmapped = sorted(set(state) - set(names.values()))
     misshapen = sorted(f"{theirs} {tuple(state[theirs].shape)} vs {tuple(target[ours].shape)}"
-                       for ours, theirs in names.items() if theirs in state and state[theirs].shape != target[ours].shape)
+                       for ours, theirs in names.items()
+                       if theirs in state and state[theirs].shape != target[ours].shape)
     if missing or unmapped or misshapen:
         problems = [f"{len(items)} {what}: {_examples(items)}" for what, items in
                     (("missing keys", missing), ("unmapped keys", unmapped), ("keys of another shape", misshapen))
