@@ -250,12 +250,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _import_weights(args: argparse.Namespace) -> int:
     from .models.published import import_weights
+    from .models.weights import checkpoint_config
 
     if args.input_size is not None and args.input_size < 32:
         raise ValueError(f"--input-size {args.input_size}: expected a face-crop side of at least 32 pixels")
     info = import_weights(args.file, args.format, args.out, args.input_size)
-    from .models.weights import checkpoint_config
-
     config = checkpoint_config(args.out)
     print(f"wrote {args.out}: model {config.name} ({config.num_classes} classes), {config.input_size}-px face crops "
           f"scaled to [0, 1] then normalised with mean {config.mean}, std {config.std}; "

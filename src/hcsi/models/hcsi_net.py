@@ -62,7 +62,7 @@ class HCSINet(nn.Module):
                 config.cnn, pretrained, config.input_size, config.cnn_stage_ends, drop_path=config.cnn_drop_path,
                 bn_momentum=config.cnn_bn_momentum, padding_frozen_at=config.cnn_padding_frozen_at,
                 stem=config.cnn_stem)
-            self._set_cnn_input_affine(config)
+        self._set_cnn_input_affine(config)
         if config.vit:
             self.vit = build_staged_backbone(config.vit, pretrained, config.input_size)
         self.interactions: nn.ModuleList | None = None
@@ -75,8 +75,8 @@ class HCSINet(nn.Module):
     def _set_cnn_input_affine(self, config: HCSINetConfig) -> None:
         """x_cnn = x·a + b re-normalises the model input (config.mean/std) to what the CNN stream was trained with
         (config.cnn_mean/cnn_std): a = std / cnn_std, b = (mean - cnn_mean) / cnn_std. Identity when not set."""
-        self.cnn_input_affine = config.cnn_mean is not None and (config.cnn_mean, config.cnn_std) != (
-            config.mean, config.std)
+        self.cnn_input_affine = config.cnn is not None and config.cnn_mean is not None and (
+            config.cnn_mean, config.cnn_std) != (config.mean, config.std)
         mean, std = torch.tensor(config.mean), torch.tensor(config.std)
         cnn_mean = torch.tensor(config.cnn_mean or config.mean)
         cnn_std = torch.tensor(config.cnn_std or config.std)
@@ -105,7 +105,7 @@ class HCSINet(nn.Module):
         Returns F_c^K' (B×C×H×W, or None), F_t^K' (B×H×W×C, or None) and the per-stage gates.
         """
         cnn_x, vit_x = x, x
-        if self.cnn is not None and self.cnn_input_affine:
+        if self.cnn_input_affine:
             cnn_x = x * self.cnn_input_scale + self.cnn_input_shift
         gates = StageGates()
         for k in range(NUM_STAGES):
