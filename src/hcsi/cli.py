@@ -141,7 +141,9 @@ def _compare(args: argparse.Namespace) -> int:
 NO_CHECKPOINT = (
     "hcsi detect needs a trained checkpoint: --checkpoint FILE.safetensors (e.g. "
     "runs/hcsi_net/checkpoints/best.safetensors). Train one with the paper's recipe (README, 'Training': "
-    "hcsi train --config configs/stage1_cnn.yaml, stage1_vit.yaml, then hcsi_net.yaml) or use one you were given. "
+    "hcsi train --config configs/stage1_cnn.yaml, stage1_vit.yaml, then hcsi_net.yaml), import SBI's published "
+    "EfficientNet-B4 (README, 'A detector in two commands': hcsi import-weights --format sbi FFc23.tar --out "
+    "sbi.safetensors) or use one you were given. "
     "An untrained model's scores are noise, so none are shown."
 )
 DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap"]
