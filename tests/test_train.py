@@ -242,6 +242,35 @@ def test_bad_inputs_name_the_file_and_what_was_expected(store, tmp_path):
         train(config, micro_overrides(store, other), progress_bar=False)
 
 
+def test_a_run_folder_is_never_rewritten_by_a_rerun_with_other_settings(store, tmp_path, capsys):
+    from hcsi.cli import main
+
+    config = PROJECT / "configs" / "hcsi_net.yaml"
+    out = tmp_path / "run"
+    overrides = micro_overrides(store, out, **{"schedule.epochs": 1, "run.max_steps_per_epoch": 1})
+    assert train(config, overrides, progress_bar=False)["status"] == "finished"
+    saved, weights = (out / "config.yaml").read_text(), (out / "final.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"optim.lr: 3e-05 there, 0.0001 now.*--new-run.*run-2"):
+        train(config, overrides + ["optim.lr=1e-4"], progress_bar=False)
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), *overrides, "optim.lr=1e-4"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == saved and (out / "final.safetensors").read_bytes() == weights
+
+    # the same settings (how often resume states are written may change): reported finished, nothing retrained
+    again = train(config, overrides + ["run.save_every_steps=5"], progress_bar=False)
+    assert again["status"] == "finished" and "resuming" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == saved
+
+    fresh = train(config, overrides + ["optim.lr=1e-4"], progress_bar=False, new_run=True)
+    assert fresh["run_dir"] == str(tmp_path / "run-2") and fresh["status"] == "finished"
+    assert "lr: 0.0001" in (tmp_path / "run-2" / "config.yaml").read_text()
+
+    with pytest.raises(FileNotFoundError):  # a start that fails leaves no config.yaml behind
+        train(config, micro_overrides(tmp_path / "no-store", tmp_path / "failed"), progress_bar=False)
+    assert not (tmp_path / "failed" / "config.yaml").exists()
+
+
 def test_tiny_config_learns_to_tell_sbi_fakes_on_the_cpu(store, tmp_path):
     summary = train(PROJECT / "configs" / "tiny.yaml", [f"data.store={store}", f"run.out={tmp_path / 'tiny'}"],
                     progress_bar=False)

@@ -53,7 +53,7 @@ def _sbi_preview(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train.loop import train
 
-    summary = train(args.config, args.overrides)
+    summary = train(args.config, args.overrides, new_run=args.new_run)
     if summary["status"] == "interrupted":
         print(f"interrupted at step {summary['global_step']}: resume state in {summary['run_dir']}/resume; "
               "rerun the same command to continue", file=sys.stderr)
@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML training config, e.g. configs/hcsi_net.yaml")
     train.add_argument("overrides", nargs="*", metavar="section.key=value",
                        help="settings replaced after reading the config, e.g. data.store=DIR optim.lr=1e-4")
+    train.add_argument("--new-run", action="store_true",
+                       help="if run.out already holds a run, train into the next free <run.out>-2, -3, ... instead "
+                            "(a rerun without it resumes, and refuses other settings)")
     train.set_defaults(run=_train)
 
     ev = commands.add_parser("evaluate", help="video-level AUC of a checkpoint on a benchmark (resumable)",

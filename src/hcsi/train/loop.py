@@ -10,6 +10,7 @@ import json
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -144,19 +145,49 @@ def build_datasets(config: TrainConfig, model: HCSINet) -> tuple[SBIDataset, SBI
     return train_set, val_set
 
 
-def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    """A run folder belongs to one model: refuse to resume a run of another architecture or input size."""
+# Settings that change how a run executes but not what it trains: a resumed run may change them.
+RESUMABLE_CHANGES = frozenset({"data.workers", "data.pin_memory", "run.device", "run.save_every_steps",
+                               "run.compile"})
+
+
+def _flat_settings(config: TrainConfig) -> dict[str, Any]:
+    """{"section.key": value} of a config ("sbi.<field>" for the SBI settings)."""
+    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
+
+
+def run_dir_mismatch(run_dir: Path, config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """{setting: (recorded in run_dir/config.yaml, asked for now)} for every setting that may not change when the
+    run in `run_dir` is resumed; empty when the folder holds no run yet or the settings agree."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
-        return
+        return {}
     import yaml
 
-    saved = config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path))
-    for key in ("name", "input_size"):
-        if getattr(saved.model, key) != getattr(config.model, key):
-            raise ValueError(
-                f"{run_dir} holds a run of model.{key}={getattr(saved.model, key)!r}, but this config asks for "
-                f"{getattr(config.model, key)!r}; choose another run.out (or delete {run_dir} to start over)")
+    saved = _flat_settings(config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path)))
+    now = _flat_settings(config)
+    return {k: (saved.get(k), now.get(k)) for k in sorted(saved.keys() | now.keys())
+            if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)}
+
+
+def next_free_run_dir(run_dir: Path) -> Path:
+    """`run_dir` when it holds no run yet, else the first of <run_dir>-2, -3, ... that holds none."""
+    candidate, n = run_dir, 1
+    while (candidate / "config.yaml").exists():
+        n += 1
+        candidate = run_dir.with_name(f"{run_dir.name}-{n}")
+    return candidate
+
+
+def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """A run folder belongs to one set of settings: a rerun resumes it (or reports it finished) only with the same
+    ones, so that the weights in it were trained with what its config.yaml says."""
+    changed = run_dir_mismatch(run_dir, config)
+    if changed:
+        differences = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+        raise ValueError(
+            f"{run_dir} holds a run made with other settings ({differences}). Rerun with the settings of "
+            f"{run_dir / 'config.yaml'} to resume it, add --new-run to train into {next_free_run_dir(run_dir)}, "
+            "or set run.out to another folder")
 
 
 def _autocast(config: TrainConfig, device: torch.device):
@@ -205,15 +236,21 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optim
     return base, SAM(base, o.sam_rho)
 
 
-def train(config: TrainConfig | str | Path, overrides: list[str] = (), progress_bar: bool = True) -> dict[str, Any]:
+def train(config: TrainConfig | str | Path, overrides: list[str] = (), progress_bar: bool = True,
+          new_run: bool = False) -> dict[str, Any]:
     """Run (or resume) the training described by `config`; returns the run summary (also in run.out/summary.json).
 
-    The summary's "status" is "finished" or "interrupted" (a resume state was written; rerun to continue).
+    The summary's "status" is "finished" or "interrupted" (a resume state was written; rerun to continue). A rerun
+    into a folder that holds a run made with other settings is refused (`RESUMABLE_CHANGES` may differ); with
+    `new_run`, a folder that already holds a run is left alone and the run goes to the next free <run.out>-N.
     """
     if not isinstance(config, TrainConfig):
         config = load_config(config, list(overrides))
     ctx = setup_distributed(config.run.device)
     try:
+        if new_run:
+            chosen = next_free_run_dir(Path(config.run.out)) if ctx.is_main else None
+            config.run.out = str(ctx.gather([chosen])[0])  # every process writes to the folder rank 0 chose
         return _train(config, ctx, progress_bar)
     finally:
         shutdown_distributed(ctx)
@@ -223,9 +260,6 @@ def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[st
     run = config.run
     run_dir = Path(run.out)
     _check_run_dir(run_dir, config)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
     seed = run.seed + ctx.rank
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -241,6 +275,8 @@ def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[st
                          f"than one step of run.batch_pairs={run.batch_pairs} × {ctx.world_size} process(es)")
     if run.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, run.max_steps_per_epoch)
+    if ctx.is_main and not (run_dir / "config.yaml").is_file():  # only once model and data are known to work
+        save_config(config, run_dir / "config.yaml")
 
     device = ctx.device
     channels_last = run.channels_last and device.type == "cuda"
@@ -264,6 +300,10 @@ def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[st
         restore_rng(rng_states[ctx.rank] if len(rng_states) == ctx.world_size else rng_states[0])
         progress = Progress(**state["progress"])
         last_metrics = state.get("last_val", {})
+        if ctx.is_main:
+            where = ("finished: nothing left to train" if progress.epoch >= config.schedule.epochs else
+                     f"at epoch {progress.epoch + 1}, step {progress.step_in_epoch} of {steps_per_epoch}")
+            print(f"resuming {run_dir} ({progress.global_step} steps done) {where}", file=sys.stderr, flush=True)
 
     net: nn.Module = model
     if ctx.enabled:
