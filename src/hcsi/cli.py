@@ -8,6 +8,40 @@ import sys
 from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 
 
+def at_least(minimum: int):
+    """argparse type: a whole number >= minimum (argparse then exits with code 2 and names the option)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
 def _profile(args: argparse.Namespace) -> int:
     from .profiling import format_profile, profile_model
 
@@ -254,8 +288,6 @@ def _import_weights(args: argparse.Namespace) -> int:
     from .models.published import import_weights
     from .models.weights import checkpoint_config
 
-    if args.input_size is not None and args.input_size < 32:
-        raise ValueError(f"--input-size {args.input_size}: expected a face-crop side of at least 32 pixels")
     info = import_weights(args.file, args.format, args.out, args.input_size)
     config = checkpoint_config(args.out)
     print(f"wrote {args.out}: model {config.name} ({config.num_classes} classes), {config.input_size}-px face crops "
@@ -288,14 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="parameters, MACs, latency and peak memory of a model variant")
     # no argparse choices: listing the registry would import timm and slow every command's start by seconds
     profile.add_argument("--model", default="hcsi_net", help="registered model name (an unknown name lists them)")
-    profile.add_argument("--input-size", type=int,
+    profile.add_argument("--input-size", type=at_least(32),
                          help="face-crop side in pixels (default: the model's own, 224 for HCSI-Net)")
-    profile.add_argument("--batch", type=int, default=1)
+    profile.add_argument("--batch", type=at_least(1), default=1)
     profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     profile.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                          help="bf16/fp16 run under autocast")
-    profile.add_argument("--warmup", type=int, default=3, help="untimed passes before timing")
-    profile.add_argument("--iters", type=int, default=10, help="timed passes (the median is reported)")
+    profile.add_argument("--warmup", type=at_least(0), default=3, help="untimed passes before timing")
+    profile.add_argument("--iters", type=at_least(1), default=10, help="timed passes (the median is reported)")
     profile.add_argument("--compile", action="store_true", help="time torch.compile(model)")
     profile.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     profile.set_defaults(run=_profile)
@@ -305,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ff++: real videos of the official splits; folder: every video/image under --root")
     prep.add_argument("--root", required=True, help="dataset root")
     prep.add_argument("--out", required=True, help="output folder (a rerun skips finished videos)")
-    prep.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
-    prep.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
+    prep.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
+    prep.add_argument("--workers", type=at_least(1), default=1, help="videos processed in parallel")
     prep.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ quality folder")
     prep.add_argument("--face-detector", "--detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
                       choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
@@ -314,10 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     preview = commands.add_parser("sbi-preview", help="grid of real | mask | fake triplets made from a face")
     preview.add_argument("--input", required=True, help="image or video with a face")
-    preview.add_argument("--n", type=int, default=16, help="number of triplets")
+    preview.add_argument("--n", type=at_least(1), default=16, help="number of triplets")
     preview.add_argument("--out", required=True, help="output image (.png)")
     preview.add_argument("--seed", type=int, default=0)
-    preview.add_argument("--image-size", type=int, default=224, help="side of each tile (paper: 224, SBI: 380)")
+    preview.add_argument("--image-size", type=at_least(32), default=224,
+                         help="side of each tile (paper: 224, SBI: 380)")
     preview.set_defaults(run=_sbi_preview)
 
     train = commands.add_parser("train", help="train a model on SBI (stage 1 or 2 of the recipe); resumable",
@@ -338,15 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", required=True, choices=["ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw", "folder"])
     ev.add_argument("--root", required=True, help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
     ev.add_argument("--out", help="output folder (default results/<dataset>-<run>); a rerun resumes")
-    ev.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
-    ev.add_argument("--batch-size", type=int, default=64, help="face crops per forward pass")
-    ev.add_argument("--workers", type=int, default=2, help="decode/detect processes (0: none)")
+    ev.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
+    ev.add_argument("--batch-size", type=at_least(1), default=64, help="face crops per forward pass")
+    ev.add_argument("--workers", type=at_least(0), default=2, help="decode/detect processes (0: none)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ev.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     ev.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ / DFD quality folder")
     ev.add_argument("--face-detector", "--detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
                     choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
-    ev.add_argument("--failure-score", type=float, default=0.5,
+    ev.add_argument("--failure-score", type=fraction, default=0.5,
                     help="score of a video that is unreadable or has no face (default 0.5, as SBI)")
     ev.add_argument("--exclude-failures", action="store_true",
                     help="leave such videos out of the metrics instead (they are still listed and counted)")
@@ -375,9 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--checkpoint", help="trained hcsi checkpoint (.safetensors)")
     detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
     detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
-    detect.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default 32)")
+    detect.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
     detect.add_argument("--device", default="auto")
-    detect.add_argument("--threshold", type=float, default=0.5, help="score at or above which the verdict is fake")
+    detect.add_argument("--threshold", type=fraction, default=0.5, help="score at or above which the verdict is fake")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
     detect.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
@@ -393,12 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint")
     serve.add_argument("--checkpoint", help="trained hcsi checkpoint (.safetensors)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="analyses run at once")
-    serve.add_argument("--queue", type=int, default=8, help="requests that may wait; beyond that: 503")
-    serve.add_argument("--max-upload-mb", type=float, default=500)
+    serve.add_argument("--port", type=at_least(1), default=8000)
+    serve.add_argument("--workers", type=at_least(1), default=1, help="analyses run at once")
+    serve.add_argument("--queue", type=at_least(0), default=8, help="requests that may wait; beyond that: 503")
+    serve.add_argument("--max-upload-mb", type=positive_float, default=500)
     serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
-    serve.add_argument("--frames", type=int, default=32)
+    serve.add_argument("--frames", type=at_least(1), default=32)
     serve.add_argument("--device", default="auto")
     serve.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
                        help="face detector backend (docs/protocol.md, Faces)")
@@ -414,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="the downloaded checkpoint (.tar / .pth)")
     imp.add_argument("--format", required=True, choices=["sbi", "deepfakebench"], help="the file's layout")
     imp.add_argument("--out", required=True, help="hcsi checkpoint to write (.safetensors)")
-    imp.add_argument("--input-size", type=int,
+    imp.add_argument("--input-size", type=at_least(32),
                      help="face-crop side the network was trained at (default: SBI 380, DeepfakeBench 256)")
     imp.set_defaults(run=_import_weights)
 

@@ -10,6 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from .checks import require_at_least
 from .models import HCSINet, build_model
 
 # Section IV, "Computational Complexity": 224×224 input, one NVIDIA A100-SXM4-80GB.
@@ -100,6 +101,9 @@ def profile_model(
     Peak memory: on CUDA, `torch.cuda.max_memory_allocated` during the timed passes (weights + activations, what the
     paper reports); on CPU, the growth of the process's peak resident memory from before the model was built.
     """
+    require_at_least("batch", batch, 1)
+    require_at_least("warmup", warmup, 0)
+    require_at_least("iters", iters, 1)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     dev = torch.device(device)

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..checks import require_at_least
 from ..faces.crops import cut_stored_crop
 from ..faces.detect import DEFAULT_FACE_DETECTOR, FaceDetector, create_face_detector
 from ..files import settings_mismatch, write_json_atomic
@@ -38,6 +39,9 @@ STORE_VERSION = 1
 class PreprocessOptions:
     frames: int = 32  # evenly spaced frames per video (SBI: 32)
     detector: str = DEFAULT_FACE_DETECTOR  # face detector backend (hcsi.faces.FACE_DETECTORS)
+
+    def __post_init__(self) -> None:
+        require_at_least("frames", self.frames, 1)
 
 
 def _round(array: np.ndarray) -> list:
@@ -151,6 +155,7 @@ def preprocess(sources: list[SourceVideo], out: str | Path, options: PreprocessO
     Args:
         workers: processes working on different videos at once (each loads its own detector).
     """
+    require_at_least("workers", workers, 1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     claim_store(out, options)

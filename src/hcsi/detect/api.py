@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import require_at_least
 from ..distributed import resolve_device
 from ..evaluate.protocol import (
     STATUS_OK,
@@ -74,6 +75,8 @@ class Detector:
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
                  face_detector: str = DEFAULT_FACE_DETECTOR) -> None:
+        require_at_least("frames", frames, 1)
+        require_at_least("batch_size", batch_size, 1)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.frames = frames
@@ -128,6 +131,8 @@ class Detector:
               frames: int | None = None) -> DetectionResult:
         """Score a video or image file, or an RGB uint8 H×W×3 array (one frame). Problems with the input are
         reported in the result's status and reason, not raised. `frames` overrides the detector's frame count."""
+        if frames is not None:
+            require_at_least("frames", frames, 1)
         if isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
                 return DetectionResult("<array>", STATUS_UNREADABLE,

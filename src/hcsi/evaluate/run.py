@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
 from ..files import atomic_path, settings_mismatch, write_json_atomic
@@ -45,6 +46,13 @@ class EvaluationOptions:
     # such videos out of the metrics (they are still listed and counted)
     detector: str = DEFAULT_FACE_DETECTOR
     amp: bool = False  # bf16 autocast on CUDA
+
+    def __post_init__(self) -> None:
+        require_at_least("frames", self.frames, 1)
+        require_at_least("batch_size", self.batch_size, 1)
+        require_at_least("workers", self.workers, 0)
+        if self.failure_score is not None:
+            require_in_unit_interval("failure_score", self.failure_score)
 
 
 _worker_detector = None

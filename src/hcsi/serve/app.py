@@ -23,6 +23,7 @@ import cv2
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from ..checks import require_at_least
 from ..detect.api import Detector
 from ..detect.explain import gate_strip
 
@@ -50,6 +51,10 @@ def sniff_suffix(head: bytes) -> str | None:
 def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None = None, workers: int = 1,
                queue_size: int = 8) -> FastAPI:
     """The app. `workers` analyses run at once; up to `queue_size` more wait; any further request gets 503."""
+    require_at_least("workers", workers, 1)
+    require_at_least("queue_size", queue_size, 0)
+    if not max_upload_mb > 0:
+        raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb!r}")
     app = FastAPI(title="hcsi", description="HCSI-Net face-deepfake detection", version="0.1.0")
     executor = ThreadPoolExecutor(max_workers=workers)
     detector_lock = threading.Lock()  # one Detector instance: its face detector and model run one call at a time
