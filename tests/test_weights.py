@@ -60,3 +60,13 @@ def test_pretrained_without_network_says_what_to_do(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(RuntimeError, match="backbone_weights"):
         build_model("cnn_only_small", pretrained=True)
+
+
+def test_a_checkpoint_of_another_input_size_names_the_setting_and_model_from_checkpoint(tmp_path):
+    from hcsi.models import model_from_checkpoint
+
+    path = tmp_path / "small64.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), path)
+    with pytest.raises(ValueError, match=r"input_size=64 \(this model: 224\).*model_from_checkpoint"):
+        build_model("hcsi_net_small", checkpoint=str(path))
+    assert model_from_checkpoint(path).config.input_size == 64

@@ -8,7 +8,7 @@ from .interaction import (
     SharedDescriptorProjection,
     normalized_coordinate_grid,
 )
-from .weights import load_backbone_weights, load_checkpoint, read_state_dict, save_checkpoint
+from .weights import load_backbone_weights, load_checkpoint, model_from_checkpoint, read_state_dict, save_checkpoint
 
 __all__ = [
     "NUM_STAGES",
@@ -26,6 +26,7 @@ __all__ = [
     "list_models",
     "load_backbone_weights",
     "load_checkpoint",
+    "model_from_checkpoint",
     "normalized_coordinate_grid",
     "read_state_dict",
     "register_config",

@@ -73,10 +73,10 @@ def _load_exactly(module: nn.Module, state: dict[str, torch.Tensor], problem: st
     unexpected = [k for k in state if k not in own]
     misshapen = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or misshapen:
-        raise ValueError(
-            f"{problem}: {len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected keys "
-            f"(e.g. {unexpected[:3]}), {len(misshapen)} keys of another shape (e.g. {misshapen[:3]})"
-        )
+        found = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})" for what, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("keys of another shape", misshapen))
+                 if keys]
+        raise ValueError(f"{problem}: {', '.join(found)}")
     module.load_state_dict(state)
 
 
@@ -100,9 +100,25 @@ def load_backbone_weights(model: nn.Module, stream: str, path: str | os.PathLike
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a full HCSI-Net state dict (strict: every key must match)."""
+    """Load a full HCSI-Net state dict (strict: every key must match). When it does not fit and the file carries
+    the config it was saved with, the error names the settings that differ and `model_from_checkpoint`."""
     state = _strip_prefix(read_state_dict(path), "module.")
-    _load_exactly(model, state, f"{path}: does not match model {model.config.name!r}")
+    try:
+        _load_exactly(model, state, f"{path}: does not match model {model.config.name!r}")
+    except ValueError as error:
+        raise ValueError(f"{error}{_saved_config_hint(model, path)}") from None
+
+
+def _saved_config_hint(model: nn.Module, path) -> str:
+    try:
+        saved = checkpoint_config(path)
+    except (ValueError, OSError):
+        return ""
+    ours = dataclasses.asdict(model.config)
+    differences = [f"{k}={v!r} (this model: {ours.get(k)!r})" for k, v in dataclasses.asdict(saved).items()
+                   if v != ours.get(k)]
+    return (f". It was saved from {', '.join(differences)}; `hcsi.models.model_from_checkpoint(path)` builds the "
+            "model from the config stored in the checkpoint") if differences else ""
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
