@@ -280,3 +280,31 @@ def test_tiny_config_learns_to_tell_sbi_fakes_on_the_cpu(store, tmp_path):
     last = np.mean([float(r["loss"]) for r in rows if r["epoch"] == str(summary["epochs_done"])])
     assert last < first - 0.05  # the training loss falls from the first epoch to the last
     assert summary["last_val"]["val_auc"] > 0.62  # measured: 0.82 with 2 threads, 0.69 with 1
+
+
+def test_offline_imagenet_weights_fail_at_once_and_name_the_config_keys(tmp_path, monkeypatch):
+    import timm.models._hub as timm_hub
+    from huggingface_hub import constants
+
+    import hcsi.models.backbones as backbones
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # a user's shell: HF_HUB_OFFLINE not set
+    monkeypatch.setattr(backbones, "hub_reachable", lambda timeout=3.0: False)  # and no network
+    offline_when_asked = []
+
+    def cache_only_download(*args, **kwargs):
+        offline_when_asked.append(constants.HF_HUB_OFFLINE)
+        raise OSError("not in the local cache")
+
+    monkeypatch.setattr(timm_hub, "hf_hub_download", cache_only_download)
+    stage1 = PROJECT / "configs" / "stage1_cnn.yaml"
+    with pytest.raises(RuntimeError, match=r"model.init_cnn=FILE.*model.pretrained=false"):
+        build_training_model(load_config(stage1, ["model.name=cnn_stage1_small", "model.input_size=64"]))
+    assert offline_when_asked and all(offline_when_asked)  # only the cache was asked: no minute of retries
+
+    weights = tmp_path / "b0.safetensors"
+    save_checkpoint(build_model("cnn_stage1_small", input_size=64), weights)
+    offline_when_asked.clear()
+    model = build_training_model(load_config(stage1, ["model.name=cnn_stage1_small", "model.input_size=64",
+                                                      f"model.init_cnn={weights}"]))
+    assert model.cnn is not None and not offline_when_asked  # a weight file for every stream: no download at all

@@ -6,7 +6,9 @@ stay timm's, prefixed by `net.`) and only decides where a stage starts and ends.
 """
 from __future__ import annotations
 
-import os
+import socket
+from contextlib import contextmanager, nullcontext
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -119,19 +121,57 @@ class StagedSwin(StagedBackbone):
         return net.norm(x)
 
 
-def create_timm_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
-    """timm.create_model without a classifier; a failed ImageNet download says what to do instead."""
+class PretrainedWeightsUnavailable(RuntimeError):
+    """timm could not provide ImageNet weights for model `name` (e.g. no network and nothing in the cache)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"could not load ImageNet weights for {name!r} through timm: {reason}. Without network access, build "
+            "with pretrained=False and pass backbone weight files (backbone_weights={'cnn': path, 'vit': path}) or "
+            "a full checkpoint.")
+        self.name, self.reason = name, reason
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub (where timm's weights live; HF_ENDPOINT) accepts a connection within `timeout`."""
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def hub_offline():
+    """huggingface_hub in offline mode for the block: cached files load, nothing is requested (no retries)."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def create_timm_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
+    """timm.create_model without a classifier. For ImageNet weights with the Hub out of reach, only the local cache
+    is tried (at once, instead of a minute of retries); a failed load raises PretrainedWeightsUnavailable."""
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE or not hub_reachable()
+    try:
+        with hub_offline() if offline else nullcontext():
+            return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
     except Exception as error:
-        if not pretrained:
-            raise
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise RuntimeError(
-            f"could not load ImageNet weights for {name!r} through timm{offline}: {error}. "
-            "Without network access, build with pretrained=False and pass backbone weight files "
-            "(backbone_weights={'cnn': path, 'vit': path}) or a full checkpoint."
-        ) from error
+        reason = ("the Hugging Face Hub cannot be reached and they are not in its local cache" if offline
+                  else str(error))
+        raise PretrainedWeightsUnavailable(name, reason) from error
 
 
 class FixedPadConv2d(nn.Conv2d):

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from ..data.augment import PostProcessingAugmentation
 from ..data.sbi_dataset import VALIDATION_SEED, SBIDataset, sbi_collate
 from ..files import write_json_atomic
-from ..models import HCSINet, build_model, load_checkpoint, save_checkpoint
+from ..models import HCSINet, build_model, get_config, load_checkpoint, save_checkpoint
+from ..models.backbones import PretrainedWeightsUnavailable
 from .checkpoints import (
     TopKCheckpoints,
     capture_rng,
@@ -123,11 +124,24 @@ class Progress:
 
 
 def build_training_model(config: TrainConfig) -> HCSINet:
-    """The model of `config.model`, with its initial weights (ImageNet, stage-1 streams or a full checkpoint)."""
-    streams = {"cnn": config.model.init_cnn, "vit": config.model.init_vit}
-    return build_model(config.model.name, pretrained=config.model.pretrained, input_size=config.model.input_size,
-                       backbone_weights={k: v for k, v in streams.items() if v},
-                       checkpoint=config.model.init_checkpoint)
+    """The model of `config.model`, with its initial weights (ImageNet, stage-1 streams or a full checkpoint).
+
+    ImageNet weights are fetched only for streams that no file initialises; when they cannot be had, the error
+    names the config keys that give weight files instead."""
+    m = config.model
+    files = {k: v for k, v in {"cnn": m.init_cnn, "vit": m.init_vit}.items() if v}
+    variant = get_config(m.name)
+    streams = [s for s in ("cnn", "vit") if getattr(variant, s)]
+    pretrained = m.pretrained and not m.init_checkpoint and any(s not in files for s in streams)
+    try:
+        return build_model(m.name, pretrained=pretrained, input_size=m.input_size, backbone_weights=files,
+                           checkpoint=m.init_checkpoint)
+    except PretrainedWeightsUnavailable as error:
+        keys = " and ".join(f"model.init_{s}=FILE" for s in streams if s not in files)
+        raise RuntimeError(
+            f"model.pretrained is true, but the ImageNet weights of {error.name!r} could not be loaded "
+            f"({error.reason}): set {keys} (a timm state dict of the backbone or a stage-1 checkpoint), "
+            "e.g. as `key=value` after the config on the command line, or model.pretrained=false") from error
 
 
 def build_datasets(config: TrainConfig, model: HCSINet) -> tuple[SBIDataset, SBIDataset]:
