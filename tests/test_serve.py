@@ -165,3 +165,47 @@ def test_the_page_in_a_real_browser_uploads_a_clip_and_shows_the_verdict(detecto
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_the_api_docs_render_in_a_browser_with_the_network_blocked(detector, tmp_path):
+    """Swagger UI's files come from the package, not a CDN: /docs works offline (and behind a token)."""
+    import os
+
+    import uvicorn
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(detector, token="t0k"), host="127.0.0.1", port=port,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    local = f"http://127.0.0.1:{port}/"
+    blocked: list[str] = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(local):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.route("**/*", only_this_server)
+            page.goto(f"{local}docs?token=t0k")
+            page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/analyze\"]", timeout=60_000)
+            assert "hcsi" in page.inner_text(".swagger-ui .info .title")
+            page.screenshot(path=str(tmp_path / "docs.png"))
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not blocked, f"the docs page asked for outside resources: {blocked}"

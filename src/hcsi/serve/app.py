@@ -1,12 +1,14 @@
 """`hcsi serve`: a REST API and a single-page UI around one `Detector`, loaded once.
 
 POST /v1/analyze (multipart: file, optional frames) -> JSON with the score, per-frame scores, faces and heatmap link
-GET  /v1/results/{id}, GET /v1/results/{id}/heatmap.png, GET /health, GET / (the page), GET /docs (OpenAPI)
+GET  /v1/results/{id}, GET /v1/results/{id}/heatmap.png, GET /health, GET / (the page), GET /docs (OpenAPI, Swagger
+UI from local files: it works offline)
 
 Requests wait in a bounded queue in front of the detector; when it is full the answer is 503 with Retry-After.
 Uploads are copied to a temporary file under a random name with a size limit, identified by their bytes, and removed
 afterwards whatever happens. Result ids are random (secrets.token_urlsafe). With a token, every request needs it
-(header `Authorization: Bearer <token>` or `X-API-Token`, or `?token=` for the page and images).
+(header `Authorization: Bearer <token>` or `X-API-Token`, or `?token=` for the page, the docs and images); only
+Swagger UI's own script and style files are public.
 """
 from __future__ import annotations
 
@@ -18,10 +20,13 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from ..checks import require_at_least
 from ..detect.api import Detector
@@ -37,6 +42,15 @@ SIGNATURES = [
     (0, b"\x1a\x45\xdf\xa3", ".mkv"), (0, b"\x00\x00\x01\xba", ".mpg"),
 ]
 
+
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def swagger_ui_assets() -> Path:
+    """Swagger UI's JavaScript and CSS as shipped in the fastapi-offline wheel (MIT), so /docs needs no CDN."""
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).parent / "static"
 
 def sniff_suffix(head: bytes) -> str | None:
     """The file type of an upload from its first bytes (never from its name or declared type)."""
@@ -55,7 +69,9 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
     require_at_least("queue_size", queue_size, 0)
     if not max_upload_mb > 0:
         raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb!r}")
-    app = FastAPI(title="hcsi", description="HCSI-Net face-deepfake detection", version="0.1.0")
+    app = FastAPI(title="hcsi", description="HCSI-Net face-deepfake detection", version="0.1.0", docs_url=None,
+                  redoc_url=None)
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
     executor = ThreadPoolExecutor(max_workers=workers)
     detector_lock = threading.Lock()  # one Detector instance: its face detector and model run one call at a time
     capacity = workers + queue_size
@@ -66,7 +82,7 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
-        if token is not None:
+        if token is not None and not request.url.path.startswith(DOCS_ASSETS_URL + "/"):  # public library files
             given = request.headers.get("x-api-token") or request.query_params.get("token")
             auth = request.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
@@ -74,6 +90,16 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
             if not given or not secrets.compare_digest(given, token):
                 return JSONResponse({"detail": "missing or wrong API token"}, status_code=401)
         return await call_next(request)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        """Swagger UI from local files (no CDN: the page works offline); a ?token= is passed on to the schema."""
+        given = request.query_params.get("token")
+        schema = app.openapi_url + (f"?token={quote(given)}" if given else "")
+        return get_swagger_ui_html(openapi_url=schema, title="hcsi API",
+                                   swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png")
 
     @app.get("/health")
     def health() -> dict:
