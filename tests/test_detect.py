@@ -109,13 +109,16 @@ def test_detect_cli_writes_one_row_per_input_and_heatmaps(checkpoint, tmp_path, 
                  "--explain", str(tmp_path / "heat")])
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    # problems first (the folder's text file, the empty glob), then the scored files
-    assert [r["status"] for r in rows] == ["skipped", "unreadable", "ok", "ok"]
-    assert rows[0]["path"].endswith("readme.txt") and rows[1]["reason"] == "pattern matches no file"
-    for r in rows[2:]:
+    # in the order given: the clip, the folder's files (sorted), the empty glob
+    assert [r["status"] for r in rows] == ["ok", "ok", "skipped", "unreadable"]
+    assert rows[1]["path"].endswith("obama.jpg") and rows[2]["path"].endswith("readme.txt")
+    assert rows[3]["reason"] == "pattern matches no file"
+    for r in rows[:2]:
         assert {"path", "score", "label", "status", "reason", "frames_used", "faces_found"} <= set(r)
         assert cv2.imread(r["heatmap"]) is not None
-    assert "elon.mp4" in capsys.readouterr().out
+    table = capsys.readouterr().out.splitlines()
+    assert "elon.mp4" in table[1] and "obama.jpg" in table[2]
+    assert table[3].endswith("skipped (not a video or image file name)")
 
     csv_out = tmp_path / "results.csv"
     assert main(["detect", str(junk / "obama.jpg"), "--checkpoint", str(checkpoint), "--device", "cpu",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
@@ -75,8 +76,10 @@ def _sbi_preview(args: argparse.Namespace) -> int:
     from .sbi import SBIConfig
     from .sbi.preview import preview_grid
 
-    grid = preview_grid(args.input, args.n, args.seed, SBIConfig(image_size=args.image_size))
     out = args.out
+    if not out.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp")):
+        raise ValueError(f"--out {out}: expected an image file name ending in .png or .jpg (e.g. grid.png)")
+    grid = preview_grid(args.input, args.n, args.seed, SBIConfig(image_size=args.image_size))
     with atomic_path(out) as tmp:
         if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {out} (is its suffix an image format such as .png?)")
@@ -98,8 +101,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import os
-
     from .distributed import setup_distributed, shutdown_distributed
     from .evaluate.datasets import test_videos
     from .evaluate.run import EvaluationOptions, evaluate
@@ -107,6 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .train.checkpoints import git_commit
 
     videos = test_videos(args.dataset, args.root, args.compression)
+    require_hcsi_checkpoint(args.checkpoint, "evaluate")
     model = model_from_checkpoint(args.checkpoint)
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 failure_score=None if args.exclude_failures else args.failure_score,
@@ -161,15 +163,29 @@ def _compare(args: argparse.Namespace) -> int:
         table = collect_aucs(args.results)
         if len(table) != 1:
             raise ValueError(f"the results are of {len(table)} models ({', '.join(table)}); compare one at a time")
-        ours = next(iter(table.values()))
+        label, ours = next(iter(table.items()))
     else:
-        ours = _parse_aucs(args.auc)
+        label, ours = args.label or "ours", _parse_aucs(args.auc)
     rows = compare_with_baselines(ours, read_baselines(args.baselines))
     print(json.dumps(rows, indent=1) if args.json else format_comparison(ours, rows))
     if args.plot:
-        written = dumbbell_plot(rows, args.plot)
+        written = dumbbell_plot(rows, args.plot, label=args.label or label)
         print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
+
+
+def require_hcsi_checkpoint(path: str, command: str) -> None:
+    """Refuse, with the command to use instead, files that are not hcsi checkpoints but look like something a user
+    would pass: an exported ONNX file, a published or foreign torch checkpoint."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".onnx":
+        instead = (f"score it with --backend onnxruntime --model {path}" if command == "detect" else
+                   "give the .safetensors checkpoint it was exported from")
+        raise ValueError(f"--checkpoint {path} is an exported ONNX model: {instead}")
+    if suffix in (".pth", ".pt", ".tar", ".ckpt", ".bin"):
+        raise ValueError(f"--checkpoint {path} is not an hcsi checkpoint (.safetensors written by hcsi train or hcsi "
+                         f"import-weights); SBI's and DeepfakeBench's files convert with `hcsi import-weights --format "
+                         f"sbi|deepfakebench {path} --out model.safetensors`")
 
 
 NO_CHECKPOINT = (
@@ -214,22 +230,27 @@ def _detect(args: argparse.Namespace) -> int:
     elif not args.checkpoint:
         print(NO_CHECKPOINT, file=sys.stderr)
         return 2
-    if args.out and not args.out.lower().endswith((".jsonl", ".json", ".csv")):
-        raise ValueError(f"--out {args.out}: expected a .jsonl or .csv file name")
-    files, problems = expand_inputs(args.paths)
+    if args.out and not args.out.lower().endswith((".jsonl", ".csv")):
+        raise ValueError(f"--out {args.out}: expected a .jsonl (one JSON object per input) or .csv file name")
+    entries = expand_inputs(args.paths)
     if args.backend == "onnxruntime":
         detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector)
     else:
+        require_hcsi_checkpoint(args.checkpoint, "detect")
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                             face_detector=args.face_detector)
-    rows = [{"path": item, "score": None, "label": None,
-             "status": "skipped" if problem.startswith("skipped") else "unreadable", "reason": problem,
-             "frames_used": 0, "faces_found": 0} for item, problem in problems]
-    for n, result in enumerate(tqdm(detector.score_many(files, explain=bool(args.explain)), total=len(files),
-                                    desc="detect", unit="file", dynamic_ncols=True)):
+    rows = []
+    for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
+        if entry.problem:
+            rows.append({"path": entry.path, "score": None, "label": None,
+                         "status": "skipped" if entry.skipped else "unreadable", "reason": entry.problem,
+                         "frames_used": 0, "faces_found": 0})
+            continue
+        result = detector.score(entry.path, explain=bool(args.explain))
         row = result.to_dict(args.threshold)
         if args.explain and result.gates:
-            row["heatmap"] = str(save_gate_strip(result, Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"))
+            strip = Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"
+            row["heatmap"] = str(save_gate_strip(result, strip))
         rows.append(row)
         if args.out:
             _write_detections(rows, args.out)  # rewritten after every file: a killed run keeps what it scored
@@ -253,6 +274,7 @@ def _export(args: argparse.Namespace) -> int:
     from .detect.export import add_onnx_metadata, export_model
     from .models.weights import model_from_checkpoint
 
+    require_hcsi_checkpoint(args.checkpoint, "export")
     model = model_from_checkpoint(args.checkpoint)
     path = export_model(model, args.out, args.format)
     if args.format == "onnx":
@@ -263,8 +285,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
-
     if not args.checkpoint:
         print(NO_CHECKPOINT.replace("hcsi detect", "hcsi serve"), file=sys.stderr)
         return 2
@@ -274,6 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import create_app
 
     token = args.token or os.environ.get("HCSI_API_TOKEN")
+    require_hcsi_checkpoint(args.checkpoint, "serve")
     detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                         face_detector=args.face_detector)
     app = create_app(detector, max_upload_mb=args.max_upload_mb, token=token, workers=args.workers,
@@ -399,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--baselines", help="CSV of baselines (method,venue,ff++,cdf,...); default Table II")
     compare.add_argument("--json", action="store_true", help="print the rows as JSON")
     compare.add_argument("--plot", help="write Fig. 4 (dumbbell plot) to this path as .png and .svg")
+    compare.add_argument("--label", help="name of our model in the plot (default: the results' model label)")
     compare.set_defaults(run=_compare)
 
     detect = commands.add_parser("detect", help="score videos and images with a trained checkpoint",
@@ -472,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, RuntimeError, KeyError, OSError) as error:
-        print(f"hcsi {args.command}: error: {error}", file=sys.stderr)
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # str(KeyError) adds quotes
+        print(f"hcsi {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
