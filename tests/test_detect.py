@@ -52,7 +52,9 @@ def test_gates_of_every_stage_and_both_streams_make_a_heatmap_strip(detector):
     stages = len(result.gates[0]["cnn"])
     assert stages == len(result.gates[0]["vit"]) >= 4
     strip = gate_strip(result)
-    assert strip.shape == (4 * 112, (2 + 2 * stages) * 112, 3)  # crop, gates of both streams, Grad-CAM
+    # a band of column titles, then one row per frame: crop, gates of both streams, Grad-CAM
+    assert strip.shape == (18 + 4 * 112, (2 + 2 * stages) * 112, 3)
+    assert strip[:18].min() < 128 and np.median(strip[:18]) == 255  # black titles on white
     cam = result.gates[0]["gradcam"]
     assert cam.shape == (2, 2) and 0.0 <= cam.min() and cam.max() <= 1.0
 

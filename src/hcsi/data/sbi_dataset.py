@@ -75,7 +75,8 @@ def load_stored_faces(store: str | Path, split: str | None, frames_per_video: in
                                     np.asarray(face["landmarks"], dtype=np.float32),
                                     tuple(float(v) for v in np.ravel(face["box"])), video_id, frame["index"]))
     if not faces:
-        hint = " (a store without splits needs data.val_fraction > 0 for a val split)" if split == "val" else ""
+        hint = (" (a store without splits needs val_fraction > 0 for a val split: the argument of SBIDataset / "
+                "sbi_validation_set, data.val_fraction in a training config)") if split == "val" else ""
         raise ValueError(f"{store}: no finished video with faces for split {split!r}{hint}")
     return faces
 

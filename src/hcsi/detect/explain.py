@@ -11,6 +11,7 @@ from ..files import atomic_path
 from .api import DetectionResult
 
 TILE = 112  # side of each tile in the strip, pixels
+HEADER = 18  # height of the column-title band, pixels
 
 
 def overlay(crop: np.ndarray, gate: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -42,10 +43,25 @@ def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
         if g.get("gradcam") is not None:
             tiles.append(overlay(crop, g["gradcam"]))
         row = np.concatenate(tiles, axis=1)
-        label = f"frame {frame_index}  p(fake) {result.faces[best[frame_index]].score:.3f}"
-        cv2.putText(row, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        _caption(row, f"frame {frame_index}  p(fake) {result.faces[best[frame_index]].score:.3f}")
         rows.append(row)
-    return np.concatenate(rows, axis=0)
+    first = result.gates[best[frames[keep[0]]]]
+    titles = (["face"] + [f"CNN gate s{k + 1}" for k in range(len(first["cnn"]))]
+              + [f"ViT gate s{k + 1}" for k in range(len(first["vit"]))]
+              + (["Grad-CAM (CNN)"] if first.get("gradcam") is not None else []))
+    header = np.full((HEADER, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    for column, title in enumerate(titles):
+        cv2.putText(header, title, (column * TILE + 4, HEADER - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return np.concatenate([header] + rows, axis=0)
+
+
+def _caption(image: np.ndarray, text: str) -> None:
+    """White text on a dark band at the top left, readable over any face."""
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+    band = image[: height + baseline + 4, : width + 6]
+    band[:] = (0.35 * band).astype(np.uint8)
+    cv2.putText(image, text, (3, height + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def save_gate_strip(result: DetectionResult, path: str | Path) -> Path:

@@ -9,6 +9,7 @@ from ..faces import FaceDetector, create_face_detector, cut_stored_crop, sample_
 from .synthesis import SBIConfig, SelfBlendedImageGenerator
 
 TRIPLETS_PER_ROW = 4
+GAP = 8  # pixels of white between triplets
 
 
 def face_crops_of(path: str | Path, frames: int, detector: FaceDetector) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
@@ -39,8 +40,12 @@ def preview_grid(path: str | Path, n: int = 16, seed: int = 0, config: SBIConfig
         sample = generator(image, landmarks, box, np.random.default_rng([seed, i]), train=True)
         mask = np.repeat((np.clip(sample.mask, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
         tiles.append(np.concatenate([sample.real, mask, sample.fake], axis=1))
-    blank = np.zeros_like(tiles[0])
+    blank = np.full_like(tiles[0], 255)
     columns = min(TRIPLETS_PER_ROW, n)
     tiles += [blank] * (-len(tiles) % columns)
-    rows = [np.concatenate(tiles[r:r + columns], axis=1) for r in range(0, len(tiles), columns)]
-    return np.concatenate(rows, axis=0)
+    side = tiles[0].shape[0]
+    vertical_gap = np.full((side, GAP, 3), 255, dtype=np.uint8)  # white lines between triplets
+    rows = [np.concatenate([part for tile in tiles[r:r + columns] for part in (tile, vertical_gap)][:-1], axis=1)
+            for r in range(0, len(tiles), columns)]
+    horizontal_gap = np.full((GAP, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    return np.concatenate([part for row in rows for part in (row, horizontal_gap)][:-1], axis=0)
