@@ -62,3 +62,31 @@ def test_the_python_api_refuses_the_same_numbers():
         Detector(model, device="cpu", frames=0)
     with pytest.raises(ValueError, match="frames must be at least 1"):
         Detector(model, device="cpu").score("clip.mp4", frames=-3)
+
+
+def _error_of(args, capsys) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().err.strip()
+
+
+def test_smaller_mistakes_get_the_command_to_use(tmp_path, capsys):
+    from hcsi.models import build_model, save_checkpoint
+
+    checkpoint = tmp_path / "best.safetensors"
+    save_checkpoint(build_model("cnn_only_small", input_size=64), checkpoint)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "FFc23.tar").write_bytes(b"tar")
+    cases = [
+        (["detect", "a.mp4", "--checkpoint", str(tmp_path / "model.onnx")], "--backend onnxruntime --model"),
+        (["serve", "--checkpoint", str(tmp_path / "FFc23.tar")], "hcsi import-weights --format sbi|deepfakebench"),
+        (["detect", "a.mp4", "--checkpoint", str(checkpoint), "--out", "results.json"], "expected a .jsonl"),
+        (["sbi-preview", "--input", "face.jpg", "--out", str(tmp_path / "grid")], "ending in .png or .jpg"),
+        (["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", "model.bin"], "*.onnx"),
+        (["compare", "--auc", "cdf=ninety"], "expected dataset=percent"),
+        (["profile", "--model", "hcsi_nett"], "unknown model 'hcsi_nett'; registered models: cnn_only"),
+    ]
+    for args, expected in cases:
+        code, error = _error_of(args, capsys)
+        assert code == 2 and expected in error, (args, error)
+        assert not error.split("error: ", 1)[1].startswith(("'", '"'))  # no stray quotes around the message
+    assert not (tmp_path / "grid").exists()

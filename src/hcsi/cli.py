@@ -147,9 +147,12 @@ def _parse_aucs(items: list[str]) -> dict[str, float]:
     aucs = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--auc {item!r}: expected dataset=percent, e.g. cdf=90.45")
-        aucs[name.lower()] = float(value)
+        try:
+            if not sep:
+                raise ValueError
+            aucs[name.lower()] = float(value)
+        except ValueError:
+            raise ValueError(f"--auc {item}: expected dataset=percent, e.g. cdf=90.45") from None
     return aucs
 
 
@@ -274,6 +277,9 @@ def _export(args: argparse.Namespace) -> int:
     from .detect.export import add_onnx_metadata, export_model
     from .models.weights import model_from_checkpoint
 
+    expected = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}[args.format]
+    if not args.out.lower().endswith(expected):
+        raise ValueError(f"--out {args.out}: the {args.format} export is written to a *{' or *'.join(expected)} file")
     require_hcsi_checkpoint(args.checkpoint, "export")
     model = model_from_checkpoint(args.checkpoint)
     path = export_model(model, args.out, args.format)
