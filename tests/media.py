@@ -44,3 +44,22 @@ def write_index_video(path: Path, frames: int, size=(64, 48), vfr: bool = False,
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def write_face_clip(path: Path, frames: int = 4, width: int = 384) -> None:
+    """A short clip of scikit-image's astronaut portrait (a face every detector finds), `width` pixels wide."""
+    import cv2
+    from skimage import data as skimage_data
+
+    face = skimage_data.astronaut()[:, 64:448]
+    face = cv2.resize(face, (width, width), interpolation=cv2.INTER_AREA)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height = width, width
+        stream.pix_fmt = "yuv420p"
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(face, 2 * k, axis=1)), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -177,3 +177,23 @@ def test_exported_models_give_the_probabilities_of_pytorch(checkpoint, detector,
                  "--frames", "4", "--out", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["score"] == pytest.approx(faces.score, abs=1e-4)
+
+
+def test_an_input_that_breaks_the_face_detector_gets_status_error_and_the_batch_goes_on(checkpoint, tmp_path):
+    from media import write_face_clip
+
+    write_face_clip(tmp_path / "ok.mp4", frames=2, width=384)
+    write_face_clip(tmp_path / "odd.mp4", frames=2, width=300)
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=2)
+    inner = detector.face_detector
+
+    class BreaksOnOddVideo:
+        def detect(self, frame):
+            if frame.shape[1] == 300:
+                raise IndexError("landmark index out of range")
+            return inner.detect(frame)
+
+    detector.face_detector = BreaksOnOddVideo()
+    odd, ok = detector.score_many([tmp_path / "odd.mp4", tmp_path / "ok.mp4"])
+    assert odd.status == "error" and "IndexError: landmark index out of range" in odd.reason and odd.score is None
+    assert ok.status == "ok" and ok.score is not None

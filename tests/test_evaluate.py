@@ -270,3 +270,42 @@ def test_an_output_folder_refuses_scores_made_with_other_settings(clips, checkpo
     assert "weights_sha1 differ" in capsys.readouterr().err
     assert (out / "videos.csv").read_text() == before  # nothing was mixed in
     assert main([*args, "--checkpoint", str(checkpoint), "--frames", "2"]) == 0  # the same settings resume
+
+
+def test_a_video_that_breaks_the_face_detector_is_listed_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    """One video among several makes the detector raise: that video gets status "error" with the message, every
+    other one is scored, the failure policy applies, and a rerun does not try it again."""
+    import hcsi.evaluate.run as run_module
+    from hcsi.faces import create_face_detector
+    from media import write_face_clip
+
+    root = tmp_path / "clips"
+    for label, name, width in [("real", "a", 320), ("real", "b", 352), ("fake", "c", 384), ("fake", "odd", 300)]:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        write_face_clip(root / label / f"{name}.mp4", frames=2, width=width)
+    calls = {"odd": 0}
+
+    class BreaksOnOddVideo:
+        def __init__(self):
+            self.inner = create_face_detector("hog+blazeface")
+
+        def detect(self, frame):
+            if frame.shape[1] == 300:
+                calls["odd"] += 1
+                raise IndexError("landmark index out of range")  # an unexpected detector failure
+            return self.inner.detect(frame)
+
+    monkeypatch.setattr(run_module, "create_face_detector", lambda name: BreaksOnOddVideo())
+    checkpoint = tmp_path / "model.safetensors"
+    save_checkpoint(build_model("cnn_only_small", input_size=64), checkpoint)
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(root), "--frames", "2",
+            "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_videos"] == 4 and summary["failed_by_status"] == {"error": 1} and summary["n_scored"] == 4
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "out" / "videos.csv"))}
+    assert rows["odd.mp4"]["status"] == "error" and "IndexError: landmark index out of range" in rows["odd.mp4"]["reason"]
+    assert rows["odd.mp4"]["score"] == "0.500000"  # the failure policy (SBI's 0.5)
+    assert all(rows[n]["status"] == "ok" for n in ("a.mp4", "b.mp4", "c.mp4"))
+    calls_before = calls["odd"]
+    assert main(args) == 0 and calls["odd"] == calls_before  # the rerun resumes past it

@@ -99,3 +99,24 @@ def test_landmarks_partly_outside_the_crop_still_give_a_pair(store):
         image[:cut], landmarks, face.box, np.random.default_rng(0), train=False)
     assert sample.real.shape == sample.fake.shape == (64, 64, 3)
     assert sample.mask.max() > 0
+
+
+def test_a_failed_synthesis_draws_another_sample_and_is_counted(store, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    dataset = SBIDataset(store, "train", frames_per_video=3, config=SBIConfig(image_size=64))
+    real_generator = dataset.generator
+    crop_that_fails = dataset.faces[0].crop
+
+    def generator(image, landmarks, box, rng, train=True):
+        if np.array_equal(image, cv2.cvtColor(cv2.imread(str(crop_that_fails)), cv2.COLOR_BGR2RGB)):
+            raise ValueError("empty blend mask")  # what a degenerate face makes SBI's synthesis do
+        return real_generator(image, landmarks, box, rng, train=train)
+
+    dataset.generator = generator
+    real, fake = dataset[0]  # redrawn from another face instead of raising
+    assert real.shape == fake.shape == (3, 64, 64) and dataset.redrawn_samples >= 1
+    dataset.reset_redrawn_samples()
+    loader = DataLoader(dataset, batch_size=3, num_workers=2, collate_fn=sbi_collate)
+    images, labels = next(iter(loader))  # the worker processes survive and report their redraws
+    assert images.shape[0] == 6 and dataset.redrawn_samples >= 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ..sbi import SBIConfig, SelfBlendedImageGenerator
 
 TRAIN_FRAMES_PER_VIDEO = 8  # SBI: 8 evenly spaced frames of each training video
 VALIDATION_SEED = 5  # SBI seeds its validation pass with 5; any fixed value makes it repeatable
+MAX_REDRAWS = 10  # a sample whose synthesis fails is replaced by another face this many times at most
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,17 @@ class SBIDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.mean, self.std = mean, std
+        # samples whose synthesis failed and were drawn again, shared with DataLoader worker processes
+        self._redrawn = multiprocessing.Value("i", 0)
+
+    @property
+    def redrawn_samples(self) -> int:
+        """Samples replaced by another draw because SBI synthesis failed on them, since the last reset."""
+        return self._redrawn.value
+
+    def reset_redrawn_samples(self) -> None:
+        with self._redrawn.get_lock():
+            self._redrawn.value = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -124,10 +137,21 @@ class SBIDataset(Dataset):
         return len(self.faces)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        face = self.faces[i]
         epoch = self.epoch if self.train else 0  # validation draws the same fakes every epoch, as SBI's does
         rng = np.random.default_rng([self.seed, epoch, i])
-        sample = self.generator(read_crop(face.crop), face.landmarks, face.box, rng, train=self.train)
+        for attempt in range(MAX_REDRAWS + 1):
+            face = self.faces[i]
+            image = read_crop(face.crop)  # a missing crop is a broken store: that error is not redrawn
+            try:
+                sample = self.generator(image, face.landmarks, face.box, rng, train=self.train)
+                break
+            except Exception as error:  # e.g. an empty mask or a degenerate box: draw another face, as SBI does
+                if attempt == MAX_REDRAWS:
+                    raise RuntimeError(f"SBI synthesis failed {MAX_REDRAWS + 1} times in a row, last on "
+                                       f"{face.crop}: {type(error).__name__}: {error}") from error
+                with self._redrawn.get_lock():
+                    self._redrawn.value += 1
+                i = int(rng.integers(len(self.faces)))
         real, fake = sample.real, sample.fake
         if self.pair_augmentation is not None:
             real, fake = self.pair_augmentation(real, fake, rng)

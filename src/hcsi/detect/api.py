@@ -16,6 +16,7 @@ import torch
 from ..checks import require_at_least
 from ..distributed import resolve_device
 from ..evaluate.protocol import (
+    STATUS_ERROR,
     STATUS_OK,
     STATUS_UNREADABLE,
     VideoFaces,
@@ -42,7 +43,7 @@ class DetectionResult:
     """What `Detector.score` found for one input."""
 
     source: str
-    status: str  # ok | no_face | unreadable
+    status: str  # ok | no_face | unreadable | error
     reason: str = ""
     score: float | None = None  # mean over frames of the max over faces; None unless status is ok
     frame_indices: list[int] = field(default_factory=list)  # frames with a face
@@ -117,7 +118,11 @@ class Detector:
         result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices))
         if faces.status != STATUS_OK:
             return result
-        crop_scores, gates = self._score_crops(faces.crops, explain)
+        try:
+            crop_scores, gates = self._score_crops(faces.crops, explain)
+        except Exception as error:  # this input fails with the reason; the next one is scored
+            result.status, result.reason = STATUS_ERROR, f"{source}: scoring failed: {type(error).__name__}: {error}"
+            return result
         score, frames = aggregate_video(faces, crop_scores)
         result.score = score
         result.frame_indices = [index for index, _, _ in frames]
@@ -137,8 +142,12 @@ class Detector:
             if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
                 return DetectionResult("<array>", STATUS_UNREADABLE,
                                        f"expected an RGB uint8 H×W×3 array, got {source.dtype} {source.shape}")
-            return self._result("<array>", faces_in_frames([source], [0], self.face_detector,
-                                                           self.model.config.input_size), explain)
+            try:
+                faces = faces_in_frames([source], [0], self.face_detector, self.model.config.input_size)
+            except Exception as error:
+                faces = VideoFaces(frame_indices=[0], status=STATUS_ERROR,
+                                   reason=f"face detection or cropping failed: {type(error).__name__}: {error}")
+            return self._result("<array>", faces, explain)
         faces = extract_test_faces(source, self.face_detector, frames or self.frames, self.model.config.input_size)
         return self._result(str(source), faces, explain)
 

@@ -19,6 +19,7 @@ from ..normalization import image_to_tensor
 STATUS_OK = "ok"
 STATUS_NO_FACE = "no_face"  # readable, but no face in any sampled frame
 STATUS_UNREADABLE = "unreadable"  # missing, not a video, or no frame decoded
+STATUS_ERROR = "error"  # anything else that went wrong with this input (detector, crop, model); the reason says what
 
 
 @dataclass
@@ -60,8 +61,8 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
 
 
 def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, input_size: int) -> VideoFaces:
-    """`faces_in_frames` of `frames` evenly spaced frames of a file. Failures become a status with a reason that
-    names the file, never an exception."""
+    """`faces_in_frames` of `frames` evenly spaced frames of a file. Failures of this input (unreadable, detector or
+    crop errors) become a status with a reason that names the file, never an exception."""
     path = Path(path)
     if not path.is_file():
         return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: file not found")
@@ -69,7 +70,13 @@ def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, in
         sampled = sample_frames(path, frames)
     except (MediaError, OSError, ValueError) as error:
         return VideoFaces(status=STATUS_UNREADABLE, reason=str(error))
-    result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size)
+    except Exception as error:  # a decoder failure of another kind: this input fails, the batch goes on
+        return VideoFaces(status=STATUS_ERROR, reason=f"{path}: decoding failed: {type(error).__name__}: {error}")
+    try:
+        result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size)
+    except Exception as error:
+        return VideoFaces(frame_indices=list(sampled.indices), status=STATUS_ERROR,
+                          reason=f"{path}: face detection or cropping failed: {type(error).__name__}: {error}")
     if result.status == STATUS_NO_FACE:
         result.reason = f"{path}: {result.reason}"
     elif sampled.failure:

@@ -30,7 +30,7 @@ from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
 from ..files import atomic_path, settings_mismatch, write_json_atomic
 from .datasets import TestVideo
 from .metrics import detection_metrics
-from .protocol import STATUS_OK, aggregate_video, extract_test_faces, score_crops
+from .protocol import STATUS_ERROR, STATUS_OK, aggregate_video, extract_test_faces, score_crops
 
 VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_found", "status", "reason", "source",
                 "path"]
@@ -67,7 +67,7 @@ def _init_worker(detector_name: str, worker_process: bool = True) -> None:
 
 def _extract(job: tuple[TestVideo, int, int]):
     video, frames, input_size = job
-    return video, extract_test_faces(video.path, _worker_detector, frames, input_size)
+    return video, extract_test_faces(video.path, _worker_detector, frames, input_size)  # never raises
 
 
 def cache_path(out_dir: Path, video: TestVideo) -> Path:
@@ -92,10 +92,15 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
     bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="evaluate", unit="video", disable=not progress,
                dynamic_ncols=True)
     for video, faces in _extracted(todo, options, model.config.input_size):
-        crop_scores = score_crops(model, faces.crops, device, options.batch_size, options.amp)
-        score, frames = aggregate_video(faces, crop_scores)
+        status, reason = faces.status, faces.reason
+        try:
+            crop_scores = score_crops(model, faces.crops, device, options.batch_size, options.amp)
+            score, frames = aggregate_video(faces, crop_scores)
+        except Exception as error:  # this video fails (listed with the reason), the evaluation goes on
+            score, frames = None, []
+            status, reason = STATUS_ERROR, f"{video.path}: scoring failed: {type(error).__name__}: {error}"
         record = {"key": video.key, "dataset": video.dataset, "source": video.source, "video_id": video.video_id,
-                  "path": str(video.path), "label": video.label, "status": faces.status, "reason": faces.reason,
+                  "path": str(video.path), "label": video.label, "status": status, "reason": reason,
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
                   "frames_sampled": len(faces.frame_indices), "frames": frames}
         write_json_atomic(cache_path(out_dir, video), record)

@@ -48,7 +48,8 @@ from .sam import SAM
 from .schedule import linear_decay_scheduler
 
 LOG_EVERY_STEPS = 10
-LOG_FIELDS = ["time", "epoch", "step", "kind", "loss", "lr", "images_per_s", "val_auc", "val_loss"]
+LOG_FIELDS = ["time", "epoch", "step", "kind", "loss", "lr", "images_per_s", "val_auc", "val_loss",
+              "redrawn_samples"]
 
 
 class StopRequest:
@@ -400,6 +401,7 @@ def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[st
     with StopRequest() as stop:
         for epoch in range(progress.epoch, config.schedule.epochs):
             train_set.set_epoch(epoch)
+            train_set.reset_redrawn_samples()
             sampler.set_epoch(epoch)
             indices = list(sampler)[: steps_per_epoch * run.batch_pairs]
             start = progress.step_in_epoch
@@ -446,13 +448,17 @@ def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[st
                 save_resume(progress)
                 status = "interrupted"
                 break
+            redrawn = sum(ctx.gather([train_set.redrawn_samples]))  # SBI synthesis failures, drawn again
             last_metrics = validate(model, val_set, config, ctx)
             if ctx.is_main:
                 top_k.consider(model, metadata(epoch + 1, progress.global_step, last_metrics))
                 log.write(epoch=epoch + 1, step=progress.global_step, kind="val",
-                          val_auc=f"{last_metrics['val_auc']:.6f}", val_loss=f"{last_metrics['val_loss']:.6f}")
+                          val_auc=f"{last_metrics['val_auc']:.6f}", val_loss=f"{last_metrics['val_loss']:.6f}",
+                          redrawn_samples=redrawn)
                 print(f"epoch {epoch + 1}/{config.schedule.epochs}: SBI val AUC {last_metrics['val_auc']:.4f} "
-                      f"(loss {last_metrics['val_loss']:.4f}, {last_metrics['val_images']} images)", flush=True)
+                      f"(loss {last_metrics['val_loss']:.4f}, {last_metrics['val_images']} images)"
+                      + (f"; {redrawn} training samples drawn again after a failed synthesis" if redrawn else ""),
+                      flush=True)
             progress = Progress(epoch + 1, 0, progress.global_step)
             save_resume(progress)
     log.close()
