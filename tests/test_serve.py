@@ -66,6 +66,10 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(detector, tmp_
         response = client.post("/v1/analyze", files=files)
         assert response.status_code == status, (name, response.text)
         assert words in response.text, name
+        assert "hcsi-upload" not in response.text and tempfile.gettempdir() not in response.text, name
+    truncated = client.post("/v1/analyze", files={"file": ("holiday.mp4",
+                                                             shared("ghost/dance.mp4").read_bytes()[:3000])}).json()
+    assert truncated["reason"].startswith("holiday.mp4")  # the upload's own name, not the server's temp file
     assert client.post("/v1/analyze", data={"frames": "2"}).status_code == 400  # no file field
     malformed = client.post("/v1/analyze", content=b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n",
                             headers={"content-type": "multipart/form-data; boundary=xyz"})

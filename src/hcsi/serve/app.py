@@ -115,7 +115,7 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
             heatmap = png.tobytes() if ok else None
         return result.to_dict(), heatmap
 
-    async def save_upload(request: Request) -> tuple[str, int | None]:
+    async def save_upload(request: Request) -> tuple[str, int | None, str]:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_bytes + CHUNK:
             raise HTTPException(413, f"upload larger than the limit of {max_upload_mb:g} MB")
@@ -150,7 +150,8 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
             raise
         finally:
             await form.close()
-        return path, int(frames) if frames is not None else None
+        shown_name = Path(str(upload.filename or "")).name or "the upload"  # the client's name, for messages only
+        return path, int(frames) if frames is not None else None, shown_name
 
     @app.post("/v1/analyze")
     async def analyze(request: Request) -> JSONResponse:
@@ -160,9 +161,11 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
         state["pending"] += 1
         path = None
         try:
-            path, frames = await save_upload(request)
+            path, frames, shown_name = await save_upload(request)
             loop = asyncio.get_running_loop()
             record, heatmap = await loop.run_in_executor(executor, analyse, path, frames or detector.frames)
+            for server_name in (path, Path(path).name):  # answers name the uploaded file, never a server path
+                record["reason"] = record["reason"].replace(server_name, shown_name)
         finally:
             state["pending"] -= 1
             if path is not None:
