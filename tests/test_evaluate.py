@@ -114,8 +114,15 @@ def test_readers_follow_the_official_layouts_and_keep_ffpp_methods_apart(tmp_pat
     (dfdcp / "dataset.json").write_text(json.dumps({
         "method_A/1/2/x.mp4": {"label": "fake", "set": "test"}, "original_videos/1/y.mp4": {"label": "real", "set": "test"},
         "original_videos/1/z.mp4": {"label": "real", "set": "train"}}))
+    _touch(dfdcp / "method_B/videos/x.mp4")  # same name in another method's folder: never taken for method_A's
     videos = read_test_videos("dfdcp", dfdcp)
-    assert [(v.label, v.path.exists()) for v in videos] == [(1, True), (0, True)]  # found by base name
+    assert [(v.label, v.path.exists()) for v in videos] == [(1, True), (0, True)]  # found in their own folders
+    assert videos[0].path == dfdcp / "method_A/videos/1/2/x.mp4"
+    (dfdcp / "original_videos/videos/1/y.mp4").unlink()  # not at its path, but twice inside its own folder
+    _touch(dfdcp / "original_videos/extra/y.mp4")
+    _touch(dfdcp / "original_videos/train_copy/y.mp4")
+    with pytest.raises(ValueError, match="'original_videos/1/y.mp4' matches 2 files named y.mp4"):
+        read_test_videos("dfdcp", dfdcp)
 
     ffiw = tmp_path / "ffiw"
     _touch(ffiw / "FFIW10K-v1-release/source/val/videos/1.mp4")

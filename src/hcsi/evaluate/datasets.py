@@ -103,21 +103,33 @@ def dfdc_test_videos(root: Path) -> list[TestVideo]:
     return videos
 
 
+def _dfdcp_file(root: Path, key: str) -> Path:
+    """The file of dataset.json entry `key` ("<source>/<rest>"): at the key's path, at <source>/videos/<rest> (the
+    released layout), or else found by base name inside the key's own <source> folder only. Several files of that
+    name there are ambiguous and refused (SBI's reader, searching the whole root, kept the last, which can be a
+    copy outside the test split)."""
+    source, _, rest = key.partition("/")
+    for candidate in (root / key, root / source / "videos" / rest):
+        if candidate.is_file():
+            return candidate
+    folder = root / source
+    matches = sorted(p for p in folder.rglob(Path(key).name) if p.is_file()) if folder.is_dir() else []
+    if len(matches) > 1:
+        raise ValueError(f"{root / 'dataset.json'}: test entry {key!r} matches {len(matches)} files named "
+                         f"{Path(key).name} under {folder} ({', '.join(str(m) for m in matches[:3])}); keep only the "
+                         "one at the entry's own path")
+    return matches[0] if matches else root / key
+
+
 def dfdcp_test_videos(root: Path) -> list[TestVideo]:
-    """DFDC Preview: the entries of dataset.json with set == "test"; files found at their key's path or, as in
-    SBI's reader, by base name anywhere under the root."""
+    """DFDC Preview: the entries of dataset.json with set == "test"; files found by `_dfdcp_file`."""
     index = _need(root / "dataset.json", "DFDC-Preview's dataset.json in the root")
     entries = json.loads(index.read_text())
-    by_name: dict[str, Path] | None = None
     videos = []
     for key, entry in sorted(entries.items()):
         if entry.get("set") != "test":
             continue
-        path = root / key
-        if not path.exists():
-            if by_name is None:
-                by_name = {p.name: p for p in root.rglob("*.mp4")}
-            path = by_name.get(Path(key).name, path)
+        path = _dfdcp_file(root, key)
         label = {"fake": 1, "real": 0}.get(str(entry.get("label")).lower())
         if label is None:
             raise ValueError(f"{index}: entry {key!r} has label {entry.get('label')!r}, expected 'fake' or 'real'")
