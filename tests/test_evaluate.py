@@ -316,3 +316,38 @@ def test_a_video_that_breaks_the_face_detector_is_listed_and_the_run_goes_on(tmp
     assert all(rows[n]["status"] == "ok" for n in ("a.mp4", "b.mp4", "c.mp4"))
     calls_before = calls["odd"]
     assert main(args) == 0 and calls["odd"] == calls_before  # the rerun resumes past it
+
+
+def test_evaluation_draws_its_roc_and_the_gallery_shows_the_most_confident_mistakes(tmp_path, capsys):
+    import cv2
+
+    from hcsi.evaluate.figures import failure_cases
+    from media import write_face_clip
+
+    root = tmp_path / "clips"
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+        for k, width in enumerate((352, 384, 416)):
+            write_face_clip(root / label / f"{label}{k}.mp4", frames=2, width=width + (8 if label == "fake" else 0))
+    checkpoint = tmp_path / "model.safetensors"
+    torch.manual_seed(3)
+    save_checkpoint(build_model("cnn_only_small", input_size=64), checkpoint)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(root),
+                 "--frames", "2", "--workers", "0", "--device", "cpu", "--out", str(out)]) == 0
+    assert (out / "roc.png").stat().st_size > 10_000 and (out / "roc.svg").read_text().startswith("<?xml")
+    rows = list(csv.DictReader(open(out / "videos.csv")))
+    assert all(cv2.imread(str(out / r["crop"])).shape == (160, 160, 3) for r in rows)
+
+    scores = sorted(float(r["score"]) for r in rows)
+    threshold = round((scores[2] + scores[3]) / 2, 6)  # half the videos above: mistakes on both sides likely
+    false_positives, false_negatives = failure_cases(out, n=8, threshold=threshold)
+    expected_fp = sorted((float(r["score"]) for r in rows if r["label"] == "0" and float(r["score"]) >= threshold),
+                         reverse=True)
+    assert [c["score"] for c in false_positives] == pytest.approx(expected_fp, abs=1e-6)
+    assert all(c["label"] == 1 and c["score"] < threshold for c in false_negatives)
+    assert main(["gallery", str(out), "--threshold", str(threshold), "--out", str(tmp_path / "gallery.png")]) == 0
+    assert cv2.imread(str(tmp_path / "gallery.png")) is not None
+
+    assert main(["report", str(out), "--roc", str(tmp_path / "all_roc")]) == 0
+    assert (tmp_path / "all_roc.png").is_file() and (tmp_path / "all_roc.svg").is_file()

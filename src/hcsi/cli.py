@@ -140,6 +140,17 @@ def _report(args: argparse.Namespace) -> int:
     if args.ablation:
         print()
         print(ablation_table(table, args.reference))
+    if args.roc:
+        from .evaluate.figures import report_roc
+
+        print("wrote " + ", ".join(map(str, report_roc(args.results, args.roc))), file=sys.stderr)
+    return 0
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from .evaluate.figures import gallery
+
+    print(f"wrote {gallery(args.result, args.out, args.n, args.threshold)}", file=sys.stderr)
     return 0
 
 
@@ -417,7 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="+", help="`hcsi evaluate` output folders or their summary.json")
     report.add_argument("--ablation", action="store_true", help="also the Table III table (mean AUC and Δ)")
     report.add_argument("--reference", help="the ablation's reference model (default hcsi_net)")
+    report.add_argument("--roc", metavar="PATH", help="also draw every result's ROC curve in one figure (.png + .svg)")
     report.set_defaults(run=_report)
+
+    gallery = commands.add_parser("gallery", help="the most confident false positives and negatives of an evaluation",
+                                  description="Fig. 5-style picture: for each case the face crop that decided the "
+                                              "video (stored by hcsi evaluate), its score, label and file name.")
+    gallery.add_argument("result", help="an `hcsi evaluate` output folder")
+    gallery.add_argument("--n", type=at_least(1), default=8, help="cases of each kind (default 8)")
+    gallery.add_argument("--threshold", type=fraction, default=0.5, help="score at or above which a video is fake")
+    gallery.add_argument("--out", required=True, help="output image (.png)")
+    gallery.set_defaults(run=_gallery)
 
     compare = commands.add_parser("compare", help="subset-matched comparison with Table II's baselines (Eq. 17)")
     compare.add_argument("results", nargs="*", help="`hcsi evaluate` output folders of one model")

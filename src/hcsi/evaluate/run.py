@@ -5,7 +5,9 @@ Output folder:
     settings.json       what the cached scores depend on (weights digest, model config, frames, face detector, amp);
                         a rerun with other settings into the same folder is refused instead of mixing scores
     cache/<hash>.json   one finished video (written atomically as it finishes; a rerun skips it)
-    videos.csv          dataset, video_id, label, score, frames_used, faces_found, status, reason, source, path
+    videos.csv          dataset, video_id, label, score, frames_used, faces_found, status, reason, source, path, crop
+    crops/<hash>.jpg    each scored video's deciding face crop (its highest-scoring face), for `hcsi gallery`
+    roc.png, roc.svg    the video-level ROC curve
     frames.csv          dataset, video_id, label, frame_index, score, faces
     summary.json        auc, ap, eer, acc, frame_auc (fractions), n_videos, n_failed, policy, checkpoint, config, commit
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -29,11 +32,13 @@ from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
 from ..files import atomic_path, settings_mismatch, write_json_atomic
 from .datasets import TestVideo
+from .figures import evaluation_roc
 from .metrics import detection_metrics
 from .protocol import STATUS_ERROR, STATUS_OK, aggregate_video, extract_test_faces, score_crops
 
 VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_found", "status", "reason", "source",
-                "path"]
+                "path", "crop"]
+CROP_SIDE = 160  # side of the stored deciding face crop (crops/<key>.jpg), for `hcsi gallery`
 FRAME_FIELDS = ["dataset", "video_id", "label", "frame_index", "score", "faces"]
 
 
@@ -93,20 +98,33 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
                dynamic_ncols=True)
     for video, faces in _extracted(todo, options, model.config.input_size):
         status, reason = faces.status, faces.reason
+        crop = ""
         try:
             crop_scores = score_crops(model, faces.crops, device, options.batch_size, options.amp)
             score, frames = aggregate_video(faces, crop_scores)
+            if len(crop_scores):
+                crop = _store_deciding_crop(out_dir, video, faces.crops[int(np.argmax(crop_scores))])
         except Exception as error:  # this video fails (listed with the reason), the evaluation goes on
             score, frames = None, []
             status, reason = STATUS_ERROR, f"{video.path}: scoring failed: {type(error).__name__}: {error}"
         record = {"key": video.key, "dataset": video.dataset, "source": video.source, "video_id": video.video_id,
                   "path": str(video.path), "label": video.label, "status": status, "reason": reason,
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
-                  "frames_sampled": len(faces.frame_indices), "frames": frames}
+                  "frames_sampled": len(faces.frame_indices), "frames": frames, "crop": crop}
         write_json_atomic(cache_path(out_dir, video), record)
         bar.update(1)
     bar.close()
     return len(todo)
+
+
+def _store_deciding_crop(out_dir: Path, video: TestVideo, crop: np.ndarray) -> str:
+    """The face crop with the highest score (the face that counted in the video's highest-scoring frame), as a
+    small JPEG in crops/, so that `hcsi gallery` needs no second decode; returns its path inside out_dir."""
+    relative = Path("crops") / (cache_path(out_dir, video).stem + ".jpg")
+    small = cv2.resize(crop, (CROP_SIDE, CROP_SIDE), interpolation=cv2.INTER_AREA)
+    with atomic_path(out_dir / relative) as tmp:
+        cv2.imwrite(tmp, cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return str(relative)
 
 
 def _video_score(record: dict, policy: float | None) -> float | None:
@@ -149,7 +167,7 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
         writer.writeheader()
         for r in records:
             score = _video_score(r, policy)
-            writer.writerow({**{k: r[k] for k in VIDEO_FIELDS if k != "score"},
+            writer.writerow({**{k: r.get(k, "") for k in VIDEO_FIELDS if k != "score"},
                              "score": "" if score is None else f"{score:.6f}"})
     with atomic_path(out_dir / "frames.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -158,6 +176,8 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
             for index, score, faces in r["frames"]:
                 writer.writerow([r["dataset"], r["video_id"], r["label"], index, f"{score:.6f}", faces])
     write_json_atomic(out_dir / "summary.json", summary, indent=1)
+    if video_metrics["auc"] is not None:
+        evaluation_roc(out_dir, summary.get("dataset", ""))
     return summary
 
 
