@@ -76,7 +76,10 @@ def test_sbi_preview_writes_a_grid_of_triplets(tmp_path, capsys):
     assert main(["sbi-preview", "--input", str(shared("face_recognition/obama.jpg")), "--n", "3", "--out", str(out),
                  "--image-size", "64"]) == 0
     grid = cv2.imread(str(out))
-    assert grid.shape == (64, 3 * 3 * 64, 3)
+    from hcsi.sbi.preview import GAP
+
+    assert grid.shape == (64, 3 * 3 * 64 + 2 * GAP, 3)  # three triplets in a row, white gaps between them
+    assert np.all(grid[:, 3 * 64:3 * 64 + GAP] == 255)
     mask_tile = grid[:, 64:128]
     assert mask_tile.max() > 0 and np.all(mask_tile[..., 0] == mask_tile[..., 1])  # grey blend mask
 

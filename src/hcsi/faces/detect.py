@@ -95,7 +95,9 @@ class DlibFaceDetector:
 
     Finders: "hog" is dlib's HOG detector (SBI's detector family); "blazeface" is MediaPipe's short-range
     BlazeFace over a tile pyramid (`hcsi.faces.blazeface`), which finds dark, low-contrast and turned faces that
-    HOG misses. Each finder runs only when the previous ones found nothing in the image. BlazeFace boxes are mapped
+    HOG misses. With every_frame=False each finder runs only when the previous ones found nothing in the image;
+    with every_frame=True all run on every image and a later finder's face is added when it overlaps no face found
+    before (IoU < MERGE_IOU), so a frame with one face HOG sees and one it misses gives both. BlazeFace boxes are mapped
     to HOG's box convention (BLAZEFACE_TO_HOG) before landmarks are fitted, since dlib's shape predictor was trained
     on HOG boxes.
 
@@ -106,11 +108,13 @@ class DlibFaceDetector:
         min_hog_score: HOG SVM margin a detection must exceed.
         blazeface_model: BlazeFace .tflite file (default: found or fetched by `blazeface_model_path`).
         min_blazeface_score: BlazeFace probability a detection must exceed.
+        every_frame: run every finder on every image and merge (True), or a finder only where the previous ones
+            found nothing (False).
     """
 
     def __init__(self, finders: tuple[str, ...] = ("hog", "blazeface"), upsample: int = 0,
                  min_hog_score: float = 0.0, blazeface_model: str | None = None,
-                 min_blazeface_score: float = 0.75) -> None:
+                 min_blazeface_score: float = 0.75, every_frame: bool = False) -> None:
         import dlib
 
         with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
@@ -121,7 +125,8 @@ class DlibFaceDetector:
         if unknown or not finders:
             raise ValueError(f"unknown face finders {sorted(unknown)}; choose from {FINDERS}")
         self.finders = tuple(finders)
-        self.name = "+".join(self.finders)
+        self.every_frame = every_frame
+        self.name = "+".join(self.finders) + ("-every-frame" if every_frame else "")
         self.upsample = upsample
         self.min_hog_score = min_hog_score
         self._dlib = dlib
@@ -145,12 +150,16 @@ class DlibFaceDetector:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 H×W×3 image, got {image.dtype} {image.shape}")
         image = np.ascontiguousarray(image)
+        found: list[tuple[np.ndarray, float, str]] = []
         for finder in self.finders:
-            boxes, scores = self._find(finder, image)
-            if boxes:
+            if found and not self.every_frame:
                 break
+            boxes, scores = self._find(finder, image)
+            earlier = [box for box, _, _ in found]
+            found += [(box, score, finder) for box, score in zip(boxes, scores)
+                      if all(box_iou(box, other) < MERGE_IOU for other in earlier)]
         faces = []
-        for box, score in zip(boxes, scores):
+        for box, score, finder in found:
             rect = self._dlib.rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
             shape = self._predictor(image, rect)
             lm68 = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
@@ -160,6 +169,15 @@ class DlibFaceDetector:
 
 
 FINDERS = ("hog", "blazeface")
+MERGE_IOU = 0.3  # a later finder's box overlapping an earlier one's this much is the same face
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
 # BlazeFace box → HOG-like box: median relation over 138 frames of ../shared/data where both found the one face
 # (HOG centre = BlazeFace centre + (-0.014, -0.026) × BlazeFace width, HOG side = 0.951 × BlazeFace width).
 BLAZEFACE_TO_HOG = (-0.014, -0.026, 0.951)
@@ -176,7 +194,8 @@ def blazeface_to_hog_box(box: np.ndarray) -> np.ndarray:
 
 
 FACE_DETECTORS = {
-    "hog+blazeface": partial(DlibFaceDetector, finders=("hog", "blazeface")),  # default
+    "hog+blazeface": partial(DlibFaceDetector, finders=("hog", "blazeface")),  # BlazeFace where HOG finds none
+    "hog+blazeface-every-frame": partial(DlibFaceDetector, finders=("hog", "blazeface"), every_frame=True),
     "hog": partial(DlibFaceDetector, finders=("hog",)),
     "blazeface": partial(DlibFaceDetector, finders=("blazeface",)),
 }
