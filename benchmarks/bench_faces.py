@@ -55,6 +55,7 @@ def main() -> None:
                   "expected_faces": expected, "recall": round(recall, 4),
                   "frames_with_extra_faces": sum(n > expected for n in found),
                   "frames_found_by_blazeface": by_blazeface,
+                  "faces_found": sum(found), "faces_expected": expected * frames,
                   "detect_ms_per_frame": round(1000 * detect_s / frames, 1),
                   "decode_ms_per_frame": round(1000 * decode_s / frames, 1),
                   "target": None if name in NO_TARGET else 0.9, "note": NO_TARGET.get(name, row["note"])}

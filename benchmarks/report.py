@@ -78,12 +78,14 @@ def faces_section(result: dict) -> list[str]:
     lines = [f"### Face detector `{result['detector']}`{default} on ../shared/data (CPU, one core)", "",
              f"`{result['command']}` (commit {result['commit']}, {result['date']}). Recall = share of the sampled "
              "frames with at least the expected number of faces; target ≥ 90 % for photos and talking-head clips.",
-             "", "| file | label | size | frames | recall | meets target | extra faces | frames found by BlazeFace | "
-             "detect ms/frame | decode ms/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| file | label | size | frames | recall | meets target | faces found | frames with extra faces | "
+             "frames found by BlazeFace | detect ms/frame | decode ms/frame |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["records"]:
         meets = "no target" if r["target"] is None else ("yes" if r["recall"] >= r["target"] else "**no**")
+        found = f"{r['faces_found']} (expected {r['faces_expected']})" if "faces_found" in r else "–"
         lines.append(f"| {r['file']} | {r['label']} | {r['size']} | {r['frames']} | {100 * r['recall']:.1f} % | "
-                     f"{meets} | {r['frames_with_extra_faces']} | {r['frames_found_by_blazeface']} | "
+                     f"{meets} | {found} | {r['frames_with_extra_faces']} | {r['frames_found_by_blazeface']} | "
                      f"{_fmt(r['detect_ms_per_frame'])} | {_fmt(r['decode_ms_per_frame'])} |")
     return lines + [""]
 

@@ -294,7 +294,7 @@ def test_a_video_that_breaks_the_face_detector_is_listed_and_the_run_goes_on(tmp
 
     class BreaksOnOddVideo:
         def __init__(self):
-            self.inner = create_face_detector("hog+blazeface")
+            self.inner = create_face_detector()
 
         def detect(self, frame):
             if frame.shape[1] == 300:

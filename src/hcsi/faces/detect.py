@@ -194,12 +194,13 @@ def blazeface_to_hog_box(box: np.ndarray) -> np.ndarray:
 
 
 FACE_DETECTORS = {
-    "hog+blazeface": partial(DlibFaceDetector, finders=("hog", "blazeface")),  # BlazeFace where HOG finds none
+    # default: both finders on every frame, merged: every face of a multi-face frame (docs/benchmarks.md)
     "hog+blazeface-every-frame": partial(DlibFaceDetector, finders=("hog", "blazeface"), every_frame=True),
+    "hog+blazeface": partial(DlibFaceDetector, finders=("hog", "blazeface")),  # BlazeFace only where HOG finds none
     "hog": partial(DlibFaceDetector, finders=("hog",)),
     "blazeface": partial(DlibFaceDetector, finders=("blazeface",)),
 }
-DEFAULT_FACE_DETECTOR = "hog+blazeface"
+DEFAULT_FACE_DETECTOR = "hog+blazeface-every-frame"
 
 
 def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, **options) -> FaceDetector:
