@@ -1,24 +1,20 @@
-"""Test media: the real files in ../shared/data (never copied into the project) and small synthetic videos."""
+"""Test media: the fixtures shipped in tests/fixtures and small synthetic videos."""
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
-# ../shared/data beside the project; HCSI_SHARED_DATA points elsewhere (e.g. for a clone outside /work)
-SHARED_DATA = Path(os.environ.get("HCSI_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # small cuts of permissively licensed media (README there)
 
 
-def shared(relative: str) -> Path:
-    """A file of ../shared/data; the test is skipped with a message when that folder is absent."""
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"{path} not found: these tests need the shared test media in ../shared/data "
-                    "(or set HCSI_SHARED_DATA)")
+def fixture(relative: str) -> Path:
+    """A file of tests/fixtures (shipped with the repository, so no test skips for lack of media)."""
+    path = FIXTURES / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: regenerate with `python tests/fixtures/make_fixtures.py`")
     return path
 
 

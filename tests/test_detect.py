@@ -6,7 +6,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from media import shared
+from media import fixture
 from PIL import Image
 
 from hcsi.cli import main
@@ -30,7 +30,7 @@ def detector(checkpoint):
 
 
 def test_a_video_gives_frame_scores_faces_and_their_aggregate(detector):
-    result = detector.score(shared("ghost/elon.mp4"))
+    result = detector.score(fixture("ghost/elon.mp4"))
     assert result.status == "ok" and result.frames_sampled == 4
     assert len(result.frame_scores) == len(result.frame_indices) == 4
     assert result.score == pytest.approx(np.mean(result.frame_scores))
@@ -40,14 +40,14 @@ def test_a_video_gives_frame_scores_faces_and_their_aggregate(detector):
 
 
 def test_an_image_file_and_an_array_score_the_same(detector):
-    path = shared("face_recognition/two_people.jpg")
+    path = fixture("face_recognition/two_people.jpg")
     from_file = detector.score(path)
     from_array = detector.score(np.asarray(Image.open(path).convert("RGB")))
     assert len(from_file.faces) == 2 and from_file.score == pytest.approx(from_array.score, abs=1e-6)
 
 
 def test_gates_of_every_stage_and_both_streams_make_a_heatmap_strip(detector):
-    result = detector.score(shared("ghost/dance.mp4"), explain=True)
+    result = detector.score(fixture("ghost/dance.mp4"), explain=True)
     assert len(result.gates) == len(result.faces)
     stages = len(result.gates[0]["cnn"])
     assert stages == len(result.gates[0]["vit"]) >= 4
@@ -61,16 +61,16 @@ def test_gates_of_every_stage_and_both_streams_make_a_heatmap_strip(detector):
 
 def test_bad_inputs_each_get_a_status_and_the_batch_goes_on(detector, tmp_path):
     truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes(shared("ghost/dance.mp4").read_bytes()[:20000])
+    truncated.write_bytes(fixture("ghost/dance.mp4").read_bytes()[:20000])
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((200, 300, 3), 127, np.uint8))
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video at all")
     disguised = tmp_path / "photo.mp4"  # a JPEG with a video's extension: the content decides
-    shutil.copy(shared("face_recognition/obama.jpg"), disguised)
+    shutil.copy(fixture("face_recognition/obama.jpg"), disguised)
     video_as_jpg = tmp_path / "clip.jpg"  # and a video with an image's extension
-    shutil.copy(shared("ghost/dance.mp4"), video_as_jpg)
-    photo = Image.open(shared("face_recognition/obama.jpg"))
+    shutil.copy(fixture("ghost/dance.mp4"), video_as_jpg)
+    photo = Image.open(fixture("face_recognition/obama.jpg"))
     modes = {}
     for mode in ("L", "CMYK", "RGBA", "P"):
         path = tmp_path / f"obama-{mode}.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
@@ -90,7 +90,7 @@ def test_bad_inputs_each_get_a_status_and_the_batch_goes_on(detector, tmp_path):
 
 
 def test_a_very_large_image_is_shrunk_before_detection(detector, tmp_path):
-    face = np.asarray(Image.open(shared("face_recognition/obama.jpg")).convert("RGB"))
+    face = np.asarray(Image.open(fixture("face_recognition/obama.jpg")).convert("RGB"))
     big = cv2.resize(face, (8000, 8000), interpolation=cv2.INTER_LINEAR)
     path = tmp_path / "big.jpg"
     cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
@@ -104,9 +104,9 @@ def test_detect_cli_writes_one_row_per_input_and_heatmaps(checkpoint, tmp_path, 
     junk = tmp_path / "media"
     junk.mkdir()
     (junk / "readme.txt").write_text("not media")
-    shutil.copy(shared("face_recognition/obama.jpg"), junk / "obama.jpg")
+    shutil.copy(fixture("face_recognition/obama.jpg"), junk / "obama.jpg")
     out = tmp_path / "results.jsonl"
-    code = main(["detect", str(shared("ghost/elon.mp4")), str(junk), str(tmp_path / "nothing-*.mp4"),
+    code = main(["detect", str(fixture("ghost/elon.mp4")), str(junk), str(tmp_path / "nothing-*.mp4"),
                  "--checkpoint", str(checkpoint), "--frames", "2", "--device", "cpu", "--out", str(out),
                  "--explain", str(tmp_path / "heat")])
     assert code == 0
@@ -156,7 +156,7 @@ def test_exported_models_give_the_probabilities_of_pytorch(checkpoint, detector,
     from hcsi.normalization import image_to_tensor
 
     model = model_from_checkpoint(checkpoint)
-    faces = detector.score(shared("ghost/dance.mp4"), explain=True)
+    faces = detector.score(fixture("ghost/dance.mp4"), explain=True)
     real_crops = torch.stack([image_to_tensor(g["crop"]) for g in faces.gates])
     inputs = {"random": torch.randn(5, 3, 64, 64), "faces": real_crops}
     onnx_path, ts_path = tmp_path / "model.onnx", tmp_path / "model.pt"
@@ -173,7 +173,7 @@ def test_exported_models_give_the_probabilities_of_pytorch(checkpoint, detector,
         assert np.abs(traced - expected).max() < 1e-4, name
 
     out = tmp_path / "onnx.jsonl"
-    assert main(["detect", str(shared("ghost/dance.mp4")), "--backend", "onnxruntime", "--model", str(onnx_path),
+    assert main(["detect", str(fixture("ghost/dance.mp4")), "--backend", "onnxruntime", "--model", str(onnx_path),
                  "--frames", "4", "--out", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["score"] == pytest.approx(faces.score, abs=1e-4)

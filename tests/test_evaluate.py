@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from media import shared
+from media import fixture
 from sklearn.metrics import roc_auc_score
 
 from hcsi.cli import main
@@ -147,12 +147,12 @@ def test_missing_roots_and_label_files_say_what_was_expected_where(tmp_path):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """real/ and fake/ folders linking real clips and their manipulated counterparts, plus a broken file."""
+    """real/ and fake/ folders linking fixture clips (GHOST's face swaps and their source), plus a broken file."""
     root = tmp_path_factory.mktemp("testset")
-    for name, label in [("ffpp/519", "real"), ("ffpp/519_515", "fake"), ("ghost/orig_reencoded", "real"),
+    for name, label in [("liveportrait/d0", "real"), ("ghost/dance", "fake"), ("ghost/orig_reencoded", "real"),
                         ("ghost/elon", "fake"), ("ghost/khabenskii", "fake"), ("liveportrait/d18", "real")]:
         (root / label).mkdir(exist_ok=True)
-        os.symlink(shared(f"{name}.mp4"), root / label / f"{name.replace('/', '_')}.mp4")
+        os.symlink(fixture(f"{name}.mp4"), root / label / f"{name.replace('/', '_')}.mp4")
     (root / "fake" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
     return root
 

@@ -1,8 +1,8 @@
-"""Frames, face detection and landmarks on real media from ../shared/data."""
+"""Frames, face detection and landmarks on real media (the fixtures of tests/fixtures)."""
 import av
 import numpy as np
 import pytest
-from media import shared, write_index_video
+from media import fixture, write_index_video
 from PIL import Image
 
 from hcsi.faces import (
@@ -23,10 +23,10 @@ def detector():
 
 
 def test_sample_frames_takes_evenly_spaced_frames_in_one_pass():
-    sampled = sample_frames(shared("ffpp/519.mp4"), n=32)
-    assert sampled.frame_count == 751
-    assert sampled.indices == np.linspace(0, 750, 32, dtype=int).tolist()
-    assert len(sampled.frames) == 32 and sampled.frames[0].shape == (480, 640, 3)
+    sampled = sample_frames(fixture("ghost/dance.mp4"), n=32)
+    assert sampled.frame_count == 66
+    assert sampled.indices == np.linspace(0, 65, 32, dtype=int).tolist()
+    assert len(sampled.frames) == 32 and sampled.frames[0].shape == (280, 232, 3)
     assert sampled.failure is None
 
 
@@ -82,7 +82,7 @@ def test_unreadable_files_raise_media_errors_naming_the_file(tmp_path):
 
 
 def test_truncated_video_is_an_error_or_reports_where_it_stopped(tmp_path):
-    data = shared("ffpp/519.mp4").read_bytes()
+    data = fixture("ghost/dance.mp4").read_bytes()
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 3])
     try:
@@ -94,14 +94,14 @@ def test_truncated_video_is_an_error_or_reports_where_it_stopped(tmp_path):
 
 
 def test_detector_finds_every_face_of_the_photos(detector):
-    assert len(detector.detect(read_image(shared("face_recognition/two_people.jpg")))) == 2
+    assert len(detector.detect(read_image(fixture("face_recognition/two_people.jpg")))) == 2
     for photo in ("face_recognition/obama.jpg", "face_recognition/biden.jpg", "ghost/beckham.jpg",
-                  "skimage/astronaut.png", "ffpp_crops/000_0000.png"):
-        assert len(detector.detect(read_image(shared(photo)))) == 1, photo
+                  "sbi_faces/obama.png", "sbi_faces/beckham.png"):
+        assert len(detector.detect(read_image(fixture(photo)))) == 1, photo
 
 
 def test_landmarks_lie_on_the_detected_face(detector):
-    image = read_image(shared("face_recognition/obama.jpg"))
+    image = read_image(fixture("face_recognition/obama.jpg"))
     face = detector.detect(image)[0]
     assert face.landmarks.shape == (81, 2) and face.landmarks.dtype == np.float32
     x0, y0, x1, y1 = face.detector_box
@@ -128,7 +128,7 @@ def test_no_face_in_a_flat_image(detector):
 
 
 def test_crop_rules_follow_sbi(detector):
-    image = read_image(shared("face_recognition/obama.jpg"))
+    image = read_image(fixture("face_recognition/obama.jpg"))
     face = detector.detect(image)[0]
     lm = face.landmarks[:68]
     w, h = np.ptp(lm[:, 0]), np.ptp(lm[:, 1])
@@ -144,6 +144,6 @@ def test_crop_rules_follow_sbi(detector):
 
 
 def test_small_faces_are_dropped_at_test_time(detector):
-    faces = detector.detect(read_image(shared("face_recognition/two_people.jpg")))
+    faces = detector.detect(read_image(fixture("face_recognition/two_people.jpg")))
     kept = keep_large_faces(faces)
     assert all(f.area >= 0.5 * faces[0].area for f in kept) and faces[0] in kept

@@ -5,7 +5,7 @@ import os
 import cv2
 import numpy as np
 import pytest
-from media import shared, write_index_video
+from media import fixture, write_index_video
 
 from hcsi.cli import main
 from hcsi.data import preprocess as prep
@@ -17,7 +17,7 @@ def media_root(tmp_path):
     """A folder with a real talking-head clip (linked, not copied), a clip without faces and three bad files."""
     root = tmp_path / "media"
     (root / "clips").mkdir(parents=True)
-    os.symlink(shared("ghost/dance.mp4"), root / "clips" / "dance.mp4")
+    os.symlink(fixture("ghost/dance.mp4"), root / "clips" / "dance.mp4")
     write_index_video(root / "clips" / "noface.mkv", frames=12)
     (root / "empty.mp4").touch()
     (root / "notes.mp4").write_text("this is not a video")
@@ -47,7 +47,7 @@ def test_faces_are_stored_with_the_coordinates_to_reproduce_them(media_root, tmp
     assert np.all((landmarks[:68] >= 0) & (landmarks[:68] <= [w, h]))  # the whole face is inside its crop
     # the crop is the frame region at `origin`: compare with the frame decoded independently
     from hcsi.faces import sample_frames
-    original = sample_frames(shared("ghost/dance.mp4"), 4).frames[0]
+    original = sample_frames(fixture("ghost/dance.mp4"), 4).frames[0]
     x0, y0 = face["origin"]
     assert np.array_equal(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), original[y0:y0 + h, x0:x0 + w])
     assert 0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h

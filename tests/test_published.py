@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
-from media import shared
+from media import fixture
 from safetensors import safe_open
 from torch import nn
 
@@ -229,7 +229,7 @@ def _reference_video_score(reference: nn.Module, crops: list[np.ndarray], faces)
 
 
 def test_detector_scores_a_clip_as_efficientnet_pytorch_does_on_the_same_crops(sbi, sbi_imported):
-    clip = shared("ffpp/519_515.mp4")
+    clip = fixture("ghost/elon.mp4")
     detector = Detector.from_checkpoint(sbi_imported, device="cpu", frames=3)
     result = detector.score(clip)
     faces = extract_test_faces(clip, detector.face_detector, 3, 380)

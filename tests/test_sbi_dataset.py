@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import shared
+from media import fixture
 
 from hcsi.cli import main
 from hcsi.data.preprocess import PreprocessOptions, preprocess
@@ -18,12 +18,12 @@ from hcsi.sbi import SBIConfig
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """An FF++-shaped dataset of two real clips (linked from ../shared/data), preprocessed with 4 frames each."""
+    """An FF++-shaped dataset of two real clips (fixtures, linked), preprocessed with 4 frames each."""
     root = tmp_path_factory.mktemp("ffpp")
     videos = root / "original_sequences" / "youtube" / "raw" / "videos"
     videos.mkdir(parents=True)
-    os.symlink(shared("ghost/dance.mp4"), videos / "000.mp4")
-    os.symlink(shared("liveportrait/d18.mp4"), videos / "001.mp4")
+    os.symlink(fixture("ghost/dance.mp4"), videos / "000.mp4")
+    os.symlink(fixture("liveportrait/d18.mp4"), videos / "001.mp4")
     (root / "train.json").write_text(json.dumps([["000", "010"]]))
     (root / "val.json").write_text(json.dumps([["001", "011"]]))
     (root / "test.json").write_text(json.dumps([["002", "012"]]))
@@ -73,7 +73,7 @@ def test_missing_store_or_crop_is_reported_with_its_path(store, tmp_path):
 
 def test_sbi_preview_writes_a_grid_of_triplets(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert main(["sbi-preview", "--input", str(shared("face_recognition/obama.jpg")), "--n", "3", "--out", str(out),
+    assert main(["sbi-preview", "--input", str(fixture("face_recognition/obama.jpg")), "--n", "3", "--out", str(out),
                  "--image-size", "64"]) == 0
     grid = cv2.imread(str(out))
     from hcsi.sbi.preview import GAP

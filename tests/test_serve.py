@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from media import shared
+from media import fixture
 
 from hcsi.cli import main
 from hcsi.detect import Detector
@@ -31,7 +31,7 @@ def leftover_uploads() -> list[str]:
 def test_analyze_returns_score_frames_faces_and_a_heatmap(detector):
     client = TestClient(create_app(detector))
     assert client.get("/health").json()["status"] == "ok"
-    with open(shared("face_recognition/two_people.jpg"), "rb") as f:
+    with open(fixture("face_recognition/two_people.jpg"), "rb") as f:
         response = client.post("/v1/analyze", files={"file": ("../../etc/passwd", f, "text/plain")})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -49,7 +49,7 @@ def test_analyze_returns_score_frames_faces_and_a_heatmap(detector):
 
 def test_a_video_upload_with_frames(detector):
     client = TestClient(create_app(detector))
-    with open(shared("ghost/elon.mp4"), "rb") as f:
+    with open(fixture("ghost/elon.mp4"), "rb") as f:
         body = client.post("/v1/analyze", files={"file": ("clip.mp4", f)}, data={"frames": "3"}).json()
     assert body["frames_sampled"] == 3 and len(body["frame_scores"]) == 3
 
@@ -59,8 +59,8 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(detector, tmp_
     cases = {
         "empty": ({"file": ("a.mp4", b"")}, 400, "empty"),
         "text": ({"file": ("a.mp4", b"hello, this is not a video")}, 415, "unsupported file type"),
-        "truncated": ({"file": ("a.mp4", shared("ghost/dance.mp4").read_bytes()[:3000])}, 422, "unreadable"),
-        "too big": ({"file": ("a.mp4", shared("ghost/dance.mp4").read_bytes())}, 413, "limit"),
+        "truncated": ({"file": ("a.mp4", fixture("ghost/dance.mp4").read_bytes()[:3000])}, 422, "unreadable"),
+        "too big": ({"file": ("a.mp4", fixture("ghost/dance.mp4").read_bytes() + bytes(600_000))}, 413, "limit"),
     }
     for name, (files, status, words) in cases.items():
         response = client.post("/v1/analyze", files=files)
@@ -68,13 +68,13 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(detector, tmp_
         assert words in response.text, name
         assert "hcsi-upload" not in response.text and tempfile.gettempdir() not in response.text, name
     truncated = client.post("/v1/analyze", files={"file": ("holiday.mp4",
-                                                             shared("ghost/dance.mp4").read_bytes()[:3000])}).json()
+                                                             fixture("ghost/dance.mp4").read_bytes()[:3000])}).json()
     assert truncated["reason"].startswith("holiday.mp4")  # the upload's own name, not the server's temp file
     assert client.post("/v1/analyze", data={"frames": "2"}).status_code == 400  # no file field
     malformed = client.post("/v1/analyze", content=b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n",
                             headers={"content-type": "multipart/form-data; boundary=xyz"})
     assert 400 <= malformed.status_code < 500
-    with open(shared("face_recognition/obama.jpg"), "rb") as f:
+    with open(fixture("face_recognition/obama.jpg"), "rb") as f:
         assert client.post("/v1/analyze", files={"file": ("x.jpg", f)}, data={"frames": "0"}).status_code == 400
     assert client.get("/health").status_code == 200
     assert not leftover_uploads()
@@ -111,7 +111,7 @@ def test_twenty_concurrent_uploads_are_all_answered_and_the_queue_bounds_them(de
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    image = shared("face_recognition/obama.jpg").read_bytes()
+    image = fixture("face_recognition/obama.jpg").read_bytes()
 
     def upload(_):
         with httpx.Client(timeout=300) as client:
@@ -158,7 +158,7 @@ def test_the_page_in_a_real_browser_uploads_a_clip_and_shows_the_verdict(detecto
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/?token=t0k")
             page.fill("#frames", "3")
-            page.set_input_files("#file", str(shared("ghost/elon.mp4")))
+            page.set_input_files("#file", str(fixture("ghost/elon.mp4")))
             page.wait_for_selector("#score", timeout=240_000)
             score = float(page.inner_text("#score"))
             assert 0.0 <= score <= 1.0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from media import shared
+from media import fixture
 from safetensors.torch import load_file
 
 from hcsi.data.preprocess import PreprocessOptions, preprocess
@@ -24,10 +24,10 @@ from hcsi.train.loop import build_training_model, train
 from hcsi.train.sam import SAM
 from hcsi.train.schedule import lr_factor
 
-# Real talking-head clips of ../shared/data (never copied: linked from a temp folder).
+# Real talking-head clips (cut fixtures of tests/fixtures, linked from a temp folder).
 TRAIN_CLIPS = ["liveportrait/d0", "liveportrait/d3", "liveportrait/d6", "liveportrait/d11", "liveportrait/d12",
                "liveportrait/d18", "liveportrait/d19", "liveportrait/d20", "liveportrait/s18", "liveportrait/s32",
-               "ghost/dance", "ffpp/519"]
+               "ghost/dance", "ghost/orig_reencoded"]
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -36,7 +36,7 @@ def store(tmp_path_factory):
     """12 real clips preprocessed with 16 frames each; no splits (a folder dataset)."""
     root = tmp_path_factory.mktemp("clips")
     for clip in TRAIN_CLIPS:
-        os.symlink(shared(f"{clip}.mp4"), root / f"{clip.replace('/', '_')}.mp4")
+        os.symlink(fixture(f"{clip}.mp4"), root / f"{clip.replace('/', '_')}.mp4")
     out = root / "store"
     preprocess(folder_videos(root), out, PreprocessOptions(frames=16), workers=2, progress=False)
     return out
