@@ -5,6 +5,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -100,30 +101,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_twenty_concurrent_uploads_are_all_answered_and_the_queue_bounds_them(detector):
+@contextmanager
+def serving(app):
+    """The app served by uvicorn on a free loopback port for the block; yields the port."""
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(detector, workers=1, queue_size=3), host="127.0.0.1",
-                                           port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    image = fixture("face_recognition/obama.jpg").read_bytes()
-
-    def upload(_):
-        with httpx.Client(timeout=300) as client:
-            r = client.post(f"http://127.0.0.1:{port}/v1/analyze", files={"file": ("a.jpg", image)})
-            return r.status_code, r.headers.get("retry-after")
-
     try:
-        with ThreadPoolExecutor(20) as pool:
-            answers = list(pool.map(upload, range(20)))
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_twenty_concurrent_uploads_are_all_answered_and_the_queue_bounds_them(detector):
+    image = fixture("face_recognition/obama.jpg").read_bytes()
+    with serving(create_app(detector, workers=1, queue_size=3)) as port:
+        def upload(_):
+            with httpx.Client(timeout=300) as client:
+                r = client.post(f"http://127.0.0.1:{port}/v1/analyze", files={"file": ("a.jpg", image)})
+                return r.status_code, r.headers.get("retry-after")
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(upload, range(20)))
     codes = [code for code, _ in answers]
     assert set(codes) <= {200, 503} and codes.count(200) >= 4  # 1 running + 3 waiting at least
     assert all(retry == "5" for code, retry in answers if code == 503)
@@ -135,81 +141,54 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync"]
 
 
-def test_the_page_in_a_real_browser_uploads_a_clip_and_shows_the_verdict(detector):
+def _browser():
+    """Playwright's sync API with Debian's Chromium; the test is skipped on a machine without it."""
     import os
-
-    import uvicorn
 
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; .ci/run does)")
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(detector, token="t0k"), host="127.0.0.1", port=port,
-                                           log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/?token=t0k")
-            page.fill("#frames", "3")
-            page.set_input_files("#file", str(fixture("ghost/elon.mp4")))
-            page.wait_for_selector("#score", timeout=240_000)
-            score = float(page.inner_text("#score"))
-            assert 0.0 <= score <= 1.0
-            assert page.inner_text("#label") in ("FAKE", "REAL")
-            assert page.locator("#frame-plot circle").count() == 3
-            page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=60_000)
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    return sync_playwright()
+
+
+def test_the_page_in_a_real_browser_uploads_a_clip_and_shows_the_verdict(detector):
+    playwright = _browser()
+    with serving(create_app(detector, token="t0k")) as port, playwright as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/?token=t0k")
+        page.fill("#frames", "3")
+        page.set_input_files("#file", str(fixture("ghost/elon.mp4")))
+        page.wait_for_selector("#score", timeout=240_000)
+        score = float(page.inner_text("#score"))
+        assert 0.0 <= score <= 1.0
+        assert page.inner_text("#label") in ("FAKE", "REAL")
+        assert page.locator("#frame-plot circle").count() == 3
+        page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=60_000)
+        browser.close()
 
 
 def test_the_api_docs_render_in_a_browser_with_the_network_blocked(detector, tmp_path):
     """Swagger UI's files come from the package, not a CDN: /docs works offline (and behind a token)."""
-    import os
-
-    import uvicorn
-
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; .ci/run does)")
-    from playwright.sync_api import sync_playwright
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(detector, token="t0k"), host="127.0.0.1", port=port,
-                                           log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    local = f"http://127.0.0.1:{port}/"
+    playwright = _browser()
     blocked: list[str] = []
+    with serving(create_app(detector, token="t0k")) as port, playwright as p:
+        local = f"http://127.0.0.1:{port}/"
 
-    def only_this_server(route):
-        if route.request.url.startswith(local):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
+        def only_this_server(route):
+            if route.request.url.startswith(local):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
 
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.route("**/*", only_this_server)
-            page.goto(f"{local}docs?token=t0k")
-            page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/analyze\"]", timeout=60_000)
-            assert "hcsi" in page.inner_text(".swagger-ui .info .title")
-            page.screenshot(path=str(tmp_path / "docs.png"))
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.route("**/*", only_this_server)
+        page.goto(f"{local}docs?token=t0k")
+        page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/analyze\"]", timeout=60_000)
+        assert "hcsi" in page.inner_text(".swagger-ui .info .title")
+        page.screenshot(path=str(tmp_path / "docs.png"))
+        browser.close()
     assert not blocked, f"the docs page asked for outside resources: {blocked}"

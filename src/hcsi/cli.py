@@ -9,38 +9,27 @@ import sys
 from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 
 
-def at_least(minimum: int):
-    """argparse type: a whole number >= minimum (argparse then exits with code 2 and names the option)."""
-    def parse(text: str) -> int:
+def _number_type(convert, ok, requirement: str):
+    """An argparse type: `convert` the text, and refuse values for which `ok` is false, saying `requirement`
+    (argparse then exits with code 2 and names the option)."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
         return value
     return parse
 
 
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
+def at_least(minimum: int):
+    """argparse type: a whole number >= minimum."""
+    return _number_type(int, lambda v: v >= minimum, f"a whole number, at least {minimum}")
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+fraction = _number_type(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 
 
 def _profile(args: argparse.Namespace) -> int:
