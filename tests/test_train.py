@@ -250,6 +250,8 @@ def test_a_run_folder_is_never_rewritten_by_a_rerun_with_other_settings(store, t
     overrides = micro_overrides(store, out, **{"schedule.epochs": 1, "run.max_steps_per_epoch": 1})
     assert train(config, overrides, progress_bar=False)["status"] == "finished"
     saved, weights = (out / "config.yaml").read_text(), (out / "final.safetensors").read_bytes()
+    with open(out / "log.csv", newline="") as f:  # each epoch logs how many samples were drawn again
+        assert [r["redrawn_samples"] for r in csv.DictReader(f) if r["kind"] == "val"] == ["0"]
     with pytest.raises(ValueError, match=r"optim.lr: 3e-05 there, 0.0001 now.*--new-run.*run-2"):
         train(config, overrides + ["optim.lr=1e-4"], progress_bar=False)
     capsys.readouterr()

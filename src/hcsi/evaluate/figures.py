@@ -110,7 +110,7 @@ def gallery(out_dir: str | Path, out: str | Path, n: int = 8, threshold: float =
               ("false negatives: fake videos scored as real", false_negatives)]
     columns = max(1, max(len(g) for _, g in groups))
     plt = _pyplot()
-    fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns, 5.2), squeeze=False)
+    fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns + 0.4, 4.8), squeeze=False)
     for row, (title, cases) in enumerate(groups):
         axes[row][0].set_title(f"{title} (threshold {threshold})" if cases else f"{title}: none", loc="left",
                                fontsize=9, fontweight="bold")
@@ -129,7 +129,7 @@ def gallery(out_dir: str | Path, out: str | Path, n: int = 8, threshold: float =
             name = name if len(name) <= 22 else name[:9] + "…" + name[-12:]
             ax.text(0.5, -0.04, f"score {case['score']:.3f}\n{'real' if case['label'] == 0 else 'fake'}\n{name}",
                     transform=ax.transAxes, ha="center", va="top", fontsize=7)
-    fig.tight_layout(h_pad=3.0)
+    fig.tight_layout(h_pad=2.0)
     path = Path(out)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150)
