@@ -121,6 +121,39 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustness(args: argparse.Namespace) -> int:
+    from .distributed import setup_distributed, shutdown_distributed
+    from .evaluate.datasets import test_videos
+    from .evaluate.robustness import RobustnessOptions, robustness, robustness_table
+    from .models.weights import model_from_checkpoint
+
+    perturbations = args.perturbations.split(",") if args.perturbations != "all" else None
+    options = RobustnessOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
+                                detector=args.detector, amp=args.amp, seed=args.seed, levels=tuple(args.levels),
+                                **({"perturbations": tuple(perturbations)} if perturbations else {}))
+    videos = test_videos(args.dataset, args.root, args.compression)
+    require_hcsi_checkpoint(args.checkpoint, "robustness")
+    model = model_from_checkpoint(args.checkpoint)
+    ctx = setup_distributed(args.device)
+    try:
+        rows = robustness(model, videos, args.out, options, ctx)
+    finally:
+        shutdown_distributed(ctx)
+    if rows is not None:
+        print(robustness_table(rows))
+        print(f"wrote {args.out}/robustness.json, robustness.md, robustness.png", file=sys.stderr)
+    return 0
+
+
+def _perturb_preview(args: argparse.Namespace) -> int:
+    from .evaluate.robustness import perturbation_preview
+
+    if not args.out.lower().endswith((".png", ".jpg", ".jpeg")):
+        raise ValueError(f"--out {args.out}: expected an image file name ending in .png or .jpg")
+    print(f"wrote {perturbation_preview(args.input, args.out, seed=args.seed)}", file=sys.stderr)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .evaluate.report import ablation_table, collect_aucs, cross_dataset_table
 
@@ -412,6 +445,36 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave such videos out of the metrics instead (they are still listed and counted)")
     ev.add_argument("--label", help="name of this model in reports (default: the model's name)")
     ev.set_defaults(run=_evaluate)
+
+    rob = commands.add_parser(
+        "robustness", help="video-level AUC under the 7 DeeperForensics perturbations × 5 levels (resumable)",
+        description="Each video is decoded once; its sampled frames are perturbed before face detection for every "
+                    "(perturbation, level) and scored as by hcsi evaluate. Writes robustness.json, robustness.md "
+                    "and robustness.png. Under torchrun the videos are shared among processes.")
+    rob.add_argument("--checkpoint", required=True, help="an hcsi .safetensors checkpoint")
+    rob.add_argument("--dataset", required=True, choices=["ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw", "folder"])
+    rob.add_argument("--root", required=True, help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
+    rob.add_argument("--out", required=True, help="output folder (a rerun resumes)")
+    rob.add_argument("--perturbations", default="all",
+                     help="all, or a comma-separated subset of saturation,contrast,block,noise,blur,pixelation,"
+                          "compression")
+    rob.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=[1, 2, 3, 4, 5])
+    rob.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
+    rob.add_argument("--batch-size", type=at_least(1), default=64)
+    rob.add_argument("--workers", type=at_least(0), default=2, help="decode/perturb/detect processes (0: none)")
+    rob.add_argument("--device", default="auto")
+    rob.add_argument("--amp", action="store_true")
+    rob.add_argument("--seed", type=int, default=0, help="seed of the perturbations' randomness")
+    rob.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"])
+    rob.add_argument("--face-detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
+                     choices=sorted(FACE_DETECTORS))
+    rob.set_defaults(run=_robustness)
+
+    pp = commands.add_parser("perturb-preview", help="grid of a face under each perturbation and level")
+    pp.add_argument("--input", required=True, help="image or video with a face")
+    pp.add_argument("--out", required=True, help="output image (.png)")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.set_defaults(run=_perturb_preview)
 
     report = commands.add_parser("report", help="cross-dataset table (Table II layout) from evaluation outputs")
     report.add_argument("results", nargs="+", help="`hcsi evaluate` output folders or their summary.json")

@@ -1,0 +1,293 @@
+"""`robustness(...)`: the video-level protocol under the DeeperForensics-1.0 perturbations, every (perturbation,
+level) cell plus the clean one, resumable, with CPU workers and sharded under torchrun like `evaluate`.
+
+Each video is decoded once; its sampled frames are perturbed for every cell before face detection (as a degraded
+video would reach a user), then faces are found, cropped and scored as in `hcsi evaluate`.
+
+Output folder:
+    settings.json           what the cached scores depend on (weights, model config, frames, detector, amp, seed)
+    cache/<cell>/<hash>.json  one finished (video, cell), written atomically; a rerun skips it
+    robustness.json         [{perturbation, level, auc, ap, n_videos, n_failed}] ("clean" has level 0)
+    robustness.md           AUC (%) table: rows perturbations, columns levels, the mean per level, the clean AUC
+    robustness.png / .svg   AUC against level, one line per perturbation, clean as a reference line
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..checks import require_at_least, require_in_unit_interval
+from ..distributed import Distributed
+from ..faces import DEFAULT_FACE_DETECTOR, MediaError, create_face_detector, sample_frames
+from ..files import atomic_path, write_json_atomic
+from ..perturbations import LEVELS, PERTURBATIONS, perturb
+from .datasets import TestVideo
+from .metrics import detection_metrics
+from .protocol import STATUS_ERROR, STATUS_OK, STATUS_UNREADABLE, VideoFaces, aggregate_video, faces_in_frames, \
+    score_crops
+from .run import cache_path, claim_out_dir, scoring_settings
+
+CLEAN = ("clean", 0)
+
+
+@dataclass
+class RobustnessOptions:
+    perturbations: tuple[str, ...] = tuple(PERTURBATIONS)  # DeeperForensics-1.0's seven
+    levels: tuple[int, ...] = LEVELS  # severity levels 1-5
+    frames: int = 32  # evenly spaced frames per video (as `hcsi evaluate`)
+    batch_size: int = 64
+    workers: int = 2  # processes that decode, perturb and detect (0: in the main process)
+    failure_score: float | None = 0.5  # as `hcsi evaluate`; None leaves failed videos out of the metrics
+    detector: str = DEFAULT_FACE_DETECTOR
+    amp: bool = False
+    seed: int = 0  # perturbation randomness (block positions, noise) is seeded with (seed, video, cell)
+    cells: list[tuple[str, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
+        if unknown or not self.perturbations:
+            raise ValueError(f"unknown perturbation(s) {unknown}; known: {', '.join(PERTURBATIONS)}")
+        if not self.levels or any(level not in LEVELS for level in self.levels):
+            raise ValueError(f"levels must be among {LEVELS}, got {self.levels}")
+        require_at_least("frames", self.frames, 1)
+        require_at_least("batch_size", self.batch_size, 1)
+        require_at_least("workers", self.workers, 0)
+        if self.failure_score is not None:
+            require_in_unit_interval("failure_score", self.failure_score)
+        self.cells = [CLEAN] + [(p, level) for p in self.perturbations for level in sorted(set(self.levels))]
+
+
+def cell_name(cell: tuple[str, int]) -> str:
+    return cell[0] if cell == CLEAN else f"{cell[0]}-{cell[1]}"
+
+
+def cell_cache(out_dir: Path, video: TestVideo, cell: tuple[str, int]) -> Path:
+    return out_dir / "cache" / cell_name(cell) / cache_path(out_dir, video).name
+
+
+def cell_rng(seed: int, video: TestVideo, cell: tuple[str, int]) -> np.random.Generator:
+    """The same draws for the same (seed, video, cell) in every run and process."""
+    perturbation_index = list(PERTURBATIONS).index(cell[0]) if cell != CLEAN else len(PERTURBATIONS)
+    return np.random.default_rng([seed, zlib.crc32(video.key.encode()), perturbation_index, cell[1]])
+
+
+_worker_detector = None
+
+
+def _init_worker(detector_name: str, worker_process: bool = True) -> None:
+    global _worker_detector
+    if worker_process:
+        torch.set_num_threads(1)
+    _worker_detector = create_face_detector(detector_name)
+
+
+def _faces_of_cells(job) -> tuple[TestVideo, list[tuple[tuple[str, int], VideoFaces]]]:
+    """Decode the video once, then perturb, detect and crop for every cell; failures become statuses."""
+    video, cells, frames, input_size, seed = job
+    try:
+        sampled = sample_frames(video.path, frames)
+    except (MediaError, OSError, ValueError) as error:
+        return video, [(cell, VideoFaces(status=STATUS_UNREADABLE, reason=str(error))) for cell in cells]
+    except Exception as error:
+        reason = f"{video.path}: decoding failed: {type(error).__name__}: {error}"
+        return video, [(cell, VideoFaces(status=STATUS_ERROR, reason=reason)) for cell in cells]
+    results = []
+    for cell in cells:
+        try:
+            shown = sampled.frames if cell == CLEAN else perturb(sampled.frames, *cell, cell_rng(seed, video, cell))
+            faces = faces_in_frames(shown, sampled.indices, _worker_detector, input_size)
+            if faces.status != STATUS_OK:
+                faces.reason = f"{video.path}: {faces.reason}"
+        except Exception as error:
+            faces = VideoFaces(frame_indices=list(sampled.indices), status=STATUS_ERROR,
+                               reason=f"{video.path}: {cell_name(cell)}: {type(error).__name__}: {error}")
+        results.append((cell, faces))
+    return video, results
+
+
+def _jobs(videos, options, out_dir, input_size):
+    for video in videos:
+        todo = [cell for cell in options.cells if not cell_cache(out_dir, video, cell).is_file()]
+        if todo:
+            yield video, todo, options.frames, input_size, options.seed
+
+
+def _extracted(jobs: list, options: RobustnessOptions):
+    if options.workers <= 0:
+        _init_worker(options.detector, worker_process=False)
+        yield from map(_faces_of_cells, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(options.workers, _init_worker, (options.detector,)) as pool:
+        yield from pool.imap(_faces_of_cells, jobs)
+
+
+def score_cells(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: RobustnessOptions,
+                device: torch.device, progress: bool = True) -> int:
+    """Score every (video, cell) without a cache entry; returns how many videos needed work."""
+    jobs = list(_jobs(videos, options, out_dir, model.config.input_size))
+    bar = tqdm(total=len(videos), initial=len(videos) - len(jobs), desc="robustness", unit="video",
+               disable=not progress, dynamic_ncols=True)
+    for video, results in _extracted(jobs, options):
+        for cell, faces in results:
+            status, reason = faces.status, faces.reason
+            try:
+                score, frames = aggregate_video(faces, score_crops(model, faces.crops, device, options.batch_size,
+                                                                   options.amp))
+            except Exception as error:
+                score, frames = None, []
+                status, reason = STATUS_ERROR, f"{video.path}: scoring failed: {type(error).__name__}: {error}"
+            write_json_atomic(cell_cache(out_dir, video, cell),
+                              {"key": video.key, "label": video.label, "status": status, "reason": reason,
+                               "score": score, "frames_used": len(frames)})
+        bar.update(1)
+    bar.close()
+    return len(jobs)
+
+
+def summarize_cells(videos: list[TestVideo], out_dir: Path, options: RobustnessOptions) -> list[dict]:
+    """One row per cell from the cache; writes robustness.json, .md and the figure."""
+    rows = []
+    for cell in options.cells:
+        records = []
+        for video in videos:
+            path = cell_cache(out_dir, video, cell)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} missing for {video.key}: the run has not finished; rerun it")
+            records.append(json.loads(path.read_text()))
+        scored = [(r["label"], r["score"] if r["status"] == STATUS_OK else options.failure_score) for r in records]
+        scored = [(label, score) for label, score in scored if score is not None]
+        metrics = detection_metrics([label for label, _ in scored], [score for _, score in scored])
+        rows.append({"perturbation": cell[0], "level": cell[1], "auc": metrics["auc"], "ap": metrics["ap"],
+                     "n_videos": len(records), "n_failed": sum(r["status"] != STATUS_OK for r in records)})
+    write_json_atomic(out_dir / "robustness.json", rows, indent=1)
+    with atomic_path(out_dir / "robustness.md") as tmp:
+        Path(tmp).write_text(robustness_table(rows))
+    robustness_plot(rows, out_dir / "robustness")
+    return rows
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def robustness_table(rows: list[dict]) -> str:
+    """Markdown: AUC (%) per perturbation (rows) and level (columns), the mean per level, and the clean AUC."""
+    clean = next(r for r in rows if r["level"] == 0)
+    levels = sorted({r["level"] for r in rows if r["level"]})
+    names = list(dict.fromkeys(r["perturbation"] for r in rows if r["level"]))
+    auc = {(r["perturbation"], r["level"]): r["auc"] for r in rows}
+    lines = [f"Video-level AUC (%) under DeeperForensics-1.0 perturbations; clean: {_percent(clean['auc'])} "
+             f"({clean['n_videos']} videos).", "",
+             "| perturbation | " + " | ".join(f"level {level}" for level in levels) + " |",
+             "|---" * (len(levels) + 1) + "|"]
+    for name in names:
+        code = PERTURBATIONS[name].code
+        lines.append(f"| {name} ({code}) | " + " | ".join(_percent(auc.get((name, level))) for level in levels) + " |")
+    means = []
+    for level in levels:
+        values = [auc[(name, level)] for name in names if auc.get((name, level)) is not None]
+        means.append(sum(values) / len(values) if values else None)
+    lines.append("| **mean** | " + " | ".join(_percent(m) for m in means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def robustness_plot(rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clean = next(r for r in rows if r["level"] == 0)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in dict.fromkeys(r["perturbation"] for r in rows if r["level"]):
+        points = [(r["level"], 100 * r["auc"]) for r in rows if r["perturbation"] == name and r["auc"] is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", lw=1.5, label=name)
+    if clean["auc"] is not None:
+        ax.axhline(100 * clean["auc"], color="black", ls="--", lw=1, label="clean")
+    ax.set(xlabel="severity level (DeeperForensics-1.0)", ylabel="video-level AUC (%)", xticks=list(LEVELS),
+           title="robustness to perturbations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    written = []
+    for suffix in (".png", ".svg"):
+        path = out.with_suffix(suffix)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def robustness(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Path,
+               options: RobustnessOptions | None = None, ctx: Distributed | None = None,
+               progress: bool = True) -> list[dict] | None:
+    """Score every cell of every video (video i on rank i mod world size); rank 0 writes the outputs and returns
+    the rows (other ranks return None)."""
+    options = options or RobustnessOptions()
+    ctx = ctx or Distributed()
+    out_dir = Path(out_dir)
+    (out_dir / "cache").mkdir(parents=True, exist_ok=True)
+    settings = scoring_settings(model, options) | {"seed": options.seed}
+    claim_out_dir(out_dir, settings, ctx)
+    model = model.to(ctx.device).eval()
+    score_cells(model, videos[ctx.rank::ctx.world_size], out_dir, options, ctx.device, progress and ctx.is_main)
+    ctx.barrier()
+    if not ctx.is_main:
+        return None
+    return summarize_cells(videos, out_dir, options)
+
+
+def perturbation_preview(path: str | Path, out: str | Path, crop_size: int = 160, seed: int = 0) -> Path:
+    """A grid of the face crop of the first sampled frame of `path`: one row per perturbation, the clean crop and
+    levels 1-5 as columns. Each perturbation is applied to the whole frame (as in `robustness`), then the face found
+    in the clean frame is cropped with the test-time rule, so that the columns show the same region."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..faces import face_crop_box
+
+    sampled = sample_frames(path, 1)
+    frame = sampled.frames[0]
+    faces = create_face_detector().detect(frame)
+    if not faces:
+        raise ValueError(f"{path}: no face found in its first sampled frame")
+    x0, y0, x1, y1 = (int(v) for v in face_crop_box(faces[0].box, frame.shape[1], frame.shape[0]))
+
+    def crop(image):
+        return cv2.resize(image[y0:y1, x0:x1], (crop_size, crop_size), interpolation=cv2.INTER_AREA)
+
+    video = TestVideo("preview", "preview", Path(path).stem, Path(path), 0)
+    fig, axes = plt.subplots(len(PERTURBATIONS), len(LEVELS) + 1,
+                             figsize=(1.35 * (len(LEVELS) + 1) + 1.2, 1.4 * len(PERTURBATIONS)), squeeze=False)
+    for row, (name, perturbation) in enumerate(PERTURBATIONS.items()):
+        tiles = [crop(frame)] + [crop(perturb([frame], name, level, cell_rng(seed, video, (name, level)))[0])
+                                 for level in LEVELS]
+        for column, tile in enumerate(tiles):
+            ax = axes[row][column]
+            ax.imshow(tile)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title("clean" if column == 0 else f"level {column}", fontsize=8)
+            if column:
+                ax.set_xlabel(f"{perturbation.values[column - 1]}", fontsize=7, labelpad=2)
+        axes[row][0].set_ylabel(f"{name}\n({perturbation.code})", fontsize=8)
+    fig.suptitle("DeeperForensics-1.0 perturbations (value under each tile)", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=150)
+    plt.close(fig)
+    return out
