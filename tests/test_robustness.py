@@ -112,3 +112,16 @@ def test_perturb_preview_draws_a_grid(tmp_path):
     assert main(["perturb-preview", "--input", str(fixture("face_recognition/obama.jpg")), "--out", str(out)]) == 0
     grid = cv2.imread(str(out))
     assert grid is not None and grid.shape[0] > 1000 and grid.shape[1] > 800
+
+
+def test_faces_found_once_in_the_clean_frames_cut_the_perturbed_ones_at_the_same_boxes():
+    from hcsi.evaluate.protocol import crops_at, faces_in_frames
+    from hcsi.faces import create_face_detector
+
+    sampled = sample_frames(fixture("liveportrait/d0.mp4"), 3)
+    faces = faces_in_frames(sampled.frames, sampled.indices, create_face_detector(), 64)
+    again = crops_at(sampled.frames, faces, 64)  # the clean frames give back the very same crops
+    assert len(again.crops) == len(faces.crops) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(again.crops, faces.crops))
+    blurred = crops_at(perturb(sampled.frames, "blur", 5, None), faces, 64)
+    assert blurred.boxes == faces.boxes and not np.array_equal(blurred.crops[0], faces.crops[0])

@@ -130,6 +130,7 @@ def _robustness(args: argparse.Namespace) -> int:
     perturbations = args.perturbations.split(",") if args.perturbations != "all" else None
     options = RobustnessOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 detector=args.detector, amp=args.amp, seed=args.seed, levels=tuple(args.levels),
+                                detect_on=args.detect_on,
                                 **({"perturbations": tuple(perturbations)} if perturbations else {}))
     videos = test_videos(args.dataset, args.root, args.compression)
     require_hcsi_checkpoint(args.checkpoint, "robustness")
@@ -465,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--device", default="auto")
     rob.add_argument("--amp", action="store_true")
     rob.add_argument("--seed", type=int, default=0, help="seed of the perturbations' randomness")
+    rob.add_argument("--detect-on", default="perturbed", choices=["perturbed", "clean"],
+                     help="find faces in each perturbed frame (default: the whole pipeline degraded) or once in the "
+                          "clean frames, cutting the perturbed ones at those boxes (cheaper: the classifier alone)")
     rob.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"])
     rob.add_argument("--face-detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
                      choices=sorted(FACE_DETECTORS))

@@ -45,9 +45,7 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
     the shrunk frame)."""
     result = VideoFaces(frame_indices=list(frame_indices))
     for position, frame in enumerate(frames):
-        scale = MAX_DETECTION_SIDE / max(frame.shape[:2])
-        if scale < 1:
-            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        frame = detection_frame(frame)
         height, width = frame.shape[:2]
         for face in keep_large_faces(detector.detect(frame)):
             x0, y0, x1, y1 = (int(v) for v in face_crop_box(face.box, width, height))
@@ -57,6 +55,23 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
             result.boxes.append([x0, y0, x1, y1])
     if not result.crops:
         result.status, result.reason = STATUS_NO_FACE, f"no face found in {len(frames)} frame(s)"
+    return result
+
+
+def detection_frame(frame: np.ndarray) -> np.ndarray:
+    """The frame as detection sees it: shrunk so that its longer side is at most MAX_DETECTION_SIDE."""
+    scale = MAX_DETECTION_SIDE / max(frame.shape[:2])
+    return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+
+
+def crops_at(frames: list[np.ndarray], faces: VideoFaces, input_size: int) -> VideoFaces:
+    """The crops of `faces` (found in other frames of the same size) cut from `frames` at the same boxes."""
+    result = VideoFaces(frame_indices=list(faces.frame_indices), crop_frame=list(faces.crop_frame),
+                        boxes=[list(b) for b in faces.boxes], status=faces.status, reason=faces.reason)
+    for position, box in zip(faces.crop_frame, faces.boxes):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        result.crops.append(cv2.resize(detection_frame(frames[position])[y0:y1, x0:x1], (input_size, input_size),
+                                       interpolation=cv2.INTER_LINEAR))
     return result
 
 
