@@ -25,6 +25,7 @@ README = (PROJECT / "README.md").read_text()
 # README lines that run as written in the scratch folder, in this order (later ones use earlier outputs)
 RUN_AS_WRITTEN = [
     "hcsi sbi-preview --input face.jpg --n 16 --out grid.png",
+    "hcsi perturb-preview --input face.jpg --out perturbations.png",
     "hcsi preprocess --dataset folder --root my_videos --out store",
     "hcsi import-weights --format sbi FFc23.tar --out weights/sbi_ffc23.safetensors",
     "hcsi detect clip.mp4 photos/ --checkpoint weights/sbi_ffc23.safetensors",
@@ -119,6 +120,7 @@ def test_the_readme_commands_that_need_no_dataset_run_as_written(scratch):
         result = subprocess.run(args, cwd=scratch, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{command}\n{result.stderr[-2000:]}"
     assert (scratch / "grid.png").is_file() and (scratch / "store" / "store.json").is_file()
+    assert (scratch / "perturbations.png").is_file()
     assert (scratch / "results.jsonl").read_text().count("\n") == 3  # the clip, the photo, the empty pattern
     assert any((scratch / "heatmaps").glob("*.png")) and (scratch / "hcsi.onnx").is_file()
 
