@@ -75,7 +75,7 @@ def test_compression_is_a_real_encoder_and_size_falls_with_the_level(frames, tmp
 
 
 def test_a_seeded_run_repeats_exactly(frames):
-    for name in ("block", "noise"):
+    for name in ("block", "noise"):  # compression: see docs/protocol.md, "Robustness" (x264 run to run)
         a = perturb(frames, name, 3, np.random.default_rng([0, 7]))
         b = perturb(frames, name, 3, np.random.default_rng([0, 7]))
         c = perturb(frames, name, 3, np.random.default_rng([0, 8]))

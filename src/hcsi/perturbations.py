@@ -98,19 +98,22 @@ def video_compression(frames, crf: int, rng, fps: int = 25) -> list[np.ndarray]:
     height, width = frames[0].shape[:2]
     padded_w, padded_h = width + width % 2, height + height % 2  # yuv420p needs even sides
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
+    with av.open(buffer, "w", format="h264") as container:  # a raw stream: no container timing
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
         stream.width, stream.height, stream.pix_fmt = padded_w, padded_h, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, fps)
-        for frame in frames:
+        for index, frame in enumerate(frames):
             frame = cv2.copyMakeBorder(frame, 0, padded_h - height, 0, padded_w - width, cv2.BORDER_REPLICATE)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            # RGB -> YUV 4:2:0 by OpenCV: PyAV's (swscale's) conversion varied from run to run here
+            picture = av.VideoFrame.from_ndarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+            picture.pts = index
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     buffer.seek(0)
-    with av.open(buffer) as container:
-        decoded = [f.to_ndarray(format="rgb24")[:height, :width] for f in container.decode(video=0)]
+    with av.open(buffer, format="h264") as container:  # back to RGB by OpenCV as well
+        decoded = [cv2.cvtColor(f.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)[:height, :width]
+                   for f in container.decode(video=0)]
     if len(decoded) != len(frames):
         raise RuntimeError(f"video compression returned {len(decoded)} frames for {len(frames)}")
     return decoded
