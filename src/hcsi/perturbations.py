@@ -7,7 +7,6 @@ random draw comes from the generator passed in, so a run seeded per video is rep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Callable
 
 import cv2

@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 
 from ..files import atomic_path
 from .compare import DATASET_TITLES
@@ -81,7 +80,8 @@ def report_roc(result_dirs, out: str | Path) -> list[Path]:
         folder = folder.parent if folder.name == "summary.json" else folder
         summary = json.loads((folder / "summary.json").read_text())
         rows = scored_videos(folder)
-        name = f"{summary.get('label') or summary['model']}, {DATASET_TITLES.get(summary['dataset'], summary['dataset'])}"
+        dataset = DATASET_TITLES.get(summary["dataset"], summary["dataset"])
+        name = f"{summary.get('label') or summary['model']}, {dataset}"
         curves[name] = ([r["label"] for r in rows], [r["score"] for r in rows])
     return roc_plot(curves, out)
 
