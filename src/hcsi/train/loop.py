@@ -398,70 +398,72 @@ def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[st
                                  seed=run.seed, drop_last=True)
     images_per_step = 2 * run.batch_pairs * ctx.world_size
     net.train()
-    with StopRequest() as stop:
-        for epoch in range(progress.epoch, config.schedule.epochs):
-            train_set.set_epoch(epoch)
-            train_set.reset_redrawn_samples()
-            sampler.set_epoch(epoch)
-            indices = list(sampler)[: steps_per_epoch * run.batch_pairs]
-            start = progress.step_in_epoch
-            loader = DataLoader(train_set, batch_size=run.batch_pairs, sampler=indices[start * run.batch_pairs:],
-                                num_workers=config.data.workers, collate_fn=sbi_collate, drop_last=True,
-                                pin_memory=config.data.pin_memory and device.type == "cuda",
-                                generator=torch.Generator().manual_seed(run.seed))
-            bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.schedule.epochs}",
-                       disable=not (progress_bar and ctx.is_main), dynamic_ncols=True, leave=False)
-            window_losses: list[float] = []
-            window_start = time.perf_counter()
-            batches = iter(loader)
-            for step_in_epoch in range(start, steps_per_epoch):
-                try:
-                    images, labels = next(batches)
-                except Exception:
-                    if stop.requested:  # Ctrl-C also reached the loader's worker processes
+    try:
+        with StopRequest() as stop:
+            for epoch in range(progress.epoch, config.schedule.epochs):
+                train_set.set_epoch(epoch)
+                train_set.reset_redrawn_samples()
+                sampler.set_epoch(epoch)
+                indices = list(sampler)[: steps_per_epoch * run.batch_pairs]
+                start = progress.step_in_epoch
+                loader = DataLoader(train_set, batch_size=run.batch_pairs, sampler=indices[start * run.batch_pairs:],
+                                    num_workers=config.data.workers, collate_fn=sbi_collate, drop_last=True,
+                                    pin_memory=config.data.pin_memory and device.type == "cuda",
+                                    generator=torch.Generator().manual_seed(run.seed))
+                bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.schedule.epochs}",
+                           disable=not (progress_bar and ctx.is_main), dynamic_ncols=True, leave=False)
+                window_losses: list[float] = []
+                window_start = time.perf_counter()
+                batches = iter(loader)
+                for step_in_epoch in range(start, steps_per_epoch):
+                    try:
+                        images, labels = next(batches)
+                    except Exception:
+                        if stop.requested:  # Ctrl-C also reached the loader's worker processes
+                            break
+                        raise
+                    loss = train_step(images, labels)
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"training loss became {loss} at epoch {epoch + 1}, step "
+                                                 f"{progress.global_step + 1}; lower optim.lr or set optim.grad_clip")
+                    progress = Progress(epoch, step_in_epoch + 1, progress.global_step + 1)
+                    window_losses.append(loss)
+                    if len(first_losses) < LOG_EVERY_STEPS:
+                        first_losses.append(loss)
+                    lr = optimizer.param_groups[0]["lr"]
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    if progress.global_step % LOG_EVERY_STEPS == 0 or step_in_epoch + 1 == steps_per_epoch:
+                        elapsed = time.perf_counter() - window_start
+                        speed = images_per_step * len(window_losses) / max(elapsed, 1e-9)
+                        bar.set_postfix(loss=f"{np.mean(window_losses):.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+                        log.write(epoch=epoch + 1, step=progress.global_step, kind="train",
+                                  loss=f"{np.mean(window_losses):.6f}", lr=f"{lr:.6g}", images_per_s=f"{speed:.2f}")
+                        window_losses, window_start = [], time.perf_counter()
+                    if ctx.any(stop.requested):
                         break
-                    raise
-                loss = train_step(images, labels)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss} at epoch {epoch + 1}, step "
-                                             f"{progress.global_step + 1}; lower optim.lr or set optim.grad_clip")
-                progress = Progress(epoch, step_in_epoch + 1, progress.global_step + 1)
-                window_losses.append(loss)
-                if len(first_losses) < LOG_EVERY_STEPS:
-                    first_losses.append(loss)
-                lr = optimizer.param_groups[0]["lr"]
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                if progress.global_step % LOG_EVERY_STEPS == 0 or step_in_epoch + 1 == steps_per_epoch:
-                    elapsed = time.perf_counter() - window_start
-                    speed = images_per_step * len(window_losses) / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{np.mean(window_losses):.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
-                    log.write(epoch=epoch + 1, step=progress.global_step, kind="train",
-                              loss=f"{np.mean(window_losses):.6f}", lr=f"{lr:.6g}", images_per_s=f"{speed:.2f}")
-                    window_losses, window_start = [], time.perf_counter()
+                    if progress.global_step % run.save_every_steps == 0:
+                        save_resume(progress)
+                bar.close()
                 if ctx.any(stop.requested):
-                    break
-                if progress.global_step % run.save_every_steps == 0:
                     save_resume(progress)
-            bar.close()
-            if ctx.any(stop.requested):
+                    status = "interrupted"
+                    break
+                redrawn = sum(ctx.gather([train_set.redrawn_samples]))  # SBI synthesis failures, drawn again
+                last_metrics = validate(model, val_set, config, ctx)
+                if ctx.is_main:
+                    top_k.consider(model, metadata(epoch + 1, progress.global_step, last_metrics))
+                    log.write(epoch=epoch + 1, step=progress.global_step, kind="val",
+                              val_auc=f"{last_metrics['val_auc']:.6f}", val_loss=f"{last_metrics['val_loss']:.6f}",
+                              redrawn_samples=redrawn)
+                    print(f"epoch {epoch + 1}/{config.schedule.epochs}: SBI val AUC {last_metrics['val_auc']:.4f} "
+                          f"(loss {last_metrics['val_loss']:.4f}, {last_metrics['val_images']} images)"
+                          + (f"; {redrawn} training samples drawn again after a failed synthesis" if redrawn else ""),
+                          flush=True)
+                progress = Progress(epoch + 1, 0, progress.global_step)
                 save_resume(progress)
-                status = "interrupted"
-                break
-            redrawn = sum(ctx.gather([train_set.redrawn_samples]))  # SBI synthesis failures, drawn again
-            last_metrics = validate(model, val_set, config, ctx)
-            if ctx.is_main:
-                top_k.consider(model, metadata(epoch + 1, progress.global_step, last_metrics))
-                log.write(epoch=epoch + 1, step=progress.global_step, kind="val",
-                          val_auc=f"{last_metrics['val_auc']:.6f}", val_loss=f"{last_metrics['val_loss']:.6f}",
-                          redrawn_samples=redrawn)
-                print(f"epoch {epoch + 1}/{config.schedule.epochs}: SBI val AUC {last_metrics['val_auc']:.4f} "
-                      f"(loss {last_metrics['val_loss']:.4f}, {last_metrics['val_images']} images)"
-                      + (f"; {redrawn} training samples drawn again after a failed synthesis" if redrawn else ""),
-                      flush=True)
-            progress = Progress(epoch + 1, 0, progress.global_step)
-            save_resume(progress)
-    log.close()
+    finally:
+        log.close()  # also when a step raises: the log file is flushed and closed
 
     summary = {"status": status, "run_dir": str(run_dir), "epochs_done": progress.epoch,
                "global_step": progress.global_step, "steps_per_epoch": steps_per_epoch,
