@@ -152,7 +152,7 @@ def test_exported_models_give_the_probabilities_of_pytorch(checkpoint, detector,
     import onnxruntime
     import torch
 
-    from hcsi.models.weights import model_from_checkpoint
+    from hcsi.models.builder import model_from_checkpoint
     from hcsi.normalization import image_to_tensor
 
     model = model_from_checkpoint(checkpoint)

@@ -93,7 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .distributed import setup_distributed, shutdown_distributed
     from .evaluate.datasets import test_videos
     from .evaluate.run import EvaluationOptions, evaluate
-    from .models.weights import model_from_checkpoint
+    from .models.builder import model_from_checkpoint
     from .train.checkpoints import git_commit
 
     videos = test_videos(args.dataset, args.root, args.compression)
@@ -125,7 +125,7 @@ def _robustness(args: argparse.Namespace) -> int:
     from .distributed import setup_distributed, shutdown_distributed
     from .evaluate.datasets import test_videos
     from .evaluate.robustness import RobustnessOptions, robustness, robustness_table
-    from .models.weights import model_from_checkpoint
+    from .models.builder import model_from_checkpoint
 
     perturbations = args.perturbations.split(",") if args.perturbations != "all" else None
     options = RobustnessOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
@@ -309,7 +309,7 @@ def _export(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .detect.export import add_onnx_metadata, export_model
-    from .models.weights import model_from_checkpoint
+    from .models.builder import model_from_checkpoint
 
     expected = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}[args.format]
     if not args.out.lower().endswith(expected):

@@ -281,7 +281,7 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
                                  f"{schedule}\nlast SBI validation: {json.dumps(result['last_val'])}"))
 
     step("5. evaluate")
-    from .models.weights import model_from_checkpoint
+    from .models.builder import model_from_checkpoint
 
     model = model_from_checkpoint(out / "run" / "final.safetensors")
     curve_rows = video_level_sbi_scores(model, store, config, held_out)
@@ -332,8 +332,10 @@ def _is_real(root: Path, source: SourceVideo) -> bool:
 
 
 def _evaluate_manifest(data: Path, out: Path, quick: bool) -> dict:
-    """`hcsi evaluate` on every real and fake file of the manifest (a path,label CSV written for it)."""
-    from .cli import main as cli_main
+    """`hcsi evaluate`'s protocol on every real and fake file of the manifest (a path,label CSV written for it)."""
+    from .evaluate.datasets import test_videos
+    from .evaluate.run import EvaluationOptions, evaluate
+    from .models.builder import model_from_checkpoint
 
     with open(data / "manifest.csv", newline="") as f:
         entries = [(data / r["file"], 1 if r["label"] == "fake" else 0) for r in csv.DictReader(f)]
@@ -342,12 +344,13 @@ def _evaluate_manifest(data: Path, out: Path, quick: bool) -> dict:
         writer = csv.writer(f)
         writer.writerow(["path", "label"])
         writer.writerows(entries)
-    status = cli_main(["evaluate", "--checkpoint", str(out / "run" / "final.safetensors"), "--dataset", "folder",
-                       "--root", str(manifest), "--frames", "4" if quick else "16", "--workers", "0", "--device",
-                       "cpu", "--out", str(out / "manifest_eval")])
-    if status != 0:
-        raise RuntimeError(f"hcsi evaluate on {manifest} failed (exit {status}; its message is above)")
-    summary = json.loads((out / "manifest_eval" / "summary.json").read_text())
+    checkpoint = out / "run" / "final.safetensors"
+    model = model_from_checkpoint(checkpoint)
+    options = EvaluationOptions(frames=4 if quick else 16, workers=0)
+    about = {"dataset": "folder", "root": str(manifest), "checkpoint": str(checkpoint), "model": model.config.name,
+             "command": f"hcsi evaluate --checkpoint {checkpoint} --dataset folder --root {manifest} --frames "
+                        f"{options.frames} --workers 0 --device cpu --out {out / 'manifest_eval'}"}
+    summary = evaluate(model, test_videos("folder", manifest), out / "manifest_eval", options, about=about)
     return {k: summary[k] for k in ("auc", "ap", "eer", "acc", "frame_auc", "n_videos", "n_failed")}
 
 

@@ -26,7 +26,7 @@ from ..evaluate.protocol import (
     score_crops,
 )
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
-from ..models.weights import model_from_checkpoint
+from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
 

@@ -5,16 +5,14 @@ Generalizable Deepfake Detection", IWBF 2025 (Section III, Eq. 1-16, Table I). A
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .backbones import NUM_STAGES, StagedBackbone, build_staged_backbone
-from .config import HCSINetConfig, get_config
+from .config import HCSINetConfig
 from .interaction import CrossStreamInteraction
-from .weights import load_backbone_weights, load_checkpoint
 
 
 @dataclass
@@ -146,31 +144,3 @@ class HCSINet(nn.Module):
 
         return {"cnn": count(self.cnn), "vit": count(self.vit), "interaction": count(self.interactions),
                 "head": count(self.head)}
-
-
-def build_model(
-    name_or_config: str | HCSINetConfig,
-    pretrained: bool = False,
-    backbone_weights: dict[str, str] | None = None,
-    checkpoint: str | None = None,
-    **overrides,
-) -> HCSINet:
-    """Build a registered variant (or a given config) and load weights.
-
-    Args:
-        name_or_config: a registered name (see `list_models()`) or an `HCSINetConfig`.
-        pretrained: ImageNet backbone weights through timm (online only).
-        backbone_weights: {"cnn": path, "vit": path} weight files for the backbones (offline alternative).
-        checkpoint: a full HCSI-Net checkpoint file, loaded last.
-        **overrides: config fields to replace, e.g. input_size=256.
-    """
-    if isinstance(name_or_config, HCSINetConfig):
-        config = dataclasses.replace(name_or_config, **overrides)
-    else:
-        config = get_config(name_or_config, **overrides)
-    model = HCSINet(config, pretrained=pretrained)
-    for stream, path in (backbone_weights or {}).items():
-        load_backbone_weights(model, stream, path)
-    if checkpoint:
-        load_checkpoint(model, checkpoint)
-    return model

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..files import atomic_path
+from .config import HCSINetConfig
 
 # Keys a timm classifier leaves in a state dict; the streams are built without one, so these are dropped.
 _CLASSIFIER_PREFIXES = ("classifier.", "head.")
@@ -132,7 +133,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict[st
         save_file(state, tmp, metadata=info)
 
 
-def checkpoint_config(path: str | os.PathLike):
+def checkpoint_config(path: str | os.PathLike) -> HCSINetConfig:
     """The HCSINetConfig a .safetensors checkpoint was saved with (stored in its metadata by `save_checkpoint`)."""
     from safetensors import safe_open
 
@@ -153,19 +154,8 @@ def checkpoint_config(path: str | os.PathLike):
     return config_from_json(metadata["config"])
 
 
-def config_from_json(text: str):
+def config_from_json(text: str) -> HCSINetConfig:
     """An HCSINetConfig from the JSON `save_checkpoint` stores (lists back to tuples)."""
-    from .config import HCSINetConfig
-
     fields = json.loads(text)
     tuples = {f.name for f in dataclasses.fields(HCSINetConfig) if "tuple" in str(f.type)}
     return HCSINetConfig(**{k: tuple(v) if k in tuples and v is not None else v for k, v in fields.items()})
-
-
-def model_from_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """The model of an hcsi checkpoint, built from the config in its metadata, with its weights, in eval mode."""
-    from .hcsi_net import HCSINet
-
-    model = HCSINet(checkpoint_config(path))
-    load_checkpoint(model, path)
-    return model.eval()
