@@ -1,5 +1,6 @@
 """Self-blended image (SBI) synthesis: hull masks, blending masks and the real/fake pair generator."""
 from hcsi.sbi.blend import blend, blend_mask
+from hcsi.sbi.config import SBIConfig
 from hcsi.sbi.masks import (
     FACE_COMPONENTS,
     FLIP_PERMUTATION_68,
@@ -10,7 +11,6 @@ from hcsi.sbi.masks import (
 )
 from hcsi.sbi.synthesis import (
     BlendStage,
-    SBIConfig,
     SBISample,
     SelfBlendedImageGenerator,
     downscale,

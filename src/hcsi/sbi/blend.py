@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:  # the config lives with the pipeline that owns it; this module only reads its fields
-    from hcsi.sbi.synthesis import SBIConfig
+    from hcsi.sbi.config import SBIConfig
 
 
 def _odd_kernel(rng: np.random.Generator, kernel_range: tuple[int, int]) -> int:

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from ..faces import FaceDetector, create_face_detector, cut_stored_crop, sample_frames
-from .synthesis import SBIConfig, SelfBlendedImageGenerator
+from .config import SBIConfig
+from .synthesis import SelfBlendedImageGenerator
 
 TRIPLETS_PER_ROW = 4
 GAP = 8  # pixels of white between triplets
