@@ -32,7 +32,7 @@ from .data.sbi_dataset import SBIDataset, VALIDATION_SEED
 from .data.sources import SourceVideo, folder_videos
 from .evaluate.metrics import detection_metrics
 from .files import atomic_path, write_json_atomic
-from .profiling import profile_model
+from .profiling import format_profile, profile_model
 from .sbi.preview import preview_grid
 from .train.config import load_config
 from .train.loop import train
@@ -255,7 +255,7 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
     store = out / "store"
     held_split = [SourceVideo(s.path, s.video_id, "val" if s.video_id in held_out else "train") for s in sources]
     summary = preprocess(held_split, store, PreprocessOptions(frames=8 if quick else 16), workers=2, progress=True)
-    sections.append(("Faces", "hcsi preprocess (frames sampled; faces from HOG, BlazeFace where HOG finds none; dlib "
+    sections.append(("Faces", "hcsi preprocess (frames sampled; faces from HOG and BlazeFace on every frame; dlib "
                               f"landmarks; context crops)\n{json.dumps(summary)}"))
 
     step("3. SBI preview")
@@ -309,7 +309,7 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
     images["Gate heatmaps: a real face"], images["Gate heatmaps: its SBI fake"] = real_gates, fake_gates
     profile = profile_model("hcsi_net_small", input_size=model.config.input_size, warmup=1, iters=3)
     sections.insert(0, ("Model cost", f"hcsi profile --model hcsi_net_small --input-size "
-                                      f"{model.config.input_size}\n{json.dumps(profile, indent=1)}"))
+                                      f"{model.config.input_size}\n{format_profile(profile)}"))
     sections.append(("Reproduce", f"hcsi demo --out {out} --seed {seed}{' --quick' if quick else ''}"
                                   f"{' --data ' + str(data) if data else ''}\n\nThe full recipe on FaceForensics++:\n"
                                   f"{FULL_RECIPE}"))

@@ -1,8 +1,9 @@
 """Face detection with 68 iBUG landmarks plus 13 synthesised forehead points, offline.
 
 Landmarks come from dlib's 68-point shape predictor (the model ships inside the `face-recognition-models`
-package); face boxes from dlib's HOG detector and, in frames where HOG finds no face, from MediaPipe's short-range
-BlazeFace (`hcsi.faces.blazeface`; the default backend "hog+blazeface"). SBI used codeniko's 81-point model
+package); face boxes from dlib's HOG detector and from MediaPipe's short-range BlazeFace (`hcsi.faces.blazeface`),
+both on every frame and merged by overlap in the default backend "hog+blazeface-every-frame" ("hog+blazeface" runs
+BlazeFace only where HOG finds nothing). SBI used codeniko's 81-point model
 (68 + 13 forehead points fitted with a 3D morphable model), which cannot be installed here; `synthesize_forehead`
 places 13 points on an arc above the brows instead (docs/protocol.md says how that differs).
 """
