@@ -35,9 +35,8 @@ positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 def _profile(args: argparse.Namespace) -> int:
     from .profiling import format_profile, profile_model
 
-    report = profile_model(
-        args.model, args.input_size, args.batch, args.device, args.dtype, args.warmup, args.iters, args.compile
-    )
+    report = profile_model(name=args.model, input_size=args.input_size, batch=args.batch, device=args.device,
+                           dtype=args.dtype, warmup=args.warmup, iters=args.iters, compile=args.compile)
     print(json.dumps(report) if args.json else format_profile(report))
     return 0
 

@@ -90,8 +90,9 @@ class HCSINet(nn.Module):
             )
         c = self.config
         return CrossStreamInteraction(
-            c_cnn, c_vit, c.descriptor_dim, c.beta_pos, c.learn_beta_pos, c.temperature, c.learn_temperature,
-            c.use_sdpa,
+            cnn_channels=c_cnn, vit_channels=c_vit, descriptor_dim=c.descriptor_dim, beta_pos=c.beta_pos,
+            learn_beta_pos=c.learn_beta_pos, temperature=c.temperature, learn_temperature=c.learn_temperature,
+            use_sdpa=c.use_sdpa,
         )
 
     def streams(self) -> list[StagedBackbone]:
