@@ -274,14 +274,19 @@ def test_a_run_folder_is_never_rewritten_by_a_rerun_with_other_settings(store, t
 
 
 def test_tiny_config_learns_to_tell_sbi_fakes_on_the_cpu(store, tmp_path):
-    summary = train(PROJECT / "configs" / "tiny.yaml", [f"data.store={store}", f"run.out={tmp_path / 'tiny'}"],
-                    progress_bar=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # float sums, and so the weights, depend on the thread count: fix it, whatever the host
+    try:
+        summary = train(PROJECT / "configs" / "tiny.yaml", [f"data.store={store}", f"run.out={tmp_path / 'tiny'}"],
+                        progress_bar=False)
+    finally:
+        torch.set_num_threads(threads)
     with open(tmp_path / "tiny" / "log.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["kind"] == "train"]
     first = np.mean([float(r["loss"]) for r in rows if r["epoch"] == "1"])
     last = np.mean([float(r["loss"]) for r in rows if r["epoch"] == str(summary["epochs_done"])])
     assert last < first - 0.05  # the training loss falls from the first epoch to the last
-    assert summary["last_val"]["val_auc"] > 0.62  # measured: 0.82 with 2 threads, 0.69 with 1
+    assert summary["last_val"]["val_auc"] > 0.7  # measured on the fixtures at 2 threads: 0.84
 
 
 def test_offline_imagenet_weights_fail_at_once_and_name_the_config_keys(tmp_path, monkeypatch):
