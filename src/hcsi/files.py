@@ -27,6 +27,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.remove(tmp)
 
 
+def save_figure(fig, out: str | os.PathLike, suffixes=(".png", ".svg"), dpi: int = 150) -> list[Path]:
+    """A matplotlib figure written atomically as `out` with each suffix (PNG and SVG by default)."""
+    written = []
+    for suffix in suffixes:
+        path = Path(out).with_suffix(suffix)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+        written.append(path)
+    return written
+
+
 def write_json_atomic(path: str | os.PathLike, data, **dump_options) -> None:
     """Write `data` as JSON through a temporary file and a rename."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:

@@ -107,7 +107,7 @@ def dumbbell_plot(rows: list[dict], out: str | Path, label: str = "ours") -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..files import atomic_path
+    from ..files import save_figure
 
     rows = sorted((r for r in rows if r["delta"] is not None), key=lambda r: r["delta"])
     if not rows:
@@ -125,12 +125,6 @@ def dumbbell_plot(rows: list[dict], out: str | Path, label: str = "ours") -> lis
     ax.margins(x=0.08)  # room for the Δ written right of the rightmost dot
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    out = Path(out)
-    written = []
-    for suffix in (".png", ".svg"):
-        path = out.with_suffix(suffix)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150)
-        written.append(path)
+    written = save_figure(fig, out)
     plt.close(fig)
     return written

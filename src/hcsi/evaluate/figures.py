@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-from ..files import atomic_path
+from ..files import atomic_path, save_figure
 from .compare import DATASET_TITLES
 
 
@@ -18,16 +18,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, out: Path, suffixes=(".png", ".svg")) -> list[Path]:
-    written = []
-    for suffix in suffixes:
-        path = out.with_suffix(suffix)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150)
-        written.append(path)
-    return written
 
 
 def scored_videos(out_dir: str | Path) -> list[dict]:
@@ -59,7 +49,7 @@ def roc_plot(curves: dict[str, tuple[list[int], list[float]]], out: str | Path, 
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    written = _save(fig, Path(out))
+    written = save_figure(fig, out)
     plt.close(fig)
     return written
 

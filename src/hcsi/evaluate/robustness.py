@@ -14,7 +14,6 @@ Output folder:
 from __future__ import annotations
 
 import json
-import multiprocessing
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, MediaError, create_face_detector, sample_frames
-from ..files import atomic_path, write_json_atomic
+from ..files import atomic_path, save_figure, write_json_atomic
 from ..perturbations import LEVELS, PERTURBATIONS, perturb
 from .datasets import TestVideo
 from .metrics import detection_metrics
@@ -40,7 +39,7 @@ from .protocol import (
     faces_in_frames,
     score_crops,
 )
-from .run import cache_path, claim_out_dir, scoring_settings
+from .run import cache_path, claim_out_dir, map_in_workers, scoring_settings, worker_detector
 
 CLEAN = ("clean", 0)
 
@@ -91,16 +90,6 @@ def cell_rng(seed: int, video: TestVideo, cell: tuple[str, int]) -> np.random.Ge
     return np.random.default_rng([seed, zlib.crc32(video.key.encode()), perturbation_index, cell[1]])
 
 
-_worker_detector = None
-
-
-def _init_worker(detector_name: str, worker_process: bool = True) -> None:
-    global _worker_detector
-    if worker_process:
-        torch.set_num_threads(1)
-    _worker_detector = create_face_detector(detector_name)
-
-
 def _faces_of_cells(job) -> tuple[TestVideo, list[tuple[tuple[str, int], VideoFaces]]]:
     """Decode the video once, then perturb, detect and crop for every cell; failures become statuses."""
     video, cells, frames, input_size, seed, detect_on = job
@@ -118,10 +107,10 @@ def _faces_of_cells(job) -> tuple[TestVideo, list[tuple[tuple[str, int], VideoFa
             shown = sampled.frames if cell == CLEAN else perturb(sampled.frames, *cell, cell_rng(seed, video, cell))
             if detect_on == "clean":
                 if clean_faces is None:
-                    clean_faces = faces_in_frames(sampled.frames, sampled.indices, _worker_detector, input_size)
+                    clean_faces = faces_in_frames(sampled.frames, sampled.indices, worker_detector(), input_size)
                 faces = crops_at(shown, clean_faces, input_size)
             else:
-                faces = faces_in_frames(shown, sampled.indices, _worker_detector, input_size)
+                faces = faces_in_frames(shown, sampled.indices, worker_detector(), input_size)
             if faces.status != STATUS_OK:
                 faces.reason = f"{video.path}: {faces.reason}"
         except Exception as error:
@@ -138,22 +127,13 @@ def _jobs(videos, options, out_dir, input_size):
             yield video, todo, options.frames, input_size, options.seed, options.detect_on
 
 
-def _extracted(jobs: list, options: RobustnessOptions):
-    if options.workers <= 0:
-        _init_worker(options.detector, worker_process=False)
-        yield from map(_faces_of_cells, jobs)
-        return
-    with multiprocessing.get_context("spawn").Pool(options.workers, _init_worker, (options.detector,)) as pool:
-        yield from pool.imap(_faces_of_cells, jobs)
-
-
 def score_cells(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: RobustnessOptions,
                 device: torch.device, progress: bool = True) -> int:
     """Score every (video, cell) without a cache entry; returns how many videos needed work."""
     jobs = list(_jobs(videos, options, out_dir, model.config.input_size))
     bar = tqdm(total=len(videos), initial=len(videos) - len(jobs), desc="robustness", unit="video",
                disable=not progress, dynamic_ncols=True)
-    for video, results in _extracted(jobs, options):
+    for video, results in map_in_workers(_faces_of_cells, jobs, options.workers, options.detector):
         for cell, faces in results:
             status, reason = faces.status, faces.reason
             try:
@@ -224,7 +204,7 @@ def robustness_plot(rows: list[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     clean = next(r for r in rows if r["level"] == 0)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.4, 4.2))
     for name in dict.fromkeys(r["perturbation"] for r in rows if r["level"]):
         points = [(r["level"], 100 * r["auc"]) for r in rows if r["perturbation"] == name and r["auc"] is not None]
         if points:
@@ -234,14 +214,9 @@ def robustness_plot(rows: list[dict], out: Path) -> list[Path]:
     ax.set(xlabel="severity level (DeeperForensics-1.0)", ylabel="video-level AUC (%)", xticks=list(LEVELS),
            title="robustness to perturbations")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        path = out.with_suffix(suffix)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150)
-        written.append(path)
+    written = save_figure(fig, out)
     plt.close(fig)
     return written
 

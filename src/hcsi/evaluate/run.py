@@ -70,6 +70,22 @@ def _init_worker(detector_name: str, worker_process: bool = True) -> None:
     _worker_detector = create_face_detector(detector_name)
 
 
+def worker_detector():
+    """The face detector of this worker process (or of the main process with workers=0)."""
+    return _worker_detector
+
+
+def map_in_workers(function, jobs: list, workers: int, detector_name: str):
+    """`function` over `jobs`, results in order, in `workers` spawned processes that each hold a face detector
+    (`worker_detector()`), or here with workers=0."""
+    if workers <= 0:
+        _init_worker(detector_name, worker_process=False)
+        yield from map(function, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (detector_name,)) as pool:
+        yield from pool.imap(function, jobs)
+
+
 def _extract(job: tuple[TestVideo, int, int]):
     video, frames, input_size = job
     return video, extract_test_faces(video.path, _worker_detector, frames, input_size)  # never raises
@@ -82,12 +98,7 @@ def cache_path(out_dir: Path, video: TestVideo) -> Path:
 def _extracted(videos: list[TestVideo], options: EvaluationOptions, input_size: int):
     """(video, faces) in order, computed in a pool of worker processes (or here with workers=0)."""
     jobs = [(v, options.frames, input_size) for v in videos]
-    if options.workers <= 0:
-        _init_worker(options.detector, worker_process=False)
-        yield from map(_extract, jobs)
-        return
-    with multiprocessing.get_context("spawn").Pool(options.workers, _init_worker, (options.detector,)) as pool:
-        yield from pool.imap(_extract, jobs)
+    yield from map_in_workers(_extract, jobs, options.workers, options.detector)
 
 
 def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: EvaluationOptions,
