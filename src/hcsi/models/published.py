@@ -23,7 +23,7 @@ from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedRes
 
 from .config import get_config
 from .hcsi_net import HCSINet
-from .weights import read_state_dict, save_checkpoint
+from .weights import read_state_dict, save_checkpoint, strip_prefix
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,6 @@ def guess_format(keys) -> str | None:
     return None
 
 
-def _strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
 def build_published_model(path: str | os.PathLike, fmt: str, input_size: int | None = None) -> HCSINet:
     """The hcsi model holding the weights of a published checkpoint `path` of layout `fmt`, in eval mode.
 
@@ -105,7 +99,7 @@ def build_published_model(path: str | os.PathLike, fmt: str, input_size: int | N
         raise ValueError(f"unknown checkpoint format {fmt!r}; known: {', '.join(FORMATS)}")
     layout = FORMATS[fmt]
     path = Path(path)
-    state = _strip_module_prefix(read_state_dict(path))
+    state = strip_prefix(read_state_dict(path), "module.")  # saved from DataParallel / DDP
     classifier_weight = state.get(layout.classifier_prefix + "weight")
     if classifier_weight is None or classifier_weight.ndim != 2 or classifier_weight.shape[0] < 2:
         looks_like = guess_format(state)

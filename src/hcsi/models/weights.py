@@ -61,7 +61,8 @@ def load_torch_file(path: Path) -> object:
                          "be truncated, corrupt or another kind of file") from None
 
 
-def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """`state` without `prefix` on its keys when every key has it (e.g. "module." from DataParallel / DDP)."""
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix):]: v for k, v in state.items()}
     return state
@@ -92,7 +93,7 @@ def load_backbone_weights(model: nn.Module, stream: str, path: str | os.PathLike
     backbone = getattr(model, stream)
     if backbone is None:
         raise ValueError(f"model {model.config.name!r} has no {stream} stream to load {path} into")
-    state = _strip_prefix(read_state_dict(path), "module.")
+    state = strip_prefix(read_state_dict(path), "module.")
     prefix = f"{stream}.net."
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -103,7 +104,7 @@ def load_backbone_weights(model: nn.Module, stream: str, path: str | os.PathLike
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a full HCSI-Net state dict (strict: every key must match). When it does not fit and the file carries
     the config it was saved with, the error names the settings that differ and `model_from_checkpoint`."""
-    state = _strip_prefix(read_state_dict(path), "module.")
+    state = strip_prefix(read_state_dict(path), "module.")
     try:
         _load_exactly(model, state, f"{path}: does not match model {model.config.name!r}")
     except ValueError as error:
