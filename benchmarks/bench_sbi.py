@@ -44,6 +44,7 @@ from common import provenance, write_results
 from hcsi.data.sbi_dataset import read_crop
 from hcsi.faces.crops import face_crop_box, train_margin_factors
 from hcsi.sbi import (
+    SBIAugmentations,
     SBIConfig,
     SelfBlendedImageGenerator,
     blend,
@@ -71,20 +72,20 @@ class ReferenceEmulation:
 
     def __init__(self, config: SBIConfig) -> None:
         self.config = config
-        self.parts = SelfBlendedImageGenerator(config)  # its albumentations pipelines, seeded per sample
+        self.augmentations = SBIAugmentations.from_config(config)  # seeded per sample
         tx, ty = config.affine_translate
         self.affine = A.Compose([A.Affine(translate_percent={"x": (-tx, tx), "y": (-ty, ty)},
                                           scale=config.affine_scale, fit_output=False, p=1.0)])
 
     def source_transforms(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        image = self.parts._source_colour(image=image)["image"]
+        image = self.augmentations.source_colour(image=image)["image"]
         if rng.random() < self.config.downscale_p:
             return downscale(image, int(rng.choice(self.config.downscale_factors)))
-        return self.parts._sharpen(image=image)["image"]
+        return self.augmentations.sharpen(image=image)["image"]
 
     def __call__(self, face: dict, rng: np.random.Generator, timings: dict[str, float] | None) -> None:
         config = self.config
-        for pipeline in (self.parts._source_colour, self.parts._sharpen, self.affine):
+        for pipeline in (self.augmentations.source_colour, self.augmentations.sharpen, self.affine):
             pipeline.set_random_state(*random_state(int(rng.integers(2**63))))
         with step_timer(timings, "decode"):
             frame = cv2.cvtColor(cv2.imread(face["frame_png"]), cv2.COLOR_BGR2RGB)
@@ -124,8 +125,8 @@ class ReferenceEmulation:
             seed = int(rng.integers(2**63))
             augmented = []
             for a in (target, fake):
-                self.parts._post.set_random_state(*random_state(seed))
-                augmented.append(self.parts._post(image=a)["image"])
+                self.augmentations.post.set_random_state(*random_state(seed))
+                augmented.append(self.augmentations.post(image=a)["image"])
         with step_timer(timings, "crop_resize"):
             height, width = image.shape[:2]
             x0, y0, x1, y1 = face_crop_box(box, width, height, train_margin_factors(rng))

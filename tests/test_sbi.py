@@ -15,6 +15,7 @@ from hcsi.sbi import (
     FACE_COMPONENTS,
     HULL_TYPES,
     SBIConfig,
+    SBIAugmentations,
     SelfBlendedImageGenerator,
     blend,
     blend_mask,
@@ -23,18 +24,12 @@ from hcsi.sbi import (
     flip_landmarks,
     flip_permutation,
     hull_mask,
+    self_blend,
 )
 from hcsi.sbi.blend import resize_taps
 from hcsi.sbi.masks import DFL_FULL_REGIONS, hull_window
-from hcsi.sbi.synthesis import (
-    affine_maps,
-    elastic_deform_window,
-    elastic_maps_at,
-    jpeg_window,
-    source_window,
-    warp,
-    window_slices,
-)
+from hcsi.sbi.operations import affine_maps, elastic_deform_window, elastic_maps_at, warp
+from hcsi.sbi.windows import jpeg_window, source_window, window_slices
 
 CROPS = Path(__file__).resolve().parent / "fixtures" / "sbi_faces"
 FACE_NAMES = ("obama.png", "beckham.png")
@@ -289,14 +284,7 @@ def test_config_rejects_invalid_values():
         SBIConfig(downscale_factors=(0, 2))
 
 
-# --- Windows: each step computes only the pixels the output needs, and gives exactly the whole-crop result there ---
-
-class WholeCropGenerator(SelfBlendedImageGenerator):
-    """Every image step on the whole context crop, as the reference computes it."""
-
-    def _window(self, window, shape_hw):
-        return (0, 0, shape_hw[1], shape_hw[0])
-
+# --- The fast generator against the specification (hcsi.sbi.reference), and each windowed step on its own ---
 
 def context_crop(image: np.ndarray, landmarks: np.ndarray, pad: tuple[int, int, int, int]):
     """The 317×317 crop padded by reflection (top, bottom, left, right), like a stored context crop, with its
@@ -307,22 +295,34 @@ def context_crop(image: np.ndarray, landmarks: np.ndarray, pad: tuple[int, int, 
     return padded, landmarks + np.float32([left, top]), (x0 + left, y0 + top, x1 + left, y1 + top)
 
 
-@pytest.mark.parametrize("pad", [(150, 40, 90, 70), (0, 0, 0, 0), (170, 23, 0, 131)])
-def test_windowed_pipeline_gives_the_whole_crop_result(faces, pad):
-    """Same seed, same bytes: the windows change no output (train and eval; faces inside the crop and at its edges;
-    crop widths 477, 317 and 448 put the end of OpenCV's vectorised rows in different places)."""
-    windowed, whole = SelfBlendedImageGenerator(), WholeCropGenerator()
-    transformed = set()
-    for (image, landmarks), seed in zip(faces * 4, range(8)):
+# Crops of 477×260, 317×317, 448×510, 548×423 and 784×825 (width × height): faces inside and at the edges, and the
+# end of OpenCV's vectorised rows in different places.
+REFERENCE_PADS = [(150, 40, 90, 70), (0, 0, 0, 0), (170, 23, 0, 131), (31, 77, 200, 31), (260, 248, 233, 234)]
+
+
+@pytest.mark.parametrize("pad", REFERENCE_PADS)
+def test_fast_generator_gives_the_reference_pairs_byte_for_byte(faces, pad):
+    """Same seed, same bytes, over 20 seeds per crop size, train and eval, 68 and 81 landmarks."""
+    generator = SelfBlendedImageGenerator()
+    augmentations = SBIAugmentations.from_config(generator.config)
+    seen = set()
+    for seed in range(20):
+        image, landmarks = faces[seed % 2]
+        if seed % 3 == 0:
+            landmarks = with_forehead(landmarks)
         image, landmarks, box = context_crop(image, landmarks, pad)
         for train in (True, False):
-            ours, reference = (g(image, landmarks, box, np.random.default_rng(seed), train=train)
-                               for g in (windowed, whole))
+            fast = generator(image, landmarks, box, np.random.default_rng(seed), train=train)
+            reference = self_blend(image, landmarks, box, np.random.default_rng(seed), generator.config, train,
+                                   augmentations)
             for name in ("real", "fake", "mask"):
-                assert np.array_equal(getattr(ours, name), getattr(reference, name)), (seed, train, name)
-            assert ours.crop_box == reference.crop_box
-            transformed.add(ours.transformed)
-    assert transformed == {"source", "target"}
+                assert np.array_equal(getattr(fast, name), getattr(reference, name)), (seed, train, name)
+            for name in ("hull_type", "transformed", "flipped", "blend_ratio", "landmark_count", "crop_box"):
+                assert getattr(fast, name) == getattr(reference, name), (seed, train, name)
+            seen.add((fast.transformed, fast.flipped, fast.landmark_count))
+    # Both branches of the source transforms, both flips and both landmark counts were exercised.
+    assert {t for t, _, _ in seen} == {"source", "target"} and {f for _, f, _ in seen} == {True, False}
+    assert {n for _, _, n in seen} == {68, 81}
 
 
 def test_window_warp_equals_the_window_of_the_whole_warp(faces):

@@ -11,7 +11,7 @@ import numpy as np
 
 import albumentations as A
 
-from ..sbi.synthesis import seed_pipeline
+from ..sbi.augmentations import seed_pipeline
 
 
 class PostProcessingAugmentation:
