@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from .demo import add_demo_arguments, run_demo
 from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 
 
@@ -111,7 +112,7 @@ def _evaluate(args: argparse.Namespace) -> int:
              "git_commit": git_commit(), "command": "hcsi " + " ".join(sys.argv[1:])}
     ctx = setup_distributed(args.device)
     try:
-        summary = evaluate(model, videos, out, options, ctx, about)
+        summary = evaluate(model, videos, out, options=options, ctx=ctx, about=about)
     finally:
         shutdown_distributed(ctx)
     if summary is not None:
@@ -136,7 +137,7 @@ def _robustness(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(args.checkpoint)
     ctx = setup_distributed(args.device)
     try:
-        rows = robustness(model, videos, args.out, options, ctx)
+        rows = robustness(model, videos, args.out, options=options, ctx=ctx)
     finally:
         shutdown_distributed(ctx)
     if rows is not None:
@@ -365,24 +366,82 @@ def _fetch_models(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .demo import run_demo
-
-    run_demo(Path(args.out), Path(args.data) if args.data else None, args.seed, args.quick)
+    run_demo(args.out, args.data, args.seed, args.quick)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _option(*names: str, **settings) -> argparse.ArgumentParser:
+    """A parent parser (`parents=[...]`) holding one option that several commands share, so that its spelling, type,
+    default and help are written once."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*names, **settings)
+    return parent
 
+
+def _checkpoint_option(required: bool) -> argparse.ArgumentParser:
+    """`detect` and `serve` do not require it: without one they say how to get one."""
+    return _option("--checkpoint", required=required,
+                   help="hcsi checkpoint (.safetensors, written by hcsi train or hcsi import-weights)")
+
+
+def _frames_option() -> argparse.ArgumentParser:
+    return _option("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
+
+
+def _device_option() -> argparse.ArgumentParser:
+    return _option("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _face_detector_option(*aliases: str, dest: str = "face_detector") -> argparse.ArgumentParser:
+    """`aliases`: other spellings (preprocess and evaluate also take `--detector`); `dest`: the attribute that
+    preprocess, evaluate and robustness pass on as their options' `detector`."""
+    return _option("--face-detector", *aliases, dest=dest, default=DEFAULT_FACE_DETECTOR,
+                   choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
+
+
+def _compression_option() -> argparse.ArgumentParser:
+    return _option("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ / DFD quality folder")
+
+
+def _seed_option() -> argparse.ArgumentParser:
+    return _option("--seed", type=int, default=0, help="seed of the randomness (default 0)")
+
+
+def _threshold_option() -> argparse.ArgumentParser:
+    return _option("--threshold", type=fraction, default=0.5,
+                   help="score at or above which the verdict is fake (default 0.5)")
+
+
+def _face_input_option() -> argparse.ArgumentParser:
+    return _option("--input", required=True, help="image or video with a face")
+
+
+def _image_out_option() -> argparse.ArgumentParser:
+    return _option("--out", required=True, help="output image (.png)")
+
+
+def _benchmark_options() -> argparse.ArgumentParser:
+    """What `evaluate` and `robustness` share: the test set and how its videos are scored."""
+    parent = argparse.ArgumentParser(add_help=False, parents=[_frames_option(), _device_option(),
+                                                              _compression_option()])
+    parent.add_argument("--dataset", required=True, choices=["ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw", "folder"])
+    parent.add_argument("--root", required=True,
+                        help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
+    parent.add_argument("--batch-size", type=at_least(1), default=64, help="face crops per forward pass")
+    parent.add_argument("--workers", type=at_least(0), default=2,
+                        help="processes that decode frames and detect faces (and perturb them, in robustness); 0: none")
+    parent.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    return parent
+
+
+def _add_profile_command(commands: argparse._SubParsersAction) -> None:
     profile = commands.add_parser("profile", help="parameters, MACs, latency and peak memory of a model variant")
     # no argparse choices: listing the registry would import timm and slow every command's start by seconds
     profile.add_argument("--model", default="hcsi_net", help="registered model name (an unknown name lists them)")
     profile.add_argument("--input-size", type=at_least(32),
                          help="face-crop side in pixels (default: the model's own, 224 for HCSI-Net)")
     profile.add_argument("--batch", type=at_least(1), default=1)
+    # not _device_option(): a profile measures the device it is given, so there is no "auto"
     profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     profile.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                          help="bf16/fp16 run under autocast")
@@ -392,23 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     profile.set_defaults(run=_profile)
 
-    prep = commands.add_parser("preprocess", help="sample frames, detect faces, store context crops (resumable)")
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    """preprocess, sbi-preview, train."""
+    prep = commands.add_parser("preprocess", help="sample frames, detect faces, store context crops (resumable)",
+                               parents=[_frames_option(), _compression_option(),
+                                        _face_detector_option("--detector", dest="detector")])
     prep.add_argument("--dataset", required=True, choices=["ff++", "folder"],
                       help="ff++: real videos of the official splits; folder: every video/image under --root")
     prep.add_argument("--root", required=True, help="dataset root")
     prep.add_argument("--out", required=True, help="output folder (a rerun skips finished videos)")
-    prep.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
     prep.add_argument("--workers", type=at_least(1), default=1, help="videos processed in parallel")
-    prep.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ quality folder")
-    prep.add_argument("--face-detector", "--detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
-                      choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
     prep.set_defaults(run=_preprocess)
 
-    preview = commands.add_parser("sbi-preview", help="grid of real | mask | fake triplets made from a face")
-    preview.add_argument("--input", required=True, help="image or video with a face")
+    preview = commands.add_parser("sbi-preview", help="grid of real | mask | fake triplets made from a face",
+                                  parents=[_face_input_option(), _image_out_option(), _seed_option()])
     preview.add_argument("--n", type=at_least(1), default=16, help="number of triplets")
-    preview.add_argument("--out", required=True, help="output image (.png)")
-    preview.add_argument("--seed", type=int, default=0)
     preview.add_argument("--image-size", type=at_least(32), default=224,
                          help="side of each tile (paper: 224, SBI: 380)")
     preview.set_defaults(run=_sbi_preview)
@@ -424,21 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "(a rerun without it resumes, and refuses other settings)")
     train.set_defaults(run=_train)
 
+
+def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
+    """evaluate, robustness, perturb-preview."""
     ev = commands.add_parser("evaluate", help="video-level AUC of a checkpoint on a benchmark (resumable)",
                              description="N frames per video, every face cropped, max over faces, mean over frames; "
-                                         "ROC-AUC over videos. Under torchrun the videos are shared among processes.")
-    ev.add_argument("--checkpoint", required=True, help="an hcsi .safetensors checkpoint (e.g. checkpoints/best)")
-    ev.add_argument("--dataset", required=True, choices=["ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw", "folder"])
-    ev.add_argument("--root", required=True, help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
+                                         "ROC-AUC over videos. Under torchrun the videos are shared among processes.",
+                             parents=[_checkpoint_option(required=True), _benchmark_options(),
+                                      _face_detector_option("--detector", dest="detector")])
     ev.add_argument("--out", help="output folder (default results/<dataset>-<run>); a rerun resumes")
-    ev.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
-    ev.add_argument("--batch-size", type=at_least(1), default=64, help="face crops per forward pass")
-    ev.add_argument("--workers", type=at_least(0), default=2, help="decode/detect processes (0: none)")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    ev.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    ev.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"], help="FF++ / DFD quality folder")
-    ev.add_argument("--face-detector", "--detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
-                    choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
     ev.add_argument("--failure-score", type=fraction, default=0.5,
                     help="score of a video that is unreadable or has no face (default 0.5, as SBI)")
     ev.add_argument("--exclude-failures", action="store_true",
@@ -450,35 +502,26 @@ def build_parser() -> argparse.ArgumentParser:
         "robustness", help="video-level AUC under the 7 DeeperForensics perturbations × 5 levels (resumable)",
         description="Each video is decoded once; its sampled frames are perturbed before face detection for every "
                     "(perturbation, level) and scored as by hcsi evaluate. Writes robustness.json, robustness.md "
-                    "and robustness.png. Under torchrun the videos are shared among processes.")
-    rob.add_argument("--checkpoint", required=True, help="an hcsi .safetensors checkpoint")
-    rob.add_argument("--dataset", required=True, choices=["ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw", "folder"])
-    rob.add_argument("--root", required=True, help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
+                    "and robustness.png. Under torchrun the videos are shared among processes.",
+        parents=[_checkpoint_option(required=True), _benchmark_options(), _seed_option(),
+                 _face_detector_option(dest="detector")])
     rob.add_argument("--out", required=True, help="output folder (a rerun resumes)")
     rob.add_argument("--perturbations", default="all",
                      help="all, or a comma-separated subset of saturation,contrast,block,noise,blur,pixelation,"
                           "compression")
     rob.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=[1, 2, 3, 4, 5])
-    rob.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
-    rob.add_argument("--batch-size", type=at_least(1), default=64)
-    rob.add_argument("--workers", type=at_least(0), default=2, help="decode/perturb/detect processes (0: none)")
-    rob.add_argument("--device", default="auto")
-    rob.add_argument("--amp", action="store_true")
-    rob.add_argument("--seed", type=int, default=0, help="seed of the perturbations' randomness")
     rob.add_argument("--detect-on", default="perturbed", choices=["perturbed", "clean"],
                      help="find faces in each perturbed frame (default: the whole pipeline degraded) or once in the "
                           "clean frames, cutting the perturbed ones at those boxes (cheaper: the classifier alone)")
-    rob.add_argument("--compression", default="raw", choices=["raw", "c23", "c40"])
-    rob.add_argument("--face-detector", dest="detector", default=DEFAULT_FACE_DETECTOR,
-                     choices=sorted(FACE_DETECTORS))
     rob.set_defaults(run=_robustness)
 
-    pp = commands.add_parser("perturb-preview", help="grid of a face under each perturbation and level")
-    pp.add_argument("--input", required=True, help="image or video with a face")
-    pp.add_argument("--out", required=True, help="output image (.png)")
-    pp.add_argument("--seed", type=int, default=0)
+    pp = commands.add_parser("perturb-preview", help="grid of a face under each perturbation and level",
+                             parents=[_face_input_option(), _image_out_option(), _seed_option()])
     pp.set_defaults(run=_perturb_preview)
 
+
+def _add_report_commands(commands: argparse._SubParsersAction) -> None:
+    """report, gallery, compare."""
     report = commands.add_parser("report", help="cross-dataset table (Table II layout) from evaluation outputs")
     report.add_argument("results", nargs="+", help="`hcsi evaluate` output folders or their summary.json")
     report.add_argument("--ablation", action="store_true", help="also the Table III table (mean AUC and Δ)")
@@ -488,11 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gallery = commands.add_parser("gallery", help="the most confident false positives and negatives of an evaluation",
                                   description="Fig. 5-style picture: for each case the face crop that decided the "
-                                              "video (stored by hcsi evaluate), its score, label and file name.")
+                                              "video (stored by hcsi evaluate), its score, label and file name.",
+                                  parents=[_threshold_option(), _image_out_option()])
     gallery.add_argument("result", help="an `hcsi evaluate` output folder")
     gallery.add_argument("--n", type=at_least(1), default=8, help="cases of each kind (default 8)")
-    gallery.add_argument("--threshold", type=fraction, default=0.5, help="score at or above which a video is fake")
-    gallery.add_argument("--out", required=True, help="output image (.png)")
     gallery.set_defaults(run=_gallery)
 
     compare = commands.add_parser("compare", help="subset-matched comparison with Table II's baselines (Eq. 17)")
@@ -505,42 +547,41 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--label", help="name of our model in the plot (default: the results' model label)")
     compare.set_defaults(run=_compare)
 
+
+def _add_deployment_commands(commands: argparse._SubParsersAction) -> None:
+    """detect, export, serve."""
     detect = commands.add_parser("detect", help="score videos and images with a trained checkpoint",
                                  description="Scores every file (folders recursively, glob patterns) with the "
-                                             "evaluation protocol; per-file problems are reported, not fatal.")
+                                             "evaluation protocol; per-file problems are reported, not fatal.",
+                                 parents=[_checkpoint_option(required=False), _frames_option(), _device_option(),
+                                          _threshold_option(), _face_detector_option()])
     detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
-    detect.add_argument("--checkpoint", help="trained hcsi checkpoint (.safetensors)")
     detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
     detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
-    detect.add_argument("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
-    detect.add_argument("--device", default="auto")
-    detect.add_argument("--threshold", type=fraction, default=0.5, help="score at or above which the verdict is fake")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
-    detect.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
-                        help="face detector backend (docs/protocol.md, Faces)")
     detect.set_defaults(run=_detect)
 
-    export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)")
-    export.add_argument("--checkpoint", required=True)
+    export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)",
+                                 parents=[_checkpoint_option(required=True)])
     export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     export.add_argument("--out", required=True, help="output file (.onnx / .pt)")
     export.set_defaults(run=_export)
 
-    serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint")
-    serve.add_argument("--checkpoint", help="trained hcsi checkpoint (.safetensors)")
+    serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint",
+                                parents=[_checkpoint_option(required=False), _frames_option(), _device_option(),
+                                         _face_detector_option()])
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     serve.add_argument("--port", type=at_least(1), default=8000)
     serve.add_argument("--workers", type=at_least(1), default=1, help="analyses run at once")
     serve.add_argument("--queue", type=at_least(0), default=8, help="requests that may wait; beyond that: 503")
     serve.add_argument("--max-upload-mb", type=positive_float, default=500)
     serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
-    serve.add_argument("--frames", type=at_least(1), default=32)
-    serve.add_argument("--device", default="auto")
-    serve.add_argument("--face-detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS),
-                       help="face detector backend (docs/protocol.md, Faces)")
     serve.set_defaults(run=_serve)
 
+
+def _add_weights_commands(commands: argparse._SubParsersAction) -> None:
+    """import-weights, fetch-models."""
     imp = commands.add_parser(
         "import-weights", help="turn a published SBI-trained EfficientNet-B4 checkpoint into an hcsi checkpoint",
         description="Reads the file with torch.load(weights_only=True) (a file that needs code to unpickle is "
@@ -562,11 +603,18 @@ def build_parser() -> argparse.ArgumentParser:
                                             "too, this command does it ahead (e.g. before going offline).")
     fetch.set_defaults(run=_fetch_models)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_profile_command(commands)
+    _add_training_commands(commands)
+    _add_evaluation_commands(commands)
+    _add_report_commands(commands)
+    _add_deployment_commands(commands)
+    _add_weights_commands(commands)
     demo = commands.add_parser("demo", help="the whole pipeline on built-in data, on a CPU, in minutes")
-    demo.add_argument("--out", default="outputs/demo")
-    demo.add_argument("--data", help="a folder of real videos instead of the built-in clips")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quick", action="store_true", help="a reduced run: fewer frames, 2 short epochs")
+    add_demo_arguments(demo)  # the same options as `python -m hcsi.demo` (make demo)
     demo.set_defaults(run=_demo)
     return parser
 

@@ -25,17 +25,12 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import torch
 
+# torch and the training and evaluation stack are imported where they are used: `hcsi` imports this module for
+# the demo's options (add_demo_arguments) on every start, which must stay quick
 from .data.preprocess import PreprocessOptions, preprocess
-from .data.sbi_dataset import SBIDataset, VALIDATION_SEED
 from .data.sources import SourceVideo, folder_videos
-from .evaluate.metrics import detection_metrics
 from .files import atomic_path, write_json_atomic
-from .profiling import format_profile, profile_model
-from .sbi.preview import preview_grid
-from .train.config import load_config
-from .train.loop import train
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 FULL_RECIPE = """hcsi preprocess --dataset ff++ --root FaceForensics++ --out data/ffpp_real_faces --frames 32 --workers 8
@@ -104,6 +99,10 @@ def make_builtin_clips(folder: Path, clips_per_identity: int, frames: int, seed:
 def video_level_sbi_scores(model, store: Path, config, held_out: set[str]) -> list[dict]:
     """For each held-out video: the mean over its frames of p(fake) for its real faces, and for SBI fakes made
     from them (the validation synthesis: fixed seed, test-time crop) — the video protocol's aggregation."""
+    import torch
+
+    from .data.sbi_dataset import SBIDataset, VALIDATION_SEED
+
     dataset = SBIDataset(store, None, frames_per_video=None, train=False, config=config.sbi_config(
         model.config.input_size), seed=VALIDATION_SEED, mean=model.config.mean, std=model.config.std)
     per_video: dict[str, dict[str, list[float]]] = {}
@@ -163,6 +162,7 @@ def plot_curves(log_csv: Path, rows: list[dict], out: Path) -> tuple[Path, Path]
 
 def gate_heatmaps(model, store: Path, config, video_id: str, out: Path) -> tuple[Path, Path]:
     """Gate strips of a held-out real face and of the SBI fake made from it."""
+    from .data.sbi_dataset import SBIDataset, VALIDATION_SEED, read_crop
     from .detect import Detector
     from .detect.explain import save_gate_strip
 
@@ -170,8 +170,6 @@ def gate_heatmaps(model, store: Path, config, video_id: str, out: Path) -> tuple
                          config=config.sbi_config(model.config.input_size), seed=VALIDATION_SEED)
     index = next(i for i, f in enumerate(dataset.faces) if f.video_id == video_id)
     face = dataset.faces[index]
-    from .data.sbi_dataset import read_crop
-
     rng = np.random.default_rng([VALIDATION_SEED, 0, index])
     sample = dataset.generator(read_crop(face.crop), face.landmarks, face.box, rng, train=False)
     detector = Detector(model, device="cpu")
@@ -224,7 +222,31 @@ def prepare_demo_folder(out: Path) -> None:
     (out / DEMO_MARKER).write_text("made by `hcsi demo`; a rerun starts over here\n")
 
 
-def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = False) -> dict:
+def demo_videos(clips_dir: Path, data: Path | None, seed: int, quick: bool) -> tuple[list[SourceVideo], set[str], str]:
+    """The demo's videos (built-in clips written into `clips_dir`, or the real files of `data`), the ids of those
+    held out of training, and a sentence saying what they are."""
+    if data is None:
+        clips = make_builtin_clips(clips_dir, clips_per_identity=2 if quick else 4, frames=12 if quick else 32,
+                                   seed=seed)
+        held_out = {p.relative_to(clips_dir).with_suffix("").as_posix() for p in clips["hopper"]}
+        return folder_videos(clips_dir), held_out, (
+            "Built-in public-domain portraits made into clips (zoom, pan, roll, light drift): "
+            + ", ".join(f"{k}: {len(v)} clips" for k, v in clips.items())
+            + ". Training uses the astronaut; Grace Hopper is the held-out identity.")
+    sources = [s for s in folder_videos(data) if _is_real(data, s)]
+    held_out = set(sorted(s.video_id for s in sources)[::4])
+    return sources, held_out, f"{len(sources)} real files from {data}; held out: {', '.join(sorted(held_out))}"
+
+
+def run_demo(out: str | Path, data: str | Path | None = None, seed: int = 0, quick: bool = False) -> dict:
+    from .evaluate.metrics import detection_metrics
+    from .models.builder import model_from_checkpoint
+    from .profiling import format_profile, profile_model
+    from .sbi.preview import preview_grid
+    from .train.config import load_config
+    from .train.loop import train
+
+    out, data = Path(out), Path(data) if data else None
     prepare_demo_folder(out)
     started = time.time()
     sections: list[tuple[str, str]] = []
@@ -236,18 +258,7 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
     step("1. data")
     clips_dir = out / "clips"
     clips_dir.mkdir(exist_ok=True)
-    if data is None:
-        clips = make_builtin_clips(clips_dir, 2 if quick else 4, 12 if quick else 32, seed)
-        held_out = {p.relative_to(clips_dir).with_suffix("").as_posix() for p in clips["hopper"]}
-        sources = folder_videos(clips_dir)
-        data_text = ("Built-in public-domain portraits made into clips (zoom, pan, roll, light drift): "
-                     + ", ".join(f"{k}: {len(v)} clips" for k, v in clips.items())
-                     + ". Training uses the astronaut; Grace Hopper is the held-out identity.")
-    else:
-        sources = [s for s in folder_videos(data) if _is_real(data, s)]
-        ids = sorted(s.video_id for s in sources)
-        held_out = set(ids[::4])
-        data_text = f"{len(sources)} real files from {data}; held out: {', '.join(sorted(held_out))}"
+    sources, held_out, data_text = demo_videos(clips_dir, data, seed, quick)
     print(data_text)
     sections.append(("Data", data_text))
 
@@ -281,8 +292,6 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
                                  f"{schedule}\nlast SBI validation: {json.dumps(result['last_val'])}"))
 
     step("5. evaluate")
-    from .models.builder import model_from_checkpoint
-
     model = model_from_checkpoint(out / "run" / "final.safetensors")
     curve_rows = video_level_sbi_scores(model, store, config, held_out)
     metrics = detection_metrics([r["label"] for r in curve_rows], [r["score"] for r in curve_rows])
@@ -302,7 +311,7 @@ def run_demo(out: Path, data: Path | None = None, seed: int = 0, quick: bool = F
     step("6. report")
     curve, roc = plot_curves(out / "run" / "log.csv", curve_rows, out)
     images["Training"], images["Evaluation on held-out identities"] = curve, roc
-    real_gates, fake_gates = gate_heatmaps(model, store, config, sorted(held_out)[0], out)
+    real_gates, fake_gates = gate_heatmaps(model, store, config, video_id=sorted(held_out)[0], out=out)
     sections.append(("Gate heatmaps: a real face", "columns: crop | CNN gates of stages 1-5 | transformer gates of "
                                                    "stages 1-5 | Grad-CAM of the CNN stream"))
     sections.append(("Gate heatmaps: its SBI fake", "same layout"))
@@ -354,12 +363,19 @@ def _evaluate_manifest(data: Path, out: Path, quick: bool) -> dict:
     return {k: summary[k] for k in ("auc", "ap", "eer", "acc", "frame_auc", "n_videos", "n_failed")}
 
 
+def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The demo's options, defined once for `hcsi demo` and `python -m hcsi.demo` (what `make demo` runs)."""
+    parser.add_argument("--out", default="outputs/demo",
+                        help="output folder, started over on every run (default outputs/demo)")
+    parser.add_argument("--data", help="a folder of real videos instead of the built-in clips")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the randomness (default 0)")
+    parser.add_argument("--quick", action="store_true", help="a reduced run: fewer frames, 2 short epochs")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hcsi demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--data", type=Path, help="a folder of real videos instead of the built-in clips")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="a reduced run (about a minute): fewer frames, 2 epochs")
+    """`python -m hcsi.demo` (`make demo`): `hcsi demo` without the rest of the command line."""
+    parser = add_demo_arguments(argparse.ArgumentParser(prog="hcsi demo", description=__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     try:
         run_demo(args.out, args.data, args.seed, args.quick)

@@ -62,23 +62,134 @@ def sniff_suffix(head: bytes) -> str | None:
     return None
 
 
+class ScoringService:
+    """What the app serves: one `Detector` behind a bounded queue, and the results it gave (the last MAX_RESULTS,
+    in memory). `workers` analyses run at once; up to `queue_size` more wait; any further request gets 503."""
+
+    def __init__(self, detector: Detector, max_upload_mb: float = 500, workers: int = 1, queue_size: int = 8):
+        require_at_least("workers", workers, 1)
+        require_at_least("queue_size", queue_size, 0)
+        if not max_upload_mb > 0:
+            raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb!r}")
+        self.detector = detector
+        self.max_upload_mb = max_upload_mb
+        self.max_bytes = int(max_upload_mb * 2**20)
+        self.capacity = workers + queue_size
+        self.pending = 0  # requests being analysed or waiting; changed on the event loop only
+        self.results: OrderedDict[str, dict] = OrderedDict()
+        self.heatmaps: dict[str, bytes] = {}
+        self._executor = ThreadPoolExecutor(max_workers=workers)
+        # one Detector instance: its face detector and model run one call at a time
+        self._detector_lock = threading.Lock()
+
+    def health(self) -> dict:
+        return {"status": "ok", "model": self.detector.model.config.name, "pending": self.pending,
+                "capacity": self.capacity}
+
+    def analyse(self, path: str, frames: int) -> tuple[dict, bytes | None]:
+        """Score one file (in a worker thread): the result's dict and its gate-heatmap strip as PNG bytes."""
+        with self._detector_lock:
+            result = self.detector.score(path, explain=True, frames=frames)
+        heatmap = None
+        if result.gates:
+            ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
+            heatmap = png.tobytes() if ok else None
+        return result.to_dict(), heatmap
+
+    async def save_upload(self, request: Request) -> tuple[str, int | None, str]:
+        """The multipart upload copied to a temporary file: its path, the requested frames and the client's file
+        name (for messages only)."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes + CHUNK:
+            raise HTTPException(413, f"upload larger than the limit of {self.max_upload_mb:g} MB")
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as error:  # malformed multipart bodies
+            raise HTTPException(400, f"could not parse the multipart form: {error}") from error
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(400, "expected a multipart form with a 'file' field holding the video or image")
+        frames = form.get("frames")
+        if frames is not None and (not str(frames).isdigit() or not 1 <= int(frames) <= 300):
+            raise HTTPException(400, "frames must be an integer from 1 to 300")
+        head = await upload.read(16)
+        if not head:
+            raise HTTPException(400, "the uploaded file is empty")
+        suffix = sniff_suffix(head)
+        if suffix is None:
+            raise HTTPException(415, "unsupported file type: the content is not a known video or image format")
+        fd, path = tempfile.mkstemp(prefix="hcsi-upload-", suffix=suffix)  # our name, never the client's
+        size = len(head)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(head)
+                while chunk := await upload.read(CHUNK):
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise HTTPException(413, f"upload larger than the limit of {self.max_upload_mb:g} MB")
+                    out.write(chunk)
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
+        finally:
+            await form.close()
+        shown_name = Path(str(upload.filename or "")).name or "the upload"  # the client's name, for messages only
+        return path, int(frames) if frames is not None else None, shown_name
+
+    async def analyze(self, request: Request) -> JSONResponse:
+        """POST /v1/analyze: 503 when the queue is full; otherwise the upload is scored, kept and answered."""
+        if self.pending >= self.capacity:
+            return JSONResponse({"detail": "busy: the analysis queue is full, retry later"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        self.pending += 1
+        path = None
+        try:
+            path, frames, shown_name = await self.save_upload(request)
+            loop = asyncio.get_running_loop()
+            record, heatmap = await loop.run_in_executor(self._executor, self.analyse, path,
+                                                         frames or self.detector.frames)
+            for server_name in (path, Path(path).name):  # answers name the uploaded file, never a server path
+                record["reason"] = record["reason"].replace(server_name, shown_name)
+        finally:
+            self.pending -= 1
+            if path is not None:
+                Path(path).unlink(missing_ok=True)
+        self.keep(record, heatmap)
+        status = 200 if record["status"] in ("ok", "no_face") else 422
+        return JSONResponse(record, status_code=status)
+
+    def keep(self, record: dict, heatmap: bytes | None) -> None:
+        """Give `record` a random id and its heatmap's URL, and keep both (dropping the oldest beyond MAX_RESULTS)."""
+        result_id = secrets.token_urlsafe(16)
+        record.pop("path", None)  # the temporary file's name means nothing to the client
+        record["id"] = result_id
+        record["heatmap_url"] = f"/v1/results/{result_id}/heatmap.png" if heatmap else None
+        self.results[result_id] = record
+        if heatmap:
+            self.heatmaps[result_id] = heatmap
+        while len(self.results) > MAX_RESULTS:
+            old, _ = self.results.popitem(last=False)
+            self.heatmaps.pop(old, None)
+
+    def result(self, result_id: str) -> dict:
+        if result_id not in self.results:
+            raise HTTPException(404, "no such result")
+        return self.results[result_id]
+
+    def heatmap(self, result_id: str) -> Response:
+        if result_id not in self.heatmaps:
+            raise HTTPException(404, "no heatmap for this result")
+        return Response(self.heatmaps[result_id], media_type="image/png")
+
+
 def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None = None, workers: int = 1,
                queue_size: int = 8) -> FastAPI:
-    """The app. `workers` analyses run at once; up to `queue_size` more wait; any further request gets 503."""
-    require_at_least("workers", workers, 1)
-    require_at_least("queue_size", queue_size, 0)
-    if not max_upload_mb > 0:
-        raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb!r}")
+    """The app around a `ScoringService` (see it for `workers` and `queue_size`); with `token`, every request but
+    Swagger UI's own files needs it."""
+    service = ScoringService(detector, max_upload_mb=max_upload_mb, workers=workers, queue_size=queue_size)
     app = FastAPI(title="hcsi", description="HCSI-Net face-deepfake detection", version="0.1.0", docs_url=None,
                   redoc_url=None)
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
-    executor = ThreadPoolExecutor(max_workers=workers)
-    detector_lock = threading.Lock()  # one Detector instance: its face detector and model run one call at a time
-    capacity = workers + queue_size
-    state = {"pending": 0}
-    results: OrderedDict[str, dict] = OrderedDict()
-    heatmaps: dict[str, bytes] = {}
-    max_bytes = int(max_upload_mb * 2**20)
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -103,97 +214,19 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": detector.model.config.name, "pending": state["pending"],
-                "capacity": capacity}
-
-    def analyse(path: str, frames: int) -> tuple[dict, bytes | None]:
-        with detector_lock:
-            result = detector.score(path, explain=True, frames=frames)
-        heatmap = None
-        if result.gates:
-            ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
-            heatmap = png.tobytes() if ok else None
-        return result.to_dict(), heatmap
-
-    async def save_upload(request: Request) -> tuple[str, int | None, str]:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes + CHUNK:
-            raise HTTPException(413, f"upload larger than the limit of {max_upload_mb:g} MB")
-        try:
-            form = await request.form(max_files=1, max_fields=4)
-        except Exception as error:  # malformed multipart bodies
-            raise HTTPException(400, f"could not parse the multipart form: {error}") from error
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPException(400, "expected a multipart form with a 'file' field holding the video or image")
-        frames = form.get("frames")
-        if frames is not None and (not str(frames).isdigit() or not 1 <= int(frames) <= 300):
-            raise HTTPException(400, "frames must be an integer from 1 to 300")
-        head = await upload.read(16)
-        if not head:
-            raise HTTPException(400, "the uploaded file is empty")
-        suffix = sniff_suffix(head)
-        if suffix is None:
-            raise HTTPException(415, "unsupported file type: the content is not a known video or image format")
-        fd, path = tempfile.mkstemp(prefix="hcsi-upload-", suffix=suffix)  # our name, never the client's
-        size = len(head)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(head)
-                while chunk := await upload.read(CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise HTTPException(413, f"upload larger than the limit of {max_upload_mb:g} MB")
-                    out.write(chunk)
-        except BaseException:
-            Path(path).unlink(missing_ok=True)
-            raise
-        finally:
-            await form.close()
-        shown_name = Path(str(upload.filename or "")).name or "the upload"  # the client's name, for messages only
-        return path, int(frames) if frames is not None else None, shown_name
+        return service.health()
 
     @app.post("/v1/analyze")
     async def analyze(request: Request) -> JSONResponse:
-        if state["pending"] >= capacity:
-            return JSONResponse({"detail": "busy: the analysis queue is full, retry later"}, status_code=503,
-                                headers={"Retry-After": "5"})
-        state["pending"] += 1
-        path = None
-        try:
-            path, frames, shown_name = await save_upload(request)
-            loop = asyncio.get_running_loop()
-            record, heatmap = await loop.run_in_executor(executor, analyse, path, frames or detector.frames)
-            for server_name in (path, Path(path).name):  # answers name the uploaded file, never a server path
-                record["reason"] = record["reason"].replace(server_name, shown_name)
-        finally:
-            state["pending"] -= 1
-            if path is not None:
-                Path(path).unlink(missing_ok=True)
-        result_id = secrets.token_urlsafe(16)
-        record.pop("path", None)  # the temporary file's name means nothing to the client
-        record["id"] = result_id
-        record["heatmap_url"] = f"/v1/results/{result_id}/heatmap.png" if heatmap else None
-        results[result_id] = record
-        if heatmap:
-            heatmaps[result_id] = heatmap
-        while len(results) > MAX_RESULTS:
-            old, _ = results.popitem(last=False)
-            heatmaps.pop(old, None)
-        status = 200 if record["status"] in ("ok", "no_face") else 422
-        return JSONResponse(record, status_code=status)
+        return await service.analyze(request)
 
     @app.get("/v1/results/{result_id}")
     def get_result(result_id: str) -> dict:
-        if result_id not in results:
-            raise HTTPException(404, "no such result")
-        return results[result_id]
+        return service.result(result_id)
 
     @app.get("/v1/results/{result_id}/heatmap.png")
     def get_heatmap(result_id: str) -> Response:
-        if result_id not in heatmaps:
-            raise HTTPException(404, "no heatmap for this result")
-        return Response(heatmaps[result_id], media_type="image/png")
+        return service.heatmap(result_id)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:

@@ -272,60 +272,264 @@ def train(config: TrainConfig | str | Path, overrides: list[str] = (), progress_
 
 
 def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[str, Any]:
-    run = config.run
-    run_dir = Path(run.out)
-    _check_run_dir(run_dir, config)
-    seed = run.seed + ctx.rank
+    """The run itself: set up (or resume), then per epoch train and validate, until done or asked to stop."""
+    _check_run_dir(Path(config.run.out), config)
+    trainer = Trainer(config, ctx)
+    trainer.resume()
+    trainer.wrap_model()
+    status = "finished"
+    log = RunLog(trainer.run_dir, ctx.is_main, trainer.progress.global_step)
+    try:
+        with StopRequest() as stop:
+            for epoch in range(trainer.progress.epoch, config.schedule.epochs):
+                if not trainer.train_one_epoch(epoch, stop, log, progress_bar):
+                    trainer.save_state()
+                    status = "interrupted"
+                    break
+                trainer.end_epoch(epoch, log)
+    finally:
+        log.close()  # also when a step raises: the log file is flushed and closed
+    return trainer.finish(status)
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    if run.deterministic:
+    if deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
-    model = build_training_model(config)
-    train_set, val_set = build_datasets(config, model)
-    steps_per_epoch = len(train_set) // (run.batch_pairs * ctx.world_size)
-    if steps_per_epoch == 0:
+
+def _steps_per_epoch(config: TrainConfig, train_set: SBIDataset, world_size: int) -> int:
+    run = config.run
+    steps = len(train_set) // (run.batch_pairs * world_size)
+    if steps == 0:
         raise ValueError(f"{config.data.store}: split {config.data.train_split!r} has {len(train_set)} faces, fewer "
-                         f"than one step of run.batch_pairs={run.batch_pairs} × {ctx.world_size} process(es)")
-    if run.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, run.max_steps_per_epoch)
-    if ctx.is_main and not (run_dir / "config.yaml").is_file():  # only once model and data are known to work
-        save_config(config, run_dir / "config.yaml")
+                         f"than one step of run.batch_pairs={run.batch_pairs} × {world_size} process(es)")
+    return steps if run.max_steps_per_epoch is None else min(steps, run.max_steps_per_epoch)
 
-    device = ctx.device
-    channels_last = run.channels_last and device.type == "cuda"
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer, sam = _optimizer(config, model)
-    scheduler = linear_decay_scheduler(optimizer, steps_per_epoch, config.schedule)
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and run.amp == "fp16")
 
-    progress = Progress()
-    last_metrics: dict[str, float] = {}
-    resume_dir = latest_resume_state(run_dir)
-    if resume_dir is not None:
-        load_checkpoint(model, resume_dir / "model.safetensors")
-        state = load_training_state(resume_dir)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        rng_states = state["rng"]
-        restore_rng(rng_states[ctx.rank] if len(rng_states) == ctx.world_size else rng_states[0])
-        progress = Progress(**state["progress"])
-        last_metrics = state.get("last_val", {})
+class Trainer:
+    """Everything one run holds between steps, built from its config: the model (and the DDP/compiled wrapper that
+    runs it), optimizer, schedule, loss and batch augmentations, the datasets, the progress and the checkpoints.
+
+    `_train` drives it: `resume()` and `wrap_model()`, then per epoch `train_one_epoch` and `end_epoch`, then `finish`.
+    """
+
+    def __init__(self, config: TrainConfig, ctx: Distributed) -> None:
+        run = config.run
+        self.config, self.ctx = config, ctx
+        self.run_dir = Path(run.out)
+        self.device = device = ctx.device
+        _seed_everything(run.seed + ctx.rank, run.deterministic)
+        self.model = build_training_model(config)
+        self.train_set, self.val_set = build_datasets(config, self.model)
+        self.steps_per_epoch = _steps_per_epoch(config, self.train_set, ctx.world_size)
+        if ctx.is_main and not (self.run_dir / "config.yaml").is_file():  # once model and data are known to work
+            save_config(config, self.run_dir / "config.yaml")
+
+        self.channels_last = run.channels_last and device.type == "cuda"
+        self.model.to(device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer, self.sam = _optimizer(config, self.model)
+        self.scheduler = linear_decay_scheduler(self.optimizer, self.steps_per_epoch, config.schedule)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and run.amp == "fp16")
+        self.progress = Progress()
+        self.last_metrics: dict[str, float] = {}
+        self.first_losses: list[float] = []
+        self.mixup, self.criterion, self.erasing = _batch_augmentations(config, self.model, device)
+        self.selection = {"split": config.data.val_split, "store": str(config.data.store),
+                          "metric": "frame-level ROC-AUC on SBI fakes of the split's real faces (never a target "
+                                    "test set)"}
+        self.top_k = TopKCheckpoints(self.run_dir / "checkpoints", run.keep_top_k, self.selection)
+        self.commit = git_commit()
+        self.sampler = DistributedSampler(self.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                          seed=run.seed, drop_last=True)
+
+    # --- state ---
+
+    def resume(self) -> None:
+        """Load the latest resume state of the run folder, if any."""
+        ctx, run_dir = self.ctx, self.run_dir
+        resume_dir = latest_resume_state(run_dir)
+        if resume_dir is not None:
+            load_checkpoint(self.model, resume_dir / "model.safetensors")
+            state = load_training_state(resume_dir)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            rng_states = state["rng"]
+            restore_rng(rng_states[ctx.rank] if len(rng_states) == ctx.world_size else rng_states[0])
+            self.progress = Progress(**state["progress"])
+            self.last_metrics = state.get("last_val", {})
+            if ctx.is_main:
+                progress = self.progress
+                where = ("finished: nothing left to train" if progress.epoch >= self.config.schedule.epochs else
+                         f"at epoch {progress.epoch + 1}, step {progress.step_in_epoch} of {self.steps_per_epoch}")
+                print(f"resuming {run_dir} ({progress.global_step} steps done) {where}", file=sys.stderr, flush=True)
+
+    def wrap_model(self) -> None:
+        """`net`, what the steps run: the model, wrapped for DDP and torch.compile when the run asks for them. Call it
+        after `resume`, so that DDP starts from the loaded weights."""
+        ctx = self.ctx
+        self.net: nn.Module = self.model
+        if ctx.enabled:
+            device = self.device
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.config.run.compile:
+            self.net = torch.compile(self.net)
+
+    def save_state(self) -> None:
+        """Write a resume state (model, optimizer, schedule, scaler, every rank's RNG, progress); all ranks call it."""
+        rng_states = self.ctx.gather([capture_rng()])
+        if self.ctx.is_main:
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "scaler": self.scaler.state_dict(), "rng": rng_states, "progress": vars(self.progress),
+                     "last_val": self.last_metrics}
+            save_resume_state(self.run_dir, self.model, state,
+                              {**vars(self.progress), "model": self.model.config.name, "git_commit": self.commit})
+        self.ctx.barrier()
+
+    def metadata(self, epoch: int) -> dict[str, Any]:
+        """What a checkpoint of the current state, after `epoch` epochs, records about itself."""
+        return {"model": self.model.config.name, "epoch": epoch, "step": self.progress.global_step,
+                "metrics": self.last_metrics, "seed": self.config.run.seed, "git_commit": self.commit,
+                "selected_on": self.selection, "train_config": self.config.to_dict()}
+
+    # --- one step ---
+
+    def _loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with _autocast(self.config, self.device):
+            logits = self.net(images)
+        return self.criterion(logits.float(), targets)
+
+    def _clip_gradients(self) -> None:
+        if self.config.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Augment the batch (random erasing, MixUp/CutMix), one SAM or AdamW update, one schedule step; the loss."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.erasing is not None:
+            images = self.erasing(images)
+        targets = labels
+        if self.mixup is not None:
+            images, targets = self.mixup(images, labels)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        loss = self._loss(images, targets)
+        if self.sam is not None:
+            loss.backward()
+            self.sam.first_step()
+            self._loss(images, targets).backward()
+            self._clip_gradients()
+            self.sam.second_step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            self._clip_gradients()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss.item()
+
+    # --- one epoch ---
+
+    def _epoch_loader(self, epoch: int, start: int) -> DataLoader:
+        """This epoch's training batches from step `start` on (the epoch's shuffle does not depend on `start`)."""
+        run = self.config.run
+        self.train_set.set_epoch(epoch)
+        self.train_set.reset_redrawn_samples()
+        self.sampler.set_epoch(epoch)
+        indices = list(self.sampler)[: self.steps_per_epoch * run.batch_pairs]
+        return DataLoader(self.train_set, batch_size=run.batch_pairs, sampler=indices[start * run.batch_pairs:],
+                          num_workers=self.config.data.workers, collate_fn=sbi_collate, drop_last=True,
+                          pin_memory=self.config.data.pin_memory and self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(run.seed))
+
+    def train_one_epoch(self, epoch: int, stop: StopRequest, log: RunLog, progress_bar: bool) -> bool:
+        """Train the rest of `epoch`, logging every LOG_EVERY_STEPS steps and saving a resume state every
+        run.save_every_steps; False when a stop was requested (the caller saves the state)."""
+        ctx, run, epochs = self.ctx, self.config.run, self.config.schedule.epochs
+        start = self.progress.step_in_epoch
+        batches = iter(self._epoch_loader(epoch, start))
+        bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not (progress_bar and ctx.is_main), dynamic_ncols=True, leave=False)
+        images_per_step = 2 * run.batch_pairs * ctx.world_size
+        window_losses: list[float] = []
+        window_start = time.perf_counter()
+        for step_in_epoch in range(start, self.steps_per_epoch):
+            try:
+                images, labels = next(batches)
+            except Exception:
+                if stop.requested:  # Ctrl-C also reached the loader's worker processes
+                    break
+                raise
+            loss = self.train_step(images, labels)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at epoch {epoch + 1}, step "
+                                         f"{self.progress.global_step + 1}; lower optim.lr or set optim.grad_clip")
+            self.progress = Progress(epoch, step_in_epoch + 1, self.progress.global_step + 1)
+            window_losses.append(loss)
+            if len(self.first_losses) < LOG_EVERY_STEPS:
+                self.first_losses.append(loss)
+            lr = self.optimizer.param_groups[0]["lr"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if self.progress.global_step % LOG_EVERY_STEPS == 0 or step_in_epoch + 1 == self.steps_per_epoch:
+                speed = images_per_step * len(window_losses) / max(time.perf_counter() - window_start, 1e-9)
+                bar.set_postfix(loss=f"{np.mean(window_losses):.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+                log.write(epoch=epoch + 1, step=self.progress.global_step, kind="train",
+                          loss=f"{np.mean(window_losses):.6f}", lr=f"{lr:.6g}", images_per_s=f"{speed:.2f}")
+                window_losses, window_start = [], time.perf_counter()
+            if ctx.any(stop.requested):
+                break
+            if self.progress.global_step % run.save_every_steps == 0:
+                self.save_state()
+        bar.close()
+        return not ctx.any(stop.requested)
+
+    def end_epoch(self, epoch: int, log: RunLog) -> None:
+        """Validate on the SBI split, keep the checkpoint if it is among the top k, log, save a resume state."""
+        ctx = self.ctx
+        redrawn = sum(ctx.gather([self.train_set.redrawn_samples]))  # SBI synthesis failures, drawn again
+        self.last_metrics = metrics = validate(self.model, self.val_set, self.config, ctx)
+        epochs = self.config.schedule.epochs
         if ctx.is_main:
-            where = ("finished: nothing left to train" if progress.epoch >= config.schedule.epochs else
-                     f"at epoch {progress.epoch + 1}, step {progress.step_in_epoch} of {steps_per_epoch}")
-            print(f"resuming {run_dir} ({progress.global_step} steps done) {where}", file=sys.stderr, flush=True)
+            self.top_k.consider(self.model, self.metadata(epoch + 1))
+            log.write(epoch=epoch + 1, step=self.progress.global_step, kind="val", val_auc=f"{metrics['val_auc']:.6f}",
+                      val_loss=f"{metrics['val_loss']:.6f}", redrawn_samples=redrawn)
+            print(f"epoch {epoch + 1}/{epochs}: SBI val AUC {metrics['val_auc']:.4f} "
+                  f"(loss {metrics['val_loss']:.4f}, {metrics['val_images']} images)"
+                  + (f"; {redrawn} training samples drawn again after a failed synthesis" if redrawn else ""),
+                  flush=True)
+        self.progress = Progress(epoch + 1, 0, self.progress.global_step)
+        self.save_state()
 
-    net: nn.Module = model
-    if ctx.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if run.compile:
-        net = torch.compile(net)
+    def finish(self, status: str) -> dict[str, Any]:
+        """Write final.safetensors (when finished) and summary.json; return the summary."""
+        run_dir, progress = self.run_dir, self.progress
+        summary = {"status": status, "run_dir": str(run_dir), "epochs_done": progress.epoch,
+                   "global_step": progress.global_step, "steps_per_epoch": self.steps_per_epoch,
+                   "last_val": self.last_metrics, "first_train_losses": self.first_losses,
+                   "best_checkpoint": str(run_dir / "checkpoints" / "best.safetensors") if self.top_k.entries else None,
+                   "top_k": self.top_k.entries, "git_commit": self.commit}
+        if self.ctx.is_main and status == "finished":
+            metadata = self.metadata(progress.epoch)
+            save_checkpoint(self.model, run_dir / "final.safetensors", {"metadata": json.dumps(metadata)})
+            write_json_atomic(run_dir / "final.json", metadata, indent=1)
+        if self.ctx.is_main:
+            write_json_atomic(run_dir / "summary.json", summary, indent=1)
+        return summary
 
+
+def _batch_augmentations(config: TrainConfig, model: HCSINet,
+                         device: torch.device) -> tuple[Mixup | None, nn.Module, RandomErasing | None]:
+    """(MixUp/CutMix or None, the loss that fits it, random erasing or None) from config.augment."""
     a = config.augment
     mixup = None
     if a.mixup_alpha > 0 or a.cutmix_alpha > 0:
@@ -335,148 +539,4 @@ def _train(config: TrainConfig, ctx: Distributed, progress_bar: bool) -> dict[st
     else:
         criterion = nn.CrossEntropyLoss(label_smoothing=a.label_smoothing)
     erasing = RandomErasing(a.random_erasing, mode="pixel", device=str(device)) if a.random_erasing > 0 else None
-
-    selection = {"split": config.data.val_split, "store": str(config.data.store),
-                 "metric": "frame-level ROC-AUC on SBI fakes of the split's real faces (never a target test set)"}
-    top_k = TopKCheckpoints(run_dir / "checkpoints", run.keep_top_k, selection)
-    log = RunLog(run_dir, ctx.is_main, progress.global_step)
-    commit = git_commit()
-
-    def metadata(epoch: int, step: int, metrics: dict[str, float]) -> dict[str, Any]:
-        return {"model": model.config.name, "epoch": epoch, "step": step, "metrics": metrics, "seed": run.seed,
-                "git_commit": commit, "selected_on": selection, "train_config": config.to_dict()}
-
-    def save_resume(p: Progress) -> None:
-        rng_states = ctx.gather([capture_rng()])
-        if ctx.is_main:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": rng_states, "progress": vars(p),
-                     "last_val": last_metrics}
-            save_resume_state(run_dir, model, state, {**vars(p), "model": model.config.name,
-                                                      "git_commit": commit})
-        ctx.barrier()
-
-    def loss_of(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with _autocast(config, device):
-            logits = net(images)
-        return criterion(logits.float(), targets)
-
-    def clip() -> None:
-        if config.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-
-    def train_step(images: torch.Tensor, labels: torch.Tensor) -> float:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if erasing is not None:
-            images = erasing(images)
-        targets = labels
-        if mixup is not None:
-            images, targets = mixup(images, labels)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        loss = loss_of(images, targets)
-        if sam is not None:
-            loss.backward()
-            sam.first_step()
-            loss_of(images, targets).backward()
-            clip()
-            sam.second_step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            clip()
-            scaler.step(optimizer)
-            scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        return loss.item()
-
-    first_losses: list[float] = []
-    status = "finished"
-    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=run.seed, drop_last=True)
-    images_per_step = 2 * run.batch_pairs * ctx.world_size
-    net.train()
-    try:
-        with StopRequest() as stop:
-            for epoch in range(progress.epoch, config.schedule.epochs):
-                train_set.set_epoch(epoch)
-                train_set.reset_redrawn_samples()
-                sampler.set_epoch(epoch)
-                indices = list(sampler)[: steps_per_epoch * run.batch_pairs]
-                start = progress.step_in_epoch
-                loader = DataLoader(train_set, batch_size=run.batch_pairs, sampler=indices[start * run.batch_pairs:],
-                                    num_workers=config.data.workers, collate_fn=sbi_collate, drop_last=True,
-                                    pin_memory=config.data.pin_memory and device.type == "cuda",
-                                    generator=torch.Generator().manual_seed(run.seed))
-                bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.schedule.epochs}",
-                           disable=not (progress_bar and ctx.is_main), dynamic_ncols=True, leave=False)
-                window_losses: list[float] = []
-                window_start = time.perf_counter()
-                batches = iter(loader)
-                for step_in_epoch in range(start, steps_per_epoch):
-                    try:
-                        images, labels = next(batches)
-                    except Exception:
-                        if stop.requested:  # Ctrl-C also reached the loader's worker processes
-                            break
-                        raise
-                    loss = train_step(images, labels)
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"training loss became {loss} at epoch {epoch + 1}, step "
-                                                 f"{progress.global_step + 1}; lower optim.lr or set optim.grad_clip")
-                    progress = Progress(epoch, step_in_epoch + 1, progress.global_step + 1)
-                    window_losses.append(loss)
-                    if len(first_losses) < LOG_EVERY_STEPS:
-                        first_losses.append(loss)
-                    lr = optimizer.param_groups[0]["lr"]
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                    if progress.global_step % LOG_EVERY_STEPS == 0 or step_in_epoch + 1 == steps_per_epoch:
-                        elapsed = time.perf_counter() - window_start
-                        speed = images_per_step * len(window_losses) / max(elapsed, 1e-9)
-                        bar.set_postfix(loss=f"{np.mean(window_losses):.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
-                        log.write(epoch=epoch + 1, step=progress.global_step, kind="train",
-                                  loss=f"{np.mean(window_losses):.6f}", lr=f"{lr:.6g}", images_per_s=f"{speed:.2f}")
-                        window_losses, window_start = [], time.perf_counter()
-                    if ctx.any(stop.requested):
-                        break
-                    if progress.global_step % run.save_every_steps == 0:
-                        save_resume(progress)
-                bar.close()
-                if ctx.any(stop.requested):
-                    save_resume(progress)
-                    status = "interrupted"
-                    break
-                redrawn = sum(ctx.gather([train_set.redrawn_samples]))  # SBI synthesis failures, drawn again
-                last_metrics = validate(model, val_set, config, ctx)
-                if ctx.is_main:
-                    top_k.consider(model, metadata(epoch + 1, progress.global_step, last_metrics))
-                    log.write(epoch=epoch + 1, step=progress.global_step, kind="val",
-                              val_auc=f"{last_metrics['val_auc']:.6f}", val_loss=f"{last_metrics['val_loss']:.6f}",
-                              redrawn_samples=redrawn)
-                    print(f"epoch {epoch + 1}/{config.schedule.epochs}: SBI val AUC {last_metrics['val_auc']:.4f} "
-                          f"(loss {last_metrics['val_loss']:.4f}, {last_metrics['val_images']} images)"
-                          + (f"; {redrawn} training samples drawn again after a failed synthesis" if redrawn else ""),
-                          flush=True)
-                progress = Progress(epoch + 1, 0, progress.global_step)
-                save_resume(progress)
-    finally:
-        log.close()  # also when a step raises: the log file is flushed and closed
-
-    summary = {"status": status, "run_dir": str(run_dir), "epochs_done": progress.epoch,
-               "global_step": progress.global_step, "steps_per_epoch": steps_per_epoch,
-               "last_val": last_metrics, "first_train_losses": first_losses,
-               "best_checkpoint": str(run_dir / "checkpoints" / "best.safetensors") if top_k.entries else None,
-               "top_k": top_k.entries, "git_commit": commit}
-    if ctx.is_main and status == "finished":
-        save_checkpoint(model, run_dir / "final.safetensors",
-                        {"metadata": json.dumps(metadata(progress.epoch, progress.global_step, last_metrics))})
-        write_json_atomic(run_dir / "final.json", metadata(progress.epoch, progress.global_step, last_metrics),
-                          indent=1)
-    if ctx.is_main:
-        write_json_atomic(run_dir / "summary.json", summary, indent=1)
-    return summary
-
-
+    return mixup, criterion, erasing
