@@ -233,7 +233,8 @@ def robustness(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | P
     settings = scoring_settings(model, options) | {"seed": options.seed, "detect_on": options.detect_on}
     claim_out_dir(out_dir, settings, ctx)
     model = model.to(ctx.device).eval()
-    score_cells(model, videos[ctx.rank::ctx.world_size], out_dir, options, ctx.device, progress and ctx.is_main)
+    score_cells(model, videos[ctx.rank::ctx.world_size], out_dir, options, device=ctx.device,
+                progress=progress and ctx.is_main)
     ctx.barrier()
     if not ctx.is_main:
         return None

@@ -230,7 +230,8 @@ def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Pat
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
     claim_out_dir(out_dir, scoring_settings(model, options), ctx)
     model = model.to(ctx.device).eval()
-    score_videos(model, videos[ctx.rank::ctx.world_size], out_dir, options, ctx.device, progress and ctx.is_main)
+    score_videos(model, videos[ctx.rank::ctx.world_size], out_dir, options, device=ctx.device,
+                 progress=progress and ctx.is_main)
     ctx.barrier()
     if not ctx.is_main:
         return None

@@ -180,8 +180,8 @@ class FixedPadConv2d(nn.Conv2d):
     Conv2dStaticSamePadding does. State-dict keys are those of the nn.Conv2d it replaces."""
 
     def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]) -> None:
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
-                         conv.groups, conv.bias is not None)
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=0,
+                         dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
         self.load_state_dict(conv.state_dict())
         self.pads = tuple(int(p) for p in pads)
 

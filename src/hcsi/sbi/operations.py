@@ -180,8 +180,8 @@ def elastic_deform_window(part: np.ndarray, window: Window, shape_hw: tuple[int,
     else:
         source = np.zeros((reads[3] - reads[1], reads[2] - reads[0]), dtype=part.dtype)
         source[window_slices(nonzero, reads)] = part[window_slices(nonzero, window)]
-    maps = elastic_maps_at((field[3] - field[1], field[2] - field[0]), alpha, sigma, rng,
-                           rows - field[1], cols - field[0])
+    maps = elastic_maps_at((field[3] - field[1], field[2] - field[0]), alpha=alpha, sigma=sigma, rng=rng,
+                           rows=rows - field[1], cols=cols - field[0])
     maps += np.array([field[0] - reads[0], field[1] - reads[1]], dtype=np.float32)
     return cv2.remap(source, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101), rows, cols
 
@@ -191,7 +191,8 @@ def elastic_deform_mask(mask: np.ndarray, alpha: float, sigma: float, rng: np.ra
     """`mask` (a whole image) deformed by a random elastic field, evaluated at rows × cols (sorted indices; default:
     every pixel) and zero elsewhere; see `elastic_deform_window` for the field and where it is drawn."""
     height, width = mask.shape
-    values, rows, cols = elastic_deform_window(mask, (0, 0, width, height), mask.shape, alpha, sigma, rng, rows, cols)
+    values, rows, cols = elastic_deform_window(mask, (0, 0, width, height), mask.shape, alpha=alpha, sigma=sigma,
+                                               rng=rng, rows=rows, cols=cols)
     deformed = np.zeros_like(mask)
     deformed[np.ix_(rows, cols)] = values
     return deformed

@@ -111,8 +111,8 @@ def self_blend(image: np.ndarray, landmarks: np.ndarray, box: Box, rng: np.rando
     #    evaluated at those pixels (its smoothing, done by DFT, can differ in the last float bit with the set of
     #    pixels computed; computing exactly these keeps the two generators byte-identical).
     size = blend_mask_size(rng, config)
-    deformed = elastic_deform_mask(warped_hull, config.elastic_alpha, config.elastic_sigma, rng,
-                                   resize_taps(height, size[0]), resize_taps(width, size[1]))
+    deformed = elastic_deform_mask(warped_hull, alpha=config.elastic_alpha, sigma=config.elastic_sigma, rng=rng,
+                                   rows=resize_taps(height, size[0]), cols=resize_taps(width, size[1]))
 
     # 7. [get_blend_mask + dynamic_blend] Resize, blur, erode, blur again, resize back; scale by a random ratio.
     soft = soft_mask(deformed, rng, config, size)

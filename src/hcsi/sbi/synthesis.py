@@ -198,9 +198,9 @@ class SelfBlendedImageGenerator:
             # resize's random size is drawn first and the deformation computed only there. (The reference also
             # deforms the source image and discards it.)
             size = blend_mask_size(rng, config)
-            values, rows, cols = elastic_deform_window(warped, warped_part, shape, config.elastic_alpha,
-                                                       config.elastic_sigma, rng, resize_taps(shape[0], size[0]),
-                                                       resize_taps(shape[1], size[1]))
+            values, rows, cols = elastic_deform_window(
+                warped, warped_part, shape, alpha=config.elastic_alpha, sigma=config.elastic_sigma, rng=rng,
+                rows=resize_taps(shape[0], size[0]), cols=resize_taps(shape[1], size[1]))
         with step_timer(timings, "blend_mask"):
             # The random resize needs the whole image's shape: a reused canvas takes the deformed mask. It is all
             # zeros: new, and every row written here is zeroed again below.
@@ -268,7 +268,7 @@ class SelfBlendedImageGenerator:
                 12.5% margin and no flip or post-augmentation (the blend itself stays random, as in SBI validation).
             timings: if given, the seconds spent in each step are added to it under the step's name.
         """
-        stage = self.blend_stage(image, landmarks, box, rng, train, timings)
+        stage = self.blend_stage(image, landmarks, box, rng, train=train, timings=timings)
         real, fake = stage.target, stage.fake
         if train:
             with step_timer(timings, "post_aug"):
