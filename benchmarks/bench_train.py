@@ -3,8 +3,8 @@ loading, the stage-2 recipe's augmentations, optimizer, schedule) per second wit
 
 Usage:
   NO_ALBUMENTATIONS_UPDATE=1 python benchmarks/bench_train.py [--device cpu] [--model hcsi_net_small]
-      [--input-size 224] [--pairs 8] [--steps 30] [--workers 0 1 2] [--store DIR] [--out-dir DIR]
-Writes <out-dir>/train-<device>.json (default benchmarks/results).
+      [--input-size 224] [--pairs 8] [--steps 30] [--workers 0 1 2] [--store DIR] [--out-dir DIR] [--suffix S]
+Writes <out-dir>/train-<device>[-S].json (default benchmarks/results).
 
 Without --store, the real clips of ../shared/data are preprocessed into a temporary store first (16 frames each).
 The training figure runs `hcsi.train.train` itself (one epoch cut to --steps steps, no validation counted) and reads
@@ -36,7 +36,7 @@ from hcsi.sbi import SBIConfig
 from hcsi.train.config import load_config
 from hcsi.train.loop import train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("HCSI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CLIPS = ["liveportrait/d0", "liveportrait/d3", "liveportrait/d6", "liveportrait/d11", "liveportrait/d12",
          "liveportrait/d18", "liveportrait/d19", "liveportrait/d20", "liveportrait/s18", "liveportrait/s32",
          "ghost/dance", "ffpp/519"]
@@ -50,7 +50,8 @@ def shared_store(workdir: Path) -> Path:
     for clip in CLIPS:
         os.symlink(SHARED / f"{clip}.mp4", clips / f"{clip.replace('/', '_')}.mp4")
     store = workdir / "store"
-    preprocess(folder_videos(clips), store, PreprocessOptions(frames=16), workers=2, progress=False)
+    workers = max(1, min(len(CLIPS), (os.cpu_count() or 2) - 1))
+    preprocess(folder_videos(clips), store, PreprocessOptions(frames=16), workers=workers, progress=False)
     return store
 
 
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--train-workers", type=int, default=2, help="loader workers during the training run")
     parser.add_argument("--store", type=Path, help="a preprocessed store (default: built from ../shared/data)")
     parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--suffix", help="appended to the results file name (e.g. compile, beside the plain run)")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +139,8 @@ def main() -> None:
     result = {**provenance(command), "device": device_slug(args.device), "threads": torch.get_num_threads(),
               "cpu_count": os.cpu_count(), "records": records}
     kwargs = {"out_dir": args.out_dir} if args.out_dir else {}
-    print("wrote", write_results(f"train-{device_slug(args.device)}", [result], **kwargs))
+    name = f"train-{device_slug(args.device)}" + (f"-{args.suffix}" if args.suffix else "")
+    print("wrote", write_results(name, [result], **kwargs))
 
 
 if __name__ == "__main__":

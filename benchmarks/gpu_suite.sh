@@ -1,25 +1,41 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the model issue in one run (made for the `device` tool; works on any CUDA machine with
-# torch and timm installed). Results go to $OUT when set (the device tool), else benchmarks/results.
+# The GPU measurements the project still lacks, in one run (made for the `device` tool; works on any CUDA machine with
+# the project's dependencies). Results go to $OUT when set (the device tool), else benchmarks/results.
+#
+# With the device tool (its machine sees only the repository, so the shared media travel inside it, git-ignored):
+#   mkdir -p shared && cp -r ../shared/data shared/          # once, here: 24 MB
+#   run(command="HCSI_COMMIT=$(git rev-parse --short HEAD) bash benchmarks/gpu_suite.sh", timeout_s=560,
+#       carry=["shared"])
+# Afterwards copy the JSON files into benchmarks/results and run `python benchmarks/report.py`.
 # Pass HCSI_COMMIT=<short hash> where the tree has no .git, so results name their commit.
-# Afterwards: copy the JSON files into benchmarks/results and run `python benchmarks/report.py`.
+# ALL=1 also reruns the figures already recorded on an H200 (BSCG block, every model at bs1 / bs64).
 set -u
 out=${OUT:-benchmarks/results}
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1
+if [ -z "${HCSI_SHARED_DATA:-}" ] && [ -d shared/data ]; then export HCSI_SHARED_DATA=$PWD/shared/data; fi
 py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $py -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
-$py benchmarks/bench_bscg.py --device cuda --batches 1 8 64 --iters 20 --out-dir "$out"
-$py benchmarks/bench_models.py --device cuda --batch 1 --dtype fp32 --warmup 10 --iters 50 --out-dir "$out"
-$py benchmarks/bench_models.py --device cuda --models hcsi_net late_fusion --batch 64 --dtype bf16 \
-    --warmup 5 --iters 20 --out-dir "$out"
+cores=$(nproc)
+# Issue 18, part 1: stage-2 training of hcsi_net at the paper's 16 pairs, 224 px, bf16, real SBI loading from a store
+# preprocessed here; the loader's pairs/s beside the model's, with and without torch.compile.
+$py benchmarks/bench_train.py --device cuda --model hcsi_net --input-size 224 --pairs 16 --steps 40 --amp bf16 \
+    --workers 4 8 $((cores - 2)) --train-workers $((cores - 2)) --out-dir "$out"
+$py benchmarks/bench_train.py --device cuda --model hcsi_net --input-size 224 --pairs 16 --steps 40 --amp bf16 \
+    --compile --workers $((cores - 2)) --train-workers $((cores - 2)) --suffix compile --out-dir "$out"
+# Issue 18, part 2: `hcsi evaluate` end to end over the shared clips, stage shares, model busy share.
+$py benchmarks/bench_evaluate.py --device cuda --workers 4 8 $((cores - 2)) --out-dir "$out"
+# hcsi_net bs1 FP32 with torch.compile (the recorded one predates the SDPA layout fix), and the imported SBI /
+# DeepfakeBench EfficientNet-B4 at their own input sizes (380, 256) beside hcsi_net.
 $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 1 --dtype fp32 --compile \
     --warmup 5 --iters 50 --out-dir "$out"
-$py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 64 --dtype bf16 --compile \
-    --warmup 5 --iters 20 --out-dir "$out"
-# Training (issue 4): hcsi_net at the paper's 16 pairs, 224 px, bf16, with real SBI loading from ../shared/data.
-$py benchmarks/bench_train.py --device cuda --model hcsi_net --input-size 224 --pairs 16 --steps 40 --amp bf16 \
-    --workers 4 8 --train-workers 8 --out-dir "$out"
-# Issue 13: the imported SBI / DeepfakeBench EfficientNet-B4 at their own input sizes (380, 256) beside hcsi_net.
 $py benchmarks/bench_models.py --device cuda --models sbi_efficientnet_b4 deepfakebench_efficientnet_b4 hcsi_net \
     hcsi_net_sbi_cnn --batch 1 --dtype fp32 --warmup 10 --iters 50 --suffix published --out-dir "$out"
+if [ "${ALL:-0}" = 1 ]; then
+    $py benchmarks/bench_bscg.py --device cuda --batches 1 8 64 --iters 20 --out-dir "$out"
+    $py benchmarks/bench_models.py --device cuda --batch 1 --dtype fp32 --warmup 10 --iters 50 --out-dir "$out"
+    $py benchmarks/bench_models.py --device cuda --models hcsi_net late_fusion --batch 64 --dtype bf16 \
+        --warmup 5 --iters 20 --out-dir "$out"
+    $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 64 --dtype bf16 --compile \
+        --warmup 5 --iters 20 --out-dir "$out"
+fi

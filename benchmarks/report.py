@@ -123,6 +123,40 @@ def train_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+def evaluate_section(result: dict) -> list[str]:
+    lines = [f"### End-to-end evaluation on {result['device']}: {result['model']}, {result['frames']} frames per video, "
+             f"{len(result['videos'])} shared clips",
+             "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}, "
+             f"{result['torch_threads']} torch threads). Random weights: timing only.",
+             "",
+             "Stages, one process (decode, detect and crop on one thread), seconds per video and share of the total:",
+             "",
+             "| detector | decode | detect | crop | model | CPU side per video (s) | model ms per crop |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["stages"]:
+        cells = " | ".join(f"{r['s_per_video'][k]:.3f} ({100 * r['share'][k]:.0f} %)"
+                           for k in ("decode", "detect", "crop", "model"))
+        lines.append(f"| {r['detector']} | {cells} | {r['cpu_side_s_per_video']:.2f} | {r['model_ms_per_crop']:.1f} |")
+    if result["detection_quality"]:
+        lines += ["", "Faces found against the default detector on the same frames (crop-box IoU of the faces both "
+                      "found):", "",
+                  "| detector | against | frames with a face | faces | crop-box IoU mean (min) |", "|---|---|---|---|---|"]
+        for q in result["detection_quality"]:
+            lines.append(f"| {q['detector']} | {q['against']} | {q['frames_with_face']} of {q['frames']} "
+                         f"({q['frames_with_face_reference']} with the default) | {q['faces']} ({q['faces_reference']}) "
+                         f"| {_fmt(q['crop_box_iou_mean'], 3)} ({_fmt(q['crop_box_iou_min'], 3)}) |")
+    if result["end_to_end"]:
+        lines += ["", "`hcsi evaluate` end to end (fresh output folder; model busy = time inside the model's scoring "
+                      "over the wall time):", "",
+                  "| detector | decode/detect workers | videos/min | wall (s) | model busy | failed |",
+                  "|---|---|---|---|---|---|"]
+        for r in result["end_to_end"]:
+            lines.append(f"| {r['detector']} | {r['workers']} | {r['videos_per_min']:.1f} | {r['wall_s']:.1f} | "
+                         f"{100 * r['model_busy_share']:.0f} % | {r['failed']} |")
+    return lines + [""]
+
+
 def main() -> None:
     lines = [INTRO]
     files = sorted(RESULTS.glob("*.json"))
@@ -130,7 +164,8 @@ def main() -> None:
                 ("models-", "## Whole models", models_section),
                 ("faces-", "## Face detection", faces_section),
                 ("sbi-", "## SBI synthesis", sbi_section),
-                ("train-", "## Training", train_section))
+                ("train-", "## Training", train_section),
+                ("evaluate-", "## End-to-end evaluation", evaluate_section))
     for group, heading, render in sections:
         lines += [heading, ""]
         for path in (p for p in files if p.name.startswith(group)):

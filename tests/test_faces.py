@@ -15,6 +15,7 @@ from hcsi.faces import (
     sample_frame_indices,
     sample_frames,
 )
+from hcsi.faces.detect import box_iou
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,27 @@ def test_small_faces_are_dropped_at_test_time(detector):
     faces = detector.detect(read_image(fixture("face_recognition/two_people.jpg")))
     kept = keep_large_faces(faces)
     assert all(f.area >= 0.5 * faces[0].area for f in kept) and faces[0] in kept
+
+
+def test_hog_on_a_shrunk_copy_finds_the_same_faces_on_large_frames(detector):
+    """hog540: HOG sees a copy with a 540-px shorter side; the faces, boxes and landmarks stay those of full-size HOG."""
+    fast = create_face_detector("hog540+blazeface-every-frame")
+    assert fast.name == "hog540+blazeface-every-frame"
+    seen = []
+    run = fast._hog.run
+    fast._hog = type("Spy", (), {"run": lambda self, image, *a: seen.append(image.shape[:2]) or run(image, *a)})()
+    photo = read_image(fixture("face_recognition/two_people.jpg"))
+    large = np.ascontiguousarray(np.repeat(np.repeat(photo, 2, axis=0), 2, axis=1))  # 892×1520: HOG would shrink
+    full, shrunk = detector.detect(large), fast.detect(large)
+    assert seen == [(540, 920)]
+    assert len(full) == len(shrunk) == 2
+    for a, b in zip(full, shrunk):
+        assert b.found_by == "hog"
+        assert box_iou(a.detector_box, b.detector_box) > 0.8
+        assert np.abs(a.landmarks[:68] - b.landmarks[:68]).mean() < 0.03 * (a.box[2] - a.box[0])
+    # frames already small enough are searched as they are
+    seen.clear()
+    fast.detect(photo)
+    assert seen == [photo.shape[:2]]
+    with pytest.raises(ValueError, match="hog_short_side"):
+        create_face_detector("hog", hog_short_side=40)

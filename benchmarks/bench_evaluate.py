@@ -1,0 +1,197 @@
+"""End-to-end evaluation speed: videos per minute of `hcsi evaluate` over the shared clips, where the time goes, and
+whether a faster face detector keeps the faces.
+
+Usage: python benchmarks/bench_evaluate.py [--device cpu|cuda] [--model hcsi_net] [--frames 32] [--workers 0 2]
+           [--detectors hog+blazeface-every-frame hog540+blazeface-every-frame] [--data ../shared/data]
+Writes benchmarks/results/evaluate-<device>.json; `python benchmarks/report.py` renders the tables.
+
+Input: every video of ../shared/data/manifest.csv (talking heads at 480-512 px, 464×560 swaps, FF++ at 640×480,
+two 1280×720 clips, one 1920×1080 DFDC clip, a 640×360 stage clip). The model has random weights (timing only).
+1. Stages, per detector: each clip in one process (CPU stages on one thread): decode (`sample_frames`), detect (the
+   detector on each frame as evaluation sees it), crop (test-time crop + resize), model (`score_crops`). Seconds per
+   video and the share of each stage; `cpu_side_s_per_video` is what one worker spends before the model.
+2. Detection quality of each detector against the first (the default): frames with at least one face, faces found,
+   and for the faces both found, the IoU of the test-time crop boxes.
+3. End to end, per detector and worker count: `hcsi.evaluate.run.evaluate` into a fresh folder; videos/min, and the
+   model's busy share (time inside `score_crops`, CUDA synchronised, over the wall time). On a GPU, a busy share
+   well below 1 means the model waits for the CPU side.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, device_slug, provenance, write_results  # noqa: E402
+
+import hcsi.evaluate.run as evaluation_run  # noqa: E402
+from hcsi.evaluate.datasets import TestVideo  # noqa: E402
+from hcsi.evaluate.protocol import detection_frame, score_crops  # noqa: E402
+from hcsi.faces import DEFAULT_FACE_DETECTOR, FACE_DETECTORS, create_face_detector, sample_frames  # noqa: E402
+from hcsi.faces.crops import face_crop_box, keep_large_faces  # noqa: E402
+from hcsi.faces.detect import box_iou  # noqa: E402
+from hcsi.models import build_model  # noqa: E402
+
+FAST_DETECTOR = "hog540+blazeface-every-frame"
+
+
+def shared_videos(data: Path) -> list[TestVideo]:
+    with open(data / "manifest.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["file"].endswith(".mp4")]
+    return [TestVideo("shared", r["file"].split("/")[0], r["file"], data / r["file"], int(r["label"] == "fake"))
+            for r in rows]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def profile_stages(videos: list[TestVideo], detector_name: str, model, device: torch.device, frames: int,
+                   batch_size: int) -> tuple[dict, dict]:
+    """Per-stage seconds over all videos in one process, and every video's test-time crop boxes per frame."""
+    detector = create_face_detector(detector_name)
+    seconds = {"decode": 0.0, "detect": 0.0, "crop": 0.0, "model": 0.0}
+    boxes: dict[str, list[list[list[float]]]] = {}
+    crops_total = 0
+    for video in videos:
+        start = time.perf_counter()
+        sampled = sample_frames(video.path, frames)
+        seconds["decode"] += time.perf_counter() - start
+        crops, video_boxes = [], []
+        for frame in sampled.frames:
+            start = time.perf_counter()
+            frame = detection_frame(frame)
+            faces = keep_large_faces(detector.detect(frame))
+            seconds["detect"] += time.perf_counter() - start
+            start = time.perf_counter()
+            height, width = frame.shape[:2]
+            frame_boxes = []
+            for face in faces:
+                x0, y0, x1, y1 = (int(v) for v in face_crop_box(face.box, width, height))
+                crops.append(cv2.resize(frame[y0:y1, x0:x1], (model.config.input_size,) * 2,
+                                        interpolation=cv2.INTER_LINEAR))
+                frame_boxes.append([x0, y0, x1, y1])
+            seconds["crop"] += time.perf_counter() - start
+            video_boxes.append(frame_boxes)
+        synchronize(device)
+        start = time.perf_counter()
+        score_crops(model, crops, device, batch_size)
+        synchronize(device)
+        seconds["model"] += time.perf_counter() - start
+        boxes[video.video_id] = video_boxes
+        crops_total += len(crops)
+    total = sum(seconds.values())
+    n = len(videos)
+    result = {"detector": detector_name, "videos": n, "crops": crops_total,
+              "s_per_video": {k: round(v / n, 3) for k, v in seconds.items()},
+              "share": {k: round(v / total, 3) for k, v in seconds.items()},
+              "cpu_side_s_per_video": round((seconds["decode"] + seconds["detect"] + seconds["crop"]) / n, 3),
+              "model_ms_per_crop": round(1000 * seconds["model"] / max(crops_total, 1), 2)}
+    return result, boxes
+
+
+def compare_boxes(reference: dict, other: dict) -> dict:
+    """Frames with ≥ 1 face and faces found by each; IoU of the faces both found (greedy best match per frame)."""
+    frames = with_face_ref = with_face_other = faces_ref = faces_other = 0
+    ious = []
+    for key, ref_frames in reference.items():
+        for ref_boxes, other_boxes in zip(ref_frames, other[key]):
+            frames += 1
+            with_face_ref += bool(ref_boxes)
+            with_face_other += bool(other_boxes)
+            faces_ref += len(ref_boxes)
+            faces_other += len(other_boxes)
+            for box in ref_boxes:
+                best = max((box_iou(np.array(box, float), np.array(b, float)) for b in other_boxes), default=0.0)
+                if best > 0.3:
+                    ious.append(best)
+    return {"frames": frames, "frames_with_face_reference": with_face_ref, "frames_with_face": with_face_other,
+            "faces_reference": faces_ref, "faces": faces_other, "matched_faces": len(ious),
+            "crop_box_iou_mean": round(float(np.mean(ious)), 4) if ious else None,
+            "crop_box_iou_min": round(float(np.min(ious)), 4) if ious else None}
+
+
+def end_to_end(model, videos: list[TestVideo], device: torch.device, detector: str, workers: int, frames: int,
+               batch_size: int) -> dict:
+    """`evaluate` over all videos into a fresh folder: wall time and the time spent inside score_crops."""
+    busy = {"s": 0.0}
+    original = evaluation_run.score_crops
+
+    def timed_score_crops(*args, **kwargs):
+        synchronize(device)
+        start = time.perf_counter()
+        scores = original(*args, **kwargs)
+        synchronize(device)
+        busy["s"] += time.perf_counter() - start
+        return scores
+
+    options = evaluation_run.EvaluationOptions(frames=frames, batch_size=batch_size, workers=workers,
+                                               detector=detector, amp=device.type == "cuda")
+    evaluation_run.score_crops = timed_score_crops
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            summary = evaluation_run.evaluate(model, videos, out, options, progress=False)
+            wall = time.perf_counter() - start
+    finally:
+        evaluation_run.score_crops = original
+    return {"detector": detector, "workers": workers, "videos": len(videos), "wall_s": round(wall, 2),
+            "videos_per_min": round(60 * len(videos) / wall, 2), "model_busy_s": round(busy["s"], 2),
+            "model_busy_share": round(busy["s"] / wall, 3), "failed": summary["n_failed"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "HCSI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="hcsi_net")
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--detectors", nargs="+", default=[DEFAULT_FACE_DETECTOR, FAST_DETECTOR],
+                        choices=sorted(FACE_DETECTORS))
+    parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--out-dir", type=Path, default=None)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    device = torch.device(args.device)
+    model = build_model(args.model, pretrained=False).to(device).eval()
+    videos = shared_videos(args.data)
+    side = model.config.input_size
+    score_crops(model, [np.zeros((side, side, 3), np.uint8)] * args.batch_size, device, args.batch_size)  # warm-up
+    stages, boxes = [], {}
+    for name in args.detectors:
+        record, boxes[name] = profile_stages(videos, name, model, device, args.frames, args.batch_size)
+        print(record, flush=True)
+        stages.append(record)
+    reference = args.detectors[0]
+    quality = [{"detector": name, "against": reference, **compare_boxes(boxes[reference], boxes[name])}
+               for name in args.detectors[1:]]
+    print(quality, flush=True)
+    runs = []
+    if not args.skip_end_to_end:
+        for name in args.detectors:
+            for workers in args.workers:
+                runs.append(end_to_end(model, videos, device, name, workers, args.frames, args.batch_size))
+                print(runs[-1], flush=True)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    result = {**provenance("python benchmarks/bench_evaluate.py " + " ".join(sys.argv[1:])),
+              "device": device_name, "model": args.model, "frames": args.frames, "batch_size": args.batch_size,
+              "torch_threads": torch.get_num_threads(), "videos": [v.video_id for v in videos],
+              "stages": stages, "detection_quality": quality, "end_to_end": runs}
+    print("wrote", write_results(f"evaluate-{device_slug(args.device)}", [result], out_dir=args.out_dir or RESULTS))
+
+
+if __name__ == "__main__":
+    main()
