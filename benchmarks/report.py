@@ -139,12 +139,12 @@ def evaluate_section(result: dict) -> list[str]:
                            for k in ("decode", "detect", "crop", "model"))
         lines.append(f"| {r['detector']} | {cells} | {r['cpu_side_s_per_video']:.2f} | {r['model_ms_per_crop']:.1f} |")
     if result["detection_quality"]:
-        lines += ["", "Faces found against the default detector on the same frames (crop-box IoU of the faces both "
+        lines += ["", "Faces found against the first detector on the same frames (crop-box IoU of the faces both "
                       "found):", "",
                   "| detector | against | frames with a face | faces | crop-box IoU mean (min) |", "|---|---|---|---|---|"]
         for q in result["detection_quality"]:
             lines.append(f"| {q['detector']} | {q['against']} | {q['frames_with_face']} of {q['frames']} "
-                         f"({q['frames_with_face_reference']} with the default) | {q['faces']} ({q['faces_reference']}) "
+                         f"({q['frames_with_face_reference']} with the first) | {q['faces']} ({q['faces_reference']}) "
                          f"| {_fmt(q['crop_box_iou_mean'], 3)} ({_fmt(q['crop_box_iou_min'], 3)}) |")
     if result["end_to_end"]:
         lines += ["", "`hcsi evaluate` end to end (fresh output folder; model busy = time inside the model's scoring "

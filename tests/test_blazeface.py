@@ -76,7 +76,7 @@ def dark_frames():
 def test_blazeface_finds_the_dark_face_that_hog_misses(dark_frames):
     hog = create_face_detector("hog")
     default = create_face_detector()
-    assert default.name == "hog+blazeface-every-frame"
+    assert default.name == "hog540+blazeface-every-frame"
     missed_by_hog = [frame for frame in dark_frames if not hog.detect(frame)]
     assert missed_by_hog, "HOG now finds this face; pick a harder frame for this test"
     for frame in missed_by_hog:

@@ -2,8 +2,9 @@
 
 Landmarks come from dlib's 68-point shape predictor (the model ships inside the `face-recognition-models`
 package); face boxes from dlib's HOG detector and from MediaPipe's short-range BlazeFace (`hcsi.faces.blazeface`),
-both on every frame and merged by overlap in the default backend "hog+blazeface-every-frame" ("hog+blazeface" runs
-BlazeFace only where HOG finds nothing). SBI used codeniko's 81-point model
+both on every frame and merged by overlap in the default backend "hog540+blazeface-every-frame" (HOG on a copy with
+a 540-px shorter side; "hog+blazeface-every-frame" gives HOG the full frame, "hog+blazeface" runs BlazeFace only
+where HOG finds nothing). SBI used codeniko's 81-point model
 (68 + 13 forehead points fitted with a 3D morphable model), which cannot be installed here; `synthesize_forehead`
 places 13 points on an arc above the brows instead (docs/protocol.md says how that differs).
 """
@@ -208,16 +209,17 @@ def blazeface_to_hog_box(box: np.ndarray) -> np.ndarray:
 
 
 FACE_DETECTORS = {
-    # default: both finders on every frame, merged: every face of a multi-face frame (docs/benchmarks.md)
-    "hog+blazeface-every-frame": partial(DlibFaceDetector, finders=("hog", "blazeface"), every_frame=True),
-    # the same with HOG on a copy shrunk to a 540-px shorter side (720p and larger frames): the detector's main cost
+    # default: both finders on every frame, merged (every face of a multi-face frame), HOG on a copy shrunk to a
+    # 540-px shorter side (its cost, the detector's main one, grows with the pixels); the same faces on the shared
+    # media at half the time on 1080p frames (docs/benchmarks.md, "End-to-end evaluation")
     "hog540+blazeface-every-frame": partial(DlibFaceDetector, finders=("hog", "blazeface"), every_frame=True,
                                             hog_short_side=540),
+    "hog+blazeface-every-frame": partial(DlibFaceDetector, finders=("hog", "blazeface"), every_frame=True),
     "hog+blazeface": partial(DlibFaceDetector, finders=("hog", "blazeface")),  # BlazeFace only where HOG finds none
     "hog": partial(DlibFaceDetector, finders=("hog",)),
     "blazeface": partial(DlibFaceDetector, finders=("blazeface",)),
 }
-DEFAULT_FACE_DETECTOR = "hog+blazeface-every-frame"
+DEFAULT_FACE_DETECTOR = "hog540+blazeface-every-frame"
 
 
 def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, **options) -> FaceDetector:
