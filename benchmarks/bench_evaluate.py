@@ -86,7 +86,7 @@ def profile_stages(videos: list[TestVideo], detector_name: str, model, device: t
             video_boxes.append(frame_boxes)
         synchronize(device)
         start = time.perf_counter()
-        score_crops(model, crops, device, batch_size)
+        score_crops(model, crops, device, batch_size, amp=device.type == "cuda")  # bf16 on CUDA, as evaluate
         synchronize(device)
         seconds["model"] += time.perf_counter() - start
         boxes[video.video_id] = video_boxes
@@ -170,7 +170,8 @@ def main() -> None:
     model = build_model(args.model, pretrained=False).to(device).eval()
     videos = shared_videos(args.data)
     side = model.config.input_size
-    score_crops(model, [np.zeros((side, side, 3), np.uint8)] * args.batch_size, device, args.batch_size)  # warm-up
+    score_crops(model, [np.zeros((side, side, 3), np.uint8)] * args.batch_size, device, args.batch_size,
+                amp=device.type == "cuda")  # warm-up
     stages, boxes = [], {}
     for name in args.detectors:
         record, boxes[name] = profile_stages(videos, name, model, device, args.frames, args.batch_size)

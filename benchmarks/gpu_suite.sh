@@ -16,6 +16,9 @@ if [ -z "${HCSI_SHARED_DATA:-}" ] && [ -d shared/data ]; then export HCSI_SHARED
 py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $py -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
+# The training and evaluation benchmarks need the project's own dependencies on that machine (it cannot install any);
+# each command below runs whatever the previous ones did, so a missing one costs only its own figures.
+$py -c "import importlib.util as u; m=[n for n in ('dlib','av','albumentations','ai_edge_litert','face_recognition_models','sklearn','safetensors') if u.find_spec(n) is None]; print('missing modules:', m or 'none')"
 cores=$(nproc)
 # Issue 18, part 1: stage-2 training of hcsi_net at the paper's 16 pairs, 224 px, bf16, real SBI loading from a store
 # preprocessed here; the loader's pairs/s beside the model's, with and without torch.compile.

@@ -33,12 +33,14 @@ from .data.sources import SourceVideo, folder_videos
 from .files import atomic_path, write_json_atomic
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
-FULL_RECIPE = """hcsi preprocess --dataset ff++ --root FaceForensics++ --out data/ffpp_real_faces --frames 32 --workers 8
+FULL_RECIPE = """hcsi preprocess --dataset ff++ --root FaceForensics++ --out data/ffpp_real_faces \\
+    --frames 32 --workers 8
 hcsi train --config configs/stage1_cnn.yaml
 hcsi train --config configs/stage1_vit.yaml
 hcsi train --config configs/hcsi_net.yaml
 for d in ff++ cdf dfd dfdc dfdcp ffiw; do
-  hcsi evaluate --checkpoint runs/hcsi_net/checkpoints/best.safetensors --dataset $d --root DATA/$d --out results/$d
+  hcsi evaluate --checkpoint runs/hcsi_net/checkpoints/best.safetensors \\
+      --dataset $d --root DATA/$d --out results/$d
 done
 hcsi report results/*
 hcsi compare results/* --plot results/fig4"""
@@ -193,7 +195,7 @@ def write_report(out: Path, sections: list[tuple[str, str]], images: dict[str, P
             body.append(f'<img src="{html.escape(rel)}" alt="{html.escape(title)}" style="max-width:100%">')
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>hcsi demo</title><style>body{font-family:"
             "system-ui,sans-serif;max-width:1000px;margin:2em auto}pre{background:#f6f6f6;padding:.8em;"
-            "overflow-x:auto}</style></head><body>" + "".join(body) + "</body></html>")
+            "white-space:pre-wrap;overflow-wrap:anywhere}</style></head><body>" + "".join(body) + "</body></html>")
     md_path, html_path = out / "report.md", out / "report.html"
     for path, text in ((md_path, "\n".join(md)), (html_path, page)):
         with atomic_path(path) as tmp:
