@@ -14,7 +14,7 @@ two 1280×720 clips, one 1920×1080 DFDC clip, a 640×360 stage clip). The model
    and for the faces both found, the IoU of the test-time crop boxes.
 3. End to end, per detector and worker count: `hcsi.evaluate.run.evaluate` into a fresh folder; videos/min, and the
    model's busy share (time inside `score_crops`, CUDA synchronised, over the wall time). On a GPU, a busy share
-   well below 1 means the model waits for the CPU side.
+   well below 1 means the model waits for the CPU side. On CUDA the model runs in bf16 (`hcsi evaluate --amp`).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, device_slug, provenance, write_results  # noqa: E402
 
 import hcsi.evaluate.run as evaluation_run  # noqa: E402
+from hcsi.distributed import Distributed  # noqa: E402
 from hcsi.evaluate.datasets import TestVideo  # noqa: E402
 from hcsi.evaluate.protocol import detection_frame, score_crops  # noqa: E402
 from hcsi.faces import FACE_DETECTORS, create_face_detector, sample_frames  # noqa: E402
@@ -86,7 +87,7 @@ def profile_stages(videos: list[TestVideo], detector_name: str, model, device: t
             video_boxes.append(frame_boxes)
         synchronize(device)
         start = time.perf_counter()
-        score_crops(model, crops, device, batch_size, amp=device.type == "cuda")  # bf16 on CUDA, as evaluate
+        score_crops(model, crops, device, batch_size, amp=device.type == "cuda")  # bf16 on CUDA: `hcsi evaluate --amp`
         synchronize(device)
         seconds["model"] += time.perf_counter() - start
         boxes[video.video_id] = video_boxes
@@ -142,7 +143,8 @@ def end_to_end(model, videos: list[TestVideo], device: torch.device, detector: s
     try:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            summary = evaluation_run.evaluate(model, videos, out, options, progress=False)
+            summary = evaluation_run.evaluate(model, videos, out, options, ctx=Distributed(device=device),
+                                              progress=False)
             wall = time.perf_counter() - start
     finally:
         evaluation_run.score_crops = original

@@ -1,6 +1,6 @@
 """Face detector recall and speed on the real media of ../shared/data (32 sampled frames per clip).
 
-Usage: python benchmarks/bench_faces.py [--frames 32] [--detector hog+blazeface|hog|blazeface] [--data ../shared/data]
+Usage: python benchmarks/bench_faces.py [--frames 32] [--detector NAME (see hcsi.faces.FACE_DETECTORS)] [--data DIR]
 Writes benchmarks/results/faces-cpu-<detector>.json; `python benchmarks/report.py` renders the table.
 Recall of a file = share of its sampled frames in which at least the expected number of faces was found
 (2 for two_people.jpg, else 1). Target: ≥ 90 % for every photo and talking-head clip; the Hamilton clip cuts to

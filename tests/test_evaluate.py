@@ -277,6 +277,8 @@ def test_an_output_folder_refuses_scores_made_with_other_settings(clips, checkpo
     save_checkpoint(build_model("hcsi_net_small", input_size=64), other)  # same architecture, other weights
     assert main([*args, "--checkpoint", str(other), "--frames", "2"]) == 2
     assert "weights_sha1 differ" in capsys.readouterr().err
+    assert main([*args, "--checkpoint", str(checkpoint), "--frames", "2", "--face-detector", "hog"]) == 2
+    assert "pass that to continue it" in capsys.readouterr().err  # names the detector the folder used
     assert (out / "videos.csv").read_text() == before  # nothing was mixed in
     assert main([*args, "--checkpoint", str(checkpoint), "--frames", "2"]) == 0  # the same settings resume
 

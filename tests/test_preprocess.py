@@ -74,7 +74,9 @@ def test_a_rerun_skips_finished_videos_and_retries_failed_ones(media_root, tmp_p
     assert (out / "videos" / "clips" / "dance" / "meta.json").stat().st_mtime_ns == before
     capsys.readouterr()
     assert run(media_root, out, "--face-detector", "hog") == 2  # a finished store is not extended in another way
-    assert "detector='hog540+blazeface-every-frame'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "detector='hog540+blazeface-every-frame'" in err
+    assert "same options (--face-detector hog540+blazeface-every-frame)" in err
     assert main(["preprocess", "--dataset", "folder", "--root", str(media_root), "--out", str(out)]) == 2  # 32 frames
     assert "now frames=32" in capsys.readouterr().err
     assert (out / "videos" / "clips" / "dance" / "meta.json").stat().st_mtime_ns == before

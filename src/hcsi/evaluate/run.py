@@ -210,9 +210,11 @@ def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:
     path = out_dir / "settings.json"
     changed = settings_mismatch(path, settings)
     if changed:
+        hint = (f" (it used --face-detector {changed['detector'][0]}: pass that to continue it)"
+                if "detector" in changed and changed["detector"][0] else "")
         raise ValueError(f"{out_dir} holds an evaluation made with other settings ({', '.join(changed)} differ; "
                          f"see {path}); its cached scores cannot be mixed with these: choose another output folder "
-                         "or delete this one")
+                         f"or delete this one{hint}")
     ctx.barrier()
     if ctx.is_main and not path.is_file():
         write_json_atomic(path, settings, indent=1)

@@ -14,6 +14,7 @@ from hcsi.sbi.windows import Window, grow_window, intersect, nonzero_window, win
 
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) face box in context-crop pixels
 
+
 def validate_inputs(image: np.ndarray, landmarks: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
     """Check a context crop, its landmarks and face box; return the landmarks as float32 and the box as floats."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

@@ -1,8 +1,8 @@
 """The fast SBI generator: `hcsi.sbi.reference.self_blend`, computed only where its output depends on it.
 
 The specification is `hcsi.sbi.reference.self_blend`: read it first. This module gives the same pairs byte for byte,
-with the same random draws in the same order (tests/test_sbi.py checks this over many seeds and crop sizes), about
-five times faster per sample. A change to the synthesis is made in the reference first; that test then fails until
+with the same random draws in the same order (tests/test_sbi.py checks this over many seeds and crop sizes), and
+several times faster per sample (docs/protocol.md, SBI synthesis, "Speed"). A change to the synthesis is made in the reference first; that test then fails until
 this generator follows.
 
 Only the final crop reaches the output, so each step computes just the *window* of pixels the output depends on

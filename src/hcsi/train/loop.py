@@ -380,6 +380,7 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if self.config.run.compile:
             self.net = torch.compile(self.net)
+        self.net.train()
 
     def save_state(self) -> None:
         """Write a resume state (model, optimizer, schedule, scaler, every rank's RNG, progress); all ranks call it."""
