@@ -294,15 +294,18 @@ def test_a_video_that_breaks_the_face_detector_is_listed_and_the_run_goes_on(tmp
     for label, name, width in [("real", "a", 320), ("real", "b", 352), ("fake", "c", 384), ("fake", "odd", 300)]:
         (root / label).mkdir(parents=True, exist_ok=True)
         write_face_clip(root / label / f"{name}.mp4", frames=2, width=width)
-    calls = {"odd": 0}
+    calls = {"odd": 0, "all": 0}
+    broken = {"detector": True}
 
     class BreaksOnOddVideo:
         def __init__(self):
             self.inner = create_face_detector()
 
         def detect(self, frame):
+            calls["all"] += 1
             if frame.shape[1] == 300:
                 calls["odd"] += 1
+            if frame.shape[1] == 300 and broken["detector"]:
                 raise IndexError("landmark index out of range")  # an unexpected detector failure
             return self.inner.detect(frame)
 
@@ -320,6 +323,13 @@ def test_a_video_that_breaks_the_face_detector_is_listed_and_the_run_goes_on(tmp
     assert all(rows[n]["status"] == "ok" for n in ("a.mp4", "b.mp4", "c.mp4"))
     calls_before = calls["odd"]
     assert main(args) == 0 and calls["odd"] == calls_before  # the rerun resumes past it
+    broken["detector"] = False  # the cause is fixed: --retry-failed scores that video again, and only that one
+    all_before = calls["all"]
+    assert main([*args, "--retry-failed"]) == 0
+    assert calls["odd"] - calls_before == calls["all"] - all_before == 2  # its two frames, no other video's
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "out" / "videos.csv"))}
+    assert rows["odd.mp4"]["status"] == "ok" and rows["odd.mp4"]["reason"] == ""
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["failed_by_status"] == {}
 
 
 def test_evaluation_draws_its_roc_and_the_gallery_shows_the_most_confident_mistakes(tmp_path, capsys):

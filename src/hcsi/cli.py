@@ -101,7 +101,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(args.checkpoint)
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 failure_score=None if args.exclude_failures else args.failure_score,
-                                detector=args.detector, amp=args.amp)
+                                detector=args.detector, amp=args.amp, retry_failed=args.retry_failed)
     path = os.path.abspath(args.checkpoint)
     in_run = os.path.basename(os.path.dirname(path)) == "checkpoints"  # runs/<name>/checkpoints/best.safetensors
     run_name = os.path.basename(os.path.dirname(os.path.dirname(path))) if in_run else \
@@ -496,6 +496,9 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--exclude-failures", action="store_true",
                     help="leave such videos out of the metrics instead (they are still listed and counted)")
     ev.add_argument("--label", help="name of this model in reports (default: the model's name)")
+    ev.add_argument("--retry-failed", action="store_true",
+                    help="on a rerun, score again the videos that failed (status error or unreadable), e.g. after "
+                         "replacing a broken file; the others stay cached")
     ev.set_defaults(run=_evaluate)
 
     rob = commands.add_parser(

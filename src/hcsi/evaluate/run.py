@@ -34,7 +34,7 @@ from ..files import atomic_path, settings_mismatch, write_json_atomic
 from .datasets import TestVideo
 from .figures import evaluation_roc
 from .metrics import detection_metrics
-from .protocol import STATUS_ERROR, STATUS_OK, aggregate_video, extract_test_faces, score_crops
+from .protocol import STATUS_ERROR, STATUS_OK, STATUS_UNREADABLE, aggregate_video, extract_test_faces, score_crops
 
 VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_found", "status", "reason", "source",
                 "path", "crop"]
@@ -51,6 +51,7 @@ class EvaluationOptions:
     # such videos out of the metrics (they are still listed and counted)
     detector: str = DEFAULT_FACE_DETECTOR
     amp: bool = False  # bf16 autocast on CUDA
+    retry_failed: bool = False  # score again the cached videos whose status is error or unreadable
 
     def __post_init__(self) -> None:
         require_at_least("frames", self.frames, 1)
@@ -103,8 +104,9 @@ def _extracted(videos: list[TestVideo], options: EvaluationOptions, input_size: 
 
 def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: EvaluationOptions,
                  device: torch.device, progress: bool = True) -> int:
-    """Score the videos that have no cache entry yet, writing one per video as it finishes; returns how many."""
-    todo = [v for v in videos if not cache_path(out_dir, v).is_file()]
+    """Score the videos that have no cache entry yet (with options.retry_failed, also those cached as failed),
+    writing one per video as it finishes; returns how many."""
+    todo = [v for v in videos if _needs_scoring(cache_path(out_dir, v), options.retry_failed)]
     bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="evaluate", unit="video", disable=not progress,
                dynamic_ncols=True)
     for video, faces in _extracted(todo, options, model.config.input_size):
@@ -126,6 +128,12 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
         bar.update(1)
     bar.close()
     return len(todo)
+
+
+def _needs_scoring(cached: Path, retry_failed: bool) -> bool:
+    if not cached.is_file():
+        return True
+    return retry_failed and json.loads(cached.read_text())["status"] in (STATUS_ERROR, STATUS_UNREADABLE)
 
 
 def _store_deciding_crop(out_dir: Path, video: TestVideo, crop: np.ndarray) -> str:
