@@ -30,8 +30,7 @@ from hcsi.sbi.blend import blend, blend_mask_size, blend_ratio, resize_taps, sof
 from hcsi.sbi.config import SBIConfig
 from hcsi.sbi.masks import flip_landmarks, hull_mask
 from hcsi.sbi.operations import Box, affine_maps, downscale, elastic_deform_mask, flip_box, validate_inputs, warp
-
-Window = tuple[int, int, int, int]  # (x0, y0, x1, y1) in context-crop pixels, x1 and y1 exclusive
+from hcsi.sbi.windows import Window
 
 
 @dataclass

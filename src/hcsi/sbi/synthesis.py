@@ -31,7 +31,6 @@ from hcsi.sbi.config import SBIConfig
 from hcsi.sbi.masks import flip_landmarks, hull_mask, hull_window
 from hcsi.sbi.operations import (
     Box,
-    affine_maps,
     downscale,
     elastic_deform_window,
     elastic_reach,
@@ -39,7 +38,7 @@ from hcsi.sbi.operations import (
     validate_inputs,
     warp,
 )
-from hcsi.sbi.reference import SBISample
+from hcsi.sbi.reference import SBISample, draw_affine
 from hcsi.sbi.windows import (
     JPEG_REACH,
     Window,
@@ -150,14 +149,6 @@ class SelfBlendedImageGenerator:
         canvas[window_slices(grown)] = coloured
         return downscale(canvas, factor, out=canvas)[window_slices(window)].copy()
 
-    def _random_affine(self, shape_hw: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Maps of SBI's random affine: x and y scales drawn separately, a shift of up to ±3% / ±1.5% of the size."""
-        config = self.config
-        scale = rng.uniform(*config.affine_scale, size=2)
-        limits = np.array(config.affine_translate)
-        shift = rng.uniform(-limits, limits) * np.array(shape_hw[::-1])
-        return affine_maps(shape_hw, (float(scale[0]), float(scale[1])), (float(shift[0]), float(shift[1])))
-
     def blend_stage(self, image: np.ndarray, landmarks: np.ndarray, box: Box, rng: np.random.Generator,
                     train: bool = True, timings: dict[str, float] | None = None) -> BlendStage:
         """Run the pipeline up to the blend (flip, hull, crop, warp, blend mask, source transforms, blend).
@@ -188,7 +179,7 @@ class SelfBlendedImageGenerator:
             window = column_blocks(jpeg_window(crop_box, shape) if train else crop_box, shape)
         transformed = "source" if rng.random() < config.transform_source_p else "target"
         with step_timer(timings, "affine"):
-            maps = self._random_affine(shape, rng)
+            maps = draw_affine(shape, rng, config)
             # Grown by twice the elastic reach: all that the deformation below reads, so it reads this in place.
             warped_part = grow_window(output_window(maps, nonzero_window(hull, hull_part), shape),
                                       2 * elastic_reach(config.elastic_alpha), shape)
