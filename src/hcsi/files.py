@@ -44,13 +44,27 @@ def write_json_atomic(path: str | os.PathLike, data, **dump_options) -> None:
         json.dump(data, f, **dump_options)
 
 
+def differing(recorded: dict, now: dict) -> dict[str, tuple]:
+    """{key: (recorded, now)} for every key whose value differs between the two dicts (a missing key is None)."""
+    return {k: (recorded.get(k), now.get(k)) for k in sorted(now.keys() | recorded.keys())
+            if now.get(k) != recorded.get(k)}
+
+
 def settings_mismatch(path: str | os.PathLike, settings: dict) -> dict[str, tuple]:
-    """{key: (recorded, now)} for every key whose value in the JSON file `path` differs from `settings`; empty when
-    they match or nothing is recorded yet. Resumable jobs use it to refuse continuing a folder made with other
-    options."""
+    """`differing` between the settings recorded in the JSON file `path` and `settings`; empty when they match or
+    nothing is recorded yet. Resumable jobs use it to refuse continuing a folder made with other options."""
     path = Path(path)
     if not path.is_file():
         return {}
-    recorded = json.loads(path.read_text())
-    return {k: (recorded.get(k), settings.get(k)) for k in sorted(settings.keys() | recorded.keys())
-            if settings.get(k) != recorded.get(k)}
+    return differing(json.loads(path.read_text()), settings)
+
+
+# The command-line option that sets each recorded setting a user can choose (for the hints of the refusals above).
+SETTING_OPTIONS = {"frames": "--frames", "detector": "--face-detector"}
+
+
+def options_to_continue(changed: dict[str, tuple]) -> str:
+    """The options that give back the recorded values of `changed`, e.g. "--frames 4 --face-detector hog"; empty
+    when none of them is a setting a user chooses on the command line."""
+    return " ".join(f"{SETTING_OPTIONS[k]} {old}" for k, (old, _) in changed.items()
+                    if k in SETTING_OPTIONS and old is not None)

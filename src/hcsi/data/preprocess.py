@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..checks import require_at_least
 from ..faces.crops import cut_stored_crop
 from ..faces.detect import DEFAULT_FACE_DETECTOR, FaceDetector, create_face_detector
-from ..files import settings_mismatch, write_json_atomic
+from ..files import options_to_continue, settings_mismatch, write_json_atomic
 from ..faces.frames import MediaError, sample_frames
 from .sources import SourceVideo
 
@@ -134,12 +134,6 @@ def load_index(out: Path) -> dict[str, dict]:
     return entries
 
 
-def _option_flags(changed: dict[str, tuple]) -> list[str]:
-    """The command-line options that give a store's recorded settings again."""
-    flags = {"frames": "--frames", "detector": "--face-detector"}
-    return [f"{flags[k]} {old}" for k, (old, _) in changed.items() if k in flags and old is not None] or ["see above"]
-
-
 def claim_store(out: Path, options: PreprocessOptions) -> None:
     """Record the options in out/store.json, or check that the store was made with the same ones (a rerun skips
     finished videos, so other options would leave a store whose videos were made in two ways)."""
@@ -149,7 +143,7 @@ def claim_store(out: Path, options: PreprocessOptions) -> None:
     if changed:
         raise ValueError(f"{out} was made with " + ", ".join(f"{k}={old!r}" for k, (old, _) in changed.items())
                          + " (" + ", ".join(f"now {k}={new!r}" for k, (_, new) in changed.items()) + f"; see {path}): "
-                         "finish it with the same options (" + ", ".join(_option_flags(changed)) + "), or write "
+                         "finish it with the same options (" + (options_to_continue(changed) or "see above") + "), or write "
                          "to another folder")
     if not path.is_file():
         write_json_atomic(path, settings, indent=1)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
-from ..files import atomic_path, settings_mismatch, write_json_atomic
+from ..files import atomic_path, options_to_continue, settings_mismatch, write_json_atomic
 from .datasets import TestVideo
 from .figures import evaluation_roc
 from .metrics import detection_metrics
@@ -218,8 +218,8 @@ def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:
     path = out_dir / "settings.json"
     changed = settings_mismatch(path, settings)
     if changed:
-        hint = (f" (it used --face-detector {changed['detector'][0]}: pass that to continue it)"
-                if "detector" in changed and changed["detector"][0] else "")
+        options = options_to_continue(changed)
+        hint = f" (it used {options}: pass that to continue it)" if options else ""
         raise ValueError(f"{out_dir} holds an evaluation made with other settings ({', '.join(changed)} differ; "
                          f"see {path}); its cached scores cannot be mixed with these: choose another output folder "
                          f"or delete this one{hint}")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..data.augment import PostProcessingAugmentation
 from ..data.sbi_dataset import VALIDATION_SEED, SBIDataset, sbi_collate
-from ..files import write_json_atomic
+from ..files import differing, write_json_atomic
 from ..models import HCSINet, build_model, get_config, load_checkpoint, save_checkpoint
 from ..models.backbones import PretrainedWeightsUnavailable
 from .checkpoints import (
@@ -179,9 +179,7 @@ def run_dir_mismatch(run_dir: Path, config: TrainConfig) -> dict[str, tuple[Any,
     import yaml
 
     saved = _flat_settings(config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path)))
-    now = _flat_settings(config)
-    return {k: (saved.get(k), now.get(k)) for k in sorted(saved.keys() | now.keys())
-            if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)}
+    return {k: v for k, v in differing(saved, _flat_settings(config)).items() if k not in RESUMABLE_CHANGES}
 
 
 def next_free_run_dir(run_dir: Path) -> Path:
