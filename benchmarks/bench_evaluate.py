@@ -36,9 +36,8 @@ from common import RESULTS, device_slug, provenance, write_results  # noqa: E402
 import hcsi.evaluate.run as evaluation_run  # noqa: E402
 from hcsi.distributed import Distributed  # noqa: E402
 from hcsi.evaluate.datasets import TestVideo  # noqa: E402
-from hcsi.evaluate.protocol import detection_frame, score_crops  # noqa: E402
+from hcsi.evaluate.protocol import faces_in_frames, score_crops  # noqa: E402
 from hcsi.faces import FACE_DETECTORS, create_face_detector, sample_frames  # noqa: E402
-from hcsi.faces.crops import face_crop_box, keep_large_faces  # noqa: E402
 from hcsi.faces.detect import box_iou  # noqa: E402
 from hcsi.models import build_model  # noqa: E402
 
@@ -58,10 +57,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class TimedDetector:
+    """A face detector that adds up the seconds spent in `detect`."""
+
+    def __init__(self, detector) -> None:
+        self.detector, self.seconds = detector, 0.0
+
+    def detect(self, image: np.ndarray):
+        start = time.perf_counter()
+        faces = self.detector.detect(image)
+        self.seconds += time.perf_counter() - start
+        return faces
+
+
 def profile_stages(videos: list[TestVideo], detector_name: str, model, device: torch.device, frames: int,
                    batch_size: int) -> tuple[dict, dict]:
-    """Per-stage seconds over all videos in one process, and every video's test-time crop boxes per frame."""
-    detector = create_face_detector(detector_name)
+    """Per-stage seconds over all videos in one process, and every video's test-time crop boxes per frame. Detection
+    and cropping run through evaluation's own `faces_in_frames`; crop time is its time minus the detector's."""
+    detector = TimedDetector(create_face_detector(detector_name))
     seconds = {"decode": 0.0, "detect": 0.0, "crop": 0.0, "model": 0.0}
     boxes: dict[str, list[list[list[float]]]] = {}
     crops_total = 0
@@ -69,29 +82,19 @@ def profile_stages(videos: list[TestVideo], detector_name: str, model, device: t
         start = time.perf_counter()
         sampled = sample_frames(video.path, frames)
         seconds["decode"] += time.perf_counter() - start
-        crops, video_boxes = [], []
-        for frame in sampled.frames:
-            start = time.perf_counter()
-            frame = detection_frame(frame)
-            faces = keep_large_faces(detector.detect(frame))
-            seconds["detect"] += time.perf_counter() - start
-            start = time.perf_counter()
-            height, width = frame.shape[:2]
-            frame_boxes = []
-            for face in faces:
-                x0, y0, x1, y1 = (int(v) for v in face_crop_box(face.box, width, height))
-                crops.append(cv2.resize(frame[y0:y1, x0:x1], (model.config.input_size,) * 2,
-                                        interpolation=cv2.INTER_LINEAR))
-                frame_boxes.append([x0, y0, x1, y1])
-            seconds["crop"] += time.perf_counter() - start
-            video_boxes.append(frame_boxes)
+        detect_before, start = detector.seconds, time.perf_counter()
+        faces = faces_in_frames(sampled.frames, sampled.indices, detector, model.config.input_size)
+        detect = detector.seconds - detect_before
+        seconds["detect"] += detect
+        seconds["crop"] += time.perf_counter() - start - detect
         synchronize(device)
         start = time.perf_counter()
-        score_crops(model, crops, device, batch_size, amp=device.type == "cuda")  # bf16 on CUDA: `hcsi evaluate --amp`
+        score_crops(model, faces.crops, device, batch_size, amp=device.type == "cuda")  # bf16 on CUDA: `--amp`
         synchronize(device)
         seconds["model"] += time.perf_counter() - start
-        boxes[video.video_id] = video_boxes
-        crops_total += len(crops)
+        boxes[video.video_id] = [[b for b, f in zip(faces.boxes, faces.crop_frame) if f == position]
+                                 for position in range(len(sampled.frames))]
+        crops_total += len(faces.crops)
     total = sum(seconds.values())
     n = len(videos)
     result = {"detector": detector_name, "videos": n, "crops": crops_total,
