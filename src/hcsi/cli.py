@@ -7,7 +7,9 @@ import os
 import sys
 
 from .demo import add_demo_arguments, run_demo
+from .evaluate.datasets import DATASET_NAMES
 from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
+from .perturbations import LEVELS, PERTURBATIONS
 
 
 def _number_type(convert, ok, requirement: str):
@@ -424,7 +426,7 @@ def _benchmark_options() -> argparse.ArgumentParser:
     """What `evaluate` and `robustness` share: the test set and how its videos are scored."""
     parent = argparse.ArgumentParser(add_help=False, parents=[_frames_option(), _device_option(),
                                                               _compression_option()])
-    parent.add_argument("--dataset", required=True, choices=["ff++", "cdf", "dfd", "dfdc", "dfdcp", "ffiw", "folder"])
+    parent.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     parent.add_argument("--root", required=True,
                         help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
     parent.add_argument("--batch-size", type=at_least(1), default=64, help="face crops per forward pass")
@@ -510,9 +512,8 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
                  _face_detector_option(dest="detector")])
     rob.add_argument("--out", required=True, help="output folder (a rerun resumes)")
     rob.add_argument("--perturbations", default="all",
-                     help="all, or a comma-separated subset of saturation,contrast,block,noise,blur,pixelation,"
-                          "compression")
-    rob.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=[1, 2, 3, 4, 5])
+                     help=f"all, or a comma-separated subset of {','.join(PERTURBATIONS)}")
+    rob.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), choices=LEVELS)
     rob.add_argument("--detect-on", default="perturbed", choices=["perturbed", "clean"],
                      help="find faces in each perturbed frame (default: the whole pipeline degraded) or once in the "
                           "clean frames, cutting the perturbed ones at those boxes (cheaper: the classifier alone)")

@@ -28,7 +28,6 @@ import numpy as np
 
 # torch and the training and evaluation stack are imported where they are used: `hcsi` imports this module for
 # the demo's options (add_demo_arguments) on every start, which must stay quick
-from .data.preprocess import PreprocessOptions, preprocess
 from .data.sources import SourceVideo, folder_videos
 from .files import atomic_path, write_json_atomic
 
@@ -267,6 +266,8 @@ def run_demo(out: str | Path, data: str | Path | None = None, seed: int = 0, qui
     step("2. faces")
     store = out / "store"
     held_split = [SourceVideo(s.path, s.video_id, "val" if s.video_id in held_out else "train") for s in sources]
+    from .data.preprocess import PreprocessOptions, preprocess  # not at import: `hcsi` starts without it
+
     summary = preprocess(held_split, store, PreprocessOptions(frames=8 if quick else 16), workers=2, progress=True)
     sections.append(("Faces", "hcsi preprocess (frames sampled; faces from HOG and BlazeFace on every frame; dlib "
                               f"landmarks; context crops)\n{json.dumps(summary)}"))
