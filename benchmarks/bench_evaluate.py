@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, device_slug, provenance, write_results  # noqa: E402
+from common import RESULTS, SHARED_DATA, device_slug, provenance, write_results  # noqa: E402
 
 import hcsi.evaluate.run as evaluation_run  # noqa: E402
 from hcsi.distributed import Distributed  # noqa: E402
@@ -158,8 +157,7 @@ def end_to_end(model, videos: list[TestVideo], device: torch.device, detector: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "HCSI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default="hcsi_net")
     parser.add_argument("--frames", type=int, default=32)

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import provenance, write_results  # noqa: E402
+from common import SHARED_DATA, provenance, write_results  # noqa: E402
 
 from hcsi.faces import DEFAULT_FACE_DETECTOR, FACE_DETECTORS, create_face_detector, sample_frames  # noqa: E402
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--detector", default=DEFAULT_FACE_DETECTOR, choices=sorted(FACE_DETECTORS))
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
     args = parser.parse_args()
     cv2.setNumThreads(1)
     detector = create_face_detector(args.detector)

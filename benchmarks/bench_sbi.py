@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import provenance, write_results
+from common import SHARED_DATA, provenance, write_results
 
 from hcsi.data.sbi_dataset import read_crop
 from hcsi.faces.crops import face_crop_box, train_margin_factors
@@ -57,7 +57,7 @@ from hcsi.sbi import (
 )
 from hcsi.sbi.synthesis import step_timer
 
-CROPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ffpp_crops"
+CROPS = SHARED_DATA / "ffpp_crops"
 FACE_NAMES = ("000_0000.png", "001_0000.png")
 FACE_BOX = (56.0, 76.0, 252.0, 291.0)  # RetinaFace-like box of both crops (see tests/test_sbi.py)
 FRAME_HW = (1080, 1920)

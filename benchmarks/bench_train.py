@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_slug, provenance, write_results
+from common import SHARED_DATA, device_slug, provenance, write_results
 
 from hcsi.data.augment import PostProcessingAugmentation
 from hcsi.data.preprocess import PreprocessOptions, preprocess
@@ -36,7 +36,6 @@ from hcsi.sbi import SBIConfig
 from hcsi.train.config import load_config
 from hcsi.train.loop import train
 
-SHARED = Path(os.environ.get("HCSI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CLIPS = ["liveportrait/d0", "liveportrait/d3", "liveportrait/d6", "liveportrait/d11", "liveportrait/d12",
          "liveportrait/d18", "liveportrait/d19", "liveportrait/d20", "liveportrait/s18", "liveportrait/s32",
          "ghost/dance", "ffpp/519"]
@@ -48,7 +47,7 @@ def shared_store(workdir: Path) -> Path:
     clips = workdir / "clips"
     clips.mkdir()
     for clip in CLIPS:
-        os.symlink(SHARED / f"{clip}.mp4", clips / f"{clip.replace('/', '_')}.mp4")
+        os.symlink(SHARED_DATA / f"{clip}.mp4", clips / f"{clip.replace('/', '_')}.mp4")
     store = workdir / "store"
     workers = max(1, min(len(CLIPS), (os.cpu_count() or 2) - 1))
     preprocess(folder_videos(clips), store, PreprocessOptions(frames=16), workers=workers, progress=False)

@@ -11,6 +11,9 @@ import torch
 from hcsi.files import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The shared media (../shared/data beside the repository); HCSI_SHARED_DATA points elsewhere (e.g. the copy carried
+# to the GPU machine, see gpu_suite.sh).
+SHARED_DATA = Path(os.environ.get("HCSI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def provenance(command: str) -> dict:
