@@ -7,32 +7,35 @@ import os
 import sys
 
 from .demo import add_demo_arguments, run_demo
+from .checks import require_at_least, require_in_unit_interval, require_positive
 from .evaluate.datasets import DATASET_NAMES
 from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 from .perturbations import LEVELS, PERTURBATIONS
 
 
-def _number_type(convert, ok, requirement: str):
-    """An argparse type: `convert` the text, and refuse values for which `ok` is false, saying `requirement`
+def _number_type(convert, check, kind: str):
+    """An argparse type: `convert` the text, then `check(name, value)` from hcsi.checks, the Python API's own checks
     (argparse then exits with code 2 and names the option)."""
     def parse(text: str):
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {requirement}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            check("the value", value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
         return value
     return parse
 
 
 def at_least(minimum: int):
     """argparse type: a whole number >= minimum."""
-    return _number_type(int, lambda v: v >= minimum, f"a whole number, at least {minimum}")
+    return _number_type(int, lambda name, value: require_at_least(name, value, minimum), "a whole number")
 
 
-fraction = _number_type(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
-positive_float = _number_type(float, lambda v: v > 0, "a positive number")
+fraction = _number_type(float, require_in_unit_interval, "a number")
+positive_float = _number_type(float, require_positive, "a number")
 
 
 def _profile(args: argparse.Namespace) -> int:

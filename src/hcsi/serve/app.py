@@ -28,7 +28,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ..checks import require_at_least
+from ..checks import require_at_least, require_positive
 from ..detect.api import Detector
 from ..detect.explain import gate_strip
 
@@ -69,8 +69,7 @@ class ScoringService:
     def __init__(self, detector: Detector, max_upload_mb: float = 500, workers: int = 1, queue_size: int = 8):
         require_at_least("workers", workers, 1)
         require_at_least("queue_size", queue_size, 0)
-        if not max_upload_mb > 0:
-            raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb!r}")
+        require_positive("max_upload_mb", max_upload_mb)
         self.detector = detector
         self.max_upload_mb = max_upload_mb
         self.max_bytes = int(max_upload_mb * 2**20)
