@@ -66,8 +66,9 @@ _worker_detector = None
 
 def _init_worker(detector_name: str, worker_process: bool = True) -> None:
     global _worker_detector
-    if worker_process:
-        torch.set_num_threads(1)  # several workers share the cores; never in the main process (it runs the model)
+    if worker_process:  # several workers share the cores; never in the main process (it runs the model)
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)  # perturbations, resizes and colour conversions run in the workers
     _worker_detector = create_face_detector(detector_name)
 
 
@@ -89,7 +90,7 @@ def map_in_workers(function, jobs: list, workers: int, detector_name: str):
 
 def _extract(job: tuple[TestVideo, int, int]):
     video, frames, input_size = job
-    return video, extract_test_faces(video.path, _worker_detector, frames, input_size)  # never raises
+    return video, extract_test_faces(video.path, worker_detector(), frames, input_size)  # never raises
 
 
 def cache_path(out_dir: Path, video: TestVideo) -> Path:
