@@ -29,7 +29,7 @@ import numpy as np
 # torch and the training and evaluation stack are imported where they are used: `hcsi` imports this module for
 # the demo's options (add_demo_arguments) on every start, which must stay quick
 from .data.sources import SourceVideo, folder_videos
-from .files import atomic_path, write_json_atomic
+from .files import atomic_path, save_figure, write_json_atomic
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 FULL_RECIPE = """hcsi preprocess --dataset ff++ --root FaceForensics++ --out data/ffpp_real_faces \\
@@ -144,8 +144,7 @@ def plot_curves(log_csv: Path, rows: list[dict], out: Path) -> tuple[Path, Path]
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    curve = out / "training_curve.png"
-    fig.savefig(curve, dpi=120)
+    [curve] = save_figure(fig, out / "training_curve.png", suffixes=(".png",), dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(3.6, 3.4))
     fpr, tpr, _ = roc_curve([r["label"] for r in rows], [r["score"] for r in rows])
@@ -155,8 +154,7 @@ def plot_curves(log_csv: Path, rows: list[dict], out: Path) -> tuple[Path, Path]
     ax.set_ylabel("true-positive rate")
     ax.set_title("held-out videos")
     fig.tight_layout()
-    roc = out / "roc.png"
-    fig.savefig(roc, dpi=120)
+    [roc] = save_figure(fig, out / "roc.png", suffixes=(".png",), dpi=120)
     plt.close(fig)
     return curve, roc
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-from ..files import atomic_path, save_figure
+from ..files import save_figure
 from .compare import DATASET_TITLES
 
 
@@ -120,8 +120,6 @@ def gallery(out_dir: str | Path, out: str | Path, n: int = 8, threshold: float =
             ax.text(0.5, -0.04, f"score {case['score']:.3f}\n{'real' if case['label'] == 0 else 'fake'}\n{name}",
                     transform=ax.transAxes, ha="center", va="top", fontsize=7)
     fig.tight_layout(h_pad=2.0)
-    path = Path(out)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150)
+    [path] = save_figure(fig, out, suffixes=(Path(out).suffix,))
     plt.close(fig)
     return path

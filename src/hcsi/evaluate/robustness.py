@@ -281,8 +281,6 @@ def perturbation_preview(path: str | Path, out: str | Path, crop_size: int = 160
         axes[row][0].set_ylabel(f"{name}\n({perturbation.code})", fontsize=8)
     fig.suptitle("DeeperForensics-1.0 perturbations (value under each tile)", fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=150)
+    [out] = save_figure(fig, out, suffixes=(Path(out).suffix,))
     plt.close(fig)
     return out
