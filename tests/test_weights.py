@@ -70,3 +70,19 @@ def test_a_checkpoint_of_another_input_size_names_the_setting_and_model_from_che
     with pytest.raises(ValueError, match=r"input_size=64 \(this model: 224\).*model_from_checkpoint"):
         build_model("hcsi_net_small", checkpoint=str(path))
     assert model_from_checkpoint(path).config.input_size == 64
+
+
+def test_atomically_written_files_get_the_usual_permissions(tmp_path):
+    """The temporary file is private (mkstemp); the finished one has the mode a plain open() would give it."""
+    import os
+
+    from hcsi.files import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "a.json", {"x": 1})
+        with open(tmp_path / "b.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
