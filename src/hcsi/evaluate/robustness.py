@@ -243,25 +243,21 @@ def robustness(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | P
 
 def perturbation_preview(path: str | Path, out: str | Path, crop_size: int = 160, seed: int = 0) -> Path:
     """A grid of the face crop of the first sampled frame of `path`: one row per perturbation, the clean crop and
-    levels 1-5 as columns. Each perturbation is applied to the whole frame (as in `robustness`), then the face found
-    in the clean frame is cropped with the test-time rule, so that the columns show the same region."""
-    import cv2
+    levels 1-5 as columns. Each perturbation is applied to the whole frame (as in `robustness`), then the largest
+    face found in the clean frame is cut as `robustness --detect-on clean` cuts it (`faces_in_frames`, `crops_at`),
+    so that the columns show the same region."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..faces import face_crop_box
-
-    sampled = sample_frames(path, 1)
-    frame = sampled.frames[0]
-    faces = create_face_detector().detect(frame)
-    if not faces:
+    frame = sample_frames(path, 1).frames[0]
+    faces = faces_in_frames([frame], [0], create_face_detector(), crop_size)
+    if not faces.crops:
         raise ValueError(f"{path}: no face found in its first sampled frame")
-    x0, y0, x1, y1 = (int(v) for v in face_crop_box(faces[0].box, frame.shape[1], frame.shape[0]))
 
     def crop(image):
-        return cv2.resize(image[y0:y1, x0:x1], (crop_size, crop_size), interpolation=cv2.INTER_AREA)
+        return crops_at([image], faces, crop_size).crops[0]
 
     video = TestVideo("preview", "preview", Path(path).stem, Path(path), 0)
     fig, axes = plt.subplots(len(PERTURBATIONS), len(LEVELS) + 1,
