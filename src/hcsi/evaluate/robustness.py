@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
-from ..faces import DEFAULT_FACE_DETECTOR, MediaError, create_face_detector, sample_frames
+from ..faces import MediaError, create_face_detector, sample_frames
 from ..files import atomic_path, save_figure, write_json_atomic
 from ..perturbations import LEVELS, PERTURBATIONS, perturb
 from .datasets import TestVideo
@@ -39,21 +38,15 @@ from .protocol import (
     faces_in_frames,
     score_crops,
 )
-from .run import cache_path, claim_out_dir, map_in_workers, scoring_settings, worker_detector
+from .run import ScoringOptions, cache_path, claim_out_dir, map_in_workers, scoring_settings, worker_detector
 
 CLEAN = ("clean", 0)
 
 
 @dataclass
-class RobustnessOptions:
+class RobustnessOptions(ScoringOptions):
     perturbations: tuple[str, ...] = tuple(PERTURBATIONS)  # DeeperForensics-1.0's seven
     levels: tuple[int, ...] = LEVELS  # severity levels 1-5
-    frames: int = 32  # evenly spaced frames per video (as `hcsi evaluate`)
-    batch_size: int = 64
-    workers: int = 2  # processes that decode, perturb and detect (0: in the main process)
-    failure_score: float | None = 0.5  # as `hcsi evaluate`; None leaves failed videos out of the metrics
-    detector: str = DEFAULT_FACE_DETECTOR
-    amp: bool = False
     seed: int = 0  # perturbation randomness (block positions, noise) is seeded with (seed, video, cell)
     detect_on: str = "perturbed"  # "perturbed": faces found in each perturbed frame (as a user's degraded video);
     # "clean": found once in the clean frames and cut at the same boxes from the perturbed ones (cheaper; measures
@@ -61,16 +54,12 @@ class RobustnessOptions:
     cells: list[tuple[str, int]] = field(init=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
         if unknown or not self.perturbations:
             raise ValueError(f"unknown perturbation(s) {unknown}; known: {', '.join(PERTURBATIONS)}")
         if not self.levels or any(level not in LEVELS for level in self.levels):
             raise ValueError(f"levels must be among {LEVELS}, got {self.levels}")
-        require_at_least("frames", self.frames, 1)
-        require_at_least("batch_size", self.batch_size, 1)
-        require_at_least("workers", self.workers, 0)
-        if self.failure_score is not None:
-            require_in_unit_interval("failure_score", self.failure_score)
         if self.detect_on not in ("perturbed", "clean"):
             raise ValueError(f"detect_on must be 'perturbed' or 'clean', got {self.detect_on!r}")
         self.cells = [CLEAN] + [(p, level) for p in self.perturbations for level in sorted(set(self.levels))]

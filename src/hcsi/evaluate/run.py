@@ -43,15 +43,16 @@ FRAME_FIELDS = ["dataset", "video_id", "label", "frame_index", "score", "faces"]
 
 
 @dataclass
-class EvaluationOptions:
+class ScoringOptions:
+    """How videos are scored, shared by evaluation and the robustness benchmark."""
+
     frames: int = 32  # evenly spaced frames per video (paper and SBI: 32)
     batch_size: int = 64  # face crops per forward pass
-    workers: int = 2  # processes that decode and detect (0: in the main process)
+    workers: int = 2  # processes that decode (and perturb) and detect (0: in the main process)
     failure_score: float | None = 0.5  # score of a video without any face or unreadable (SBI: 0.5); None: leave
     # such videos out of the metrics (they are still listed and counted)
     detector: str = DEFAULT_FACE_DETECTOR
     amp: bool = False  # bf16 autocast on CUDA
-    retry_failed: bool = False  # score again the cached videos whose status is error or unreadable
 
     def __post_init__(self) -> None:
         require_at_least("frames", self.frames, 1)
@@ -59,6 +60,11 @@ class EvaluationOptions:
         require_at_least("workers", self.workers, 0)
         if self.failure_score is not None:
             require_in_unit_interval("failure_score", self.failure_score)
+
+
+@dataclass
+class EvaluationOptions(ScoringOptions):
+    retry_failed: bool = False  # score again the cached videos whose status is error or unreadable
 
 
 _worker_detector = None
