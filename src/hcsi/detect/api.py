@@ -23,6 +23,7 @@ from ..evaluate.protocol import (
     aggregate_video,
     extract_test_faces,
     faces_in_frames,
+    failure_reason,
     score_crops,
 )
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
@@ -121,7 +122,7 @@ class Detector:
         try:
             crop_scores, gates = self._score_crops(faces.crops, explain)
         except Exception as error:  # this input fails with the reason; the next one is scored
-            result.status, result.reason = STATUS_ERROR, f"{source}: scoring failed: {type(error).__name__}: {error}"
+            result.status, result.reason = STATUS_ERROR, failure_reason(source, "scoring", error)
             return result
         score, frames = aggregate_video(faces, crop_scores)
         result.score = score
@@ -146,7 +147,7 @@ class Detector:
                 faces = faces_in_frames([source], [0], self.face_detector, self.model.config.input_size)
             except Exception as error:
                 faces = VideoFaces(frame_indices=[0], status=STATUS_ERROR,
-                                   reason=f"face detection or cropping failed: {type(error).__name__}: {error}")
+                                   reason=failure_reason("<array>", "face detection or cropping", error))
             return self._result("<array>", faces, explain)
         faces = extract_test_faces(source, self.face_detector, frames or self.frames, self.model.config.input_size)
         return self._result(str(source), faces, explain)

@@ -75,6 +75,19 @@ def crops_at(frames: list[np.ndarray], faces: VideoFaces, input_size: int) -> Vi
     return result
 
 
+def failure_reason(where: str | Path, step: str, error: Exception) -> str:
+    """Why one input failed at one step: "<where>: <step> failed: <type>: <message>"."""
+    return f"{where}: {step} failed: {type(error).__name__}: {error}"
+
+
+def decoding_failure(path: str | Path, error: Exception) -> VideoFaces:
+    """The result of an input that could not be decoded: unreadable for media and file errors (their message names
+    the file), an error for anything else."""
+    if isinstance(error, (MediaError, OSError, ValueError)):
+        return VideoFaces(status=STATUS_UNREADABLE, reason=str(error))
+    return VideoFaces(status=STATUS_ERROR, reason=failure_reason(path, "decoding", error))
+
+
 def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, input_size: int) -> VideoFaces:
     """`faces_in_frames` of `frames` evenly spaced frames of a file. Failures of this input (unreadable, detector or
     crop errors) become a status with a reason that names the file, never an exception."""
@@ -83,15 +96,13 @@ def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, in
         return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: file not found")
     try:
         sampled = sample_frames(path, frames)
-    except (MediaError, OSError, ValueError) as error:
-        return VideoFaces(status=STATUS_UNREADABLE, reason=str(error))
-    except Exception as error:  # a decoder failure of another kind: this input fails, the batch goes on
-        return VideoFaces(status=STATUS_ERROR, reason=f"{path}: decoding failed: {type(error).__name__}: {error}")
+    except Exception as error:  # this input fails, the batch goes on
+        return decoding_failure(path, error)
     try:
         result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size)
     except Exception as error:
         return VideoFaces(frame_indices=list(sampled.indices), status=STATUS_ERROR,
-                          reason=f"{path}: face detection or cropping failed: {type(error).__name__}: {error}")
+                          reason=failure_reason(path, "face detection or cropping", error))
     if result.status == STATUS_NO_FACE:
         result.reason = f"{path}: {result.reason}"
     elif sampled.failure:

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ..distributed import Distributed
-from ..faces import MediaError, create_face_detector, sample_frames
+from ..faces import create_face_detector, sample_frames
 from ..files import atomic_path, save_figure, write_json_atomic
 from ..perturbations import LEVELS, PERTURBATIONS, perturb
 from .datasets import TestVideo
@@ -31,11 +31,12 @@ from .metrics import detection_metrics
 from .protocol import (
     STATUS_ERROR,
     STATUS_OK,
-    STATUS_UNREADABLE,
     VideoFaces,
     aggregate_video,
     crops_at,
+    decoding_failure,
     faces_in_frames,
+    failure_reason,
     score_crops,
 )
 from .run import ScoringOptions, cache_path, claim_out_dir, map_in_workers, scoring_settings, worker_detector
@@ -84,11 +85,8 @@ def _faces_of_cells(job) -> tuple[TestVideo, list[tuple[tuple[str, int], VideoFa
     video, cells, frames, input_size, seed, detect_on = job
     try:
         sampled = sample_frames(video.path, frames)
-    except (MediaError, OSError, ValueError) as error:
-        return video, [(cell, VideoFaces(status=STATUS_UNREADABLE, reason=str(error))) for cell in cells]
-    except Exception as error:
-        reason = f"{video.path}: decoding failed: {type(error).__name__}: {error}"
-        return video, [(cell, VideoFaces(status=STATUS_ERROR, reason=reason)) for cell in cells]
+    except Exception as error:  # every cell of this video fails the same way
+        return video, [(cell, decoding_failure(video.path, error)) for cell in cells]
     results = []
     clean_faces = None
     for cell in cells:
@@ -130,7 +128,7 @@ def score_cells(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, 
                                                                    options.amp))
             except Exception as error:
                 score, frames = None, []
-                status, reason = STATUS_ERROR, f"{video.path}: scoring failed: {type(error).__name__}: {error}"
+                status, reason = STATUS_ERROR, failure_reason(video.path, "scoring", error)
             write_json_atomic(cell_cache(out_dir, video, cell),
                               {"key": video.key, "label": video.label, "status": status, "reason": reason,
                                "score": score, "frames_used": len(frames)})

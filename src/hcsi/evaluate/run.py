@@ -34,7 +34,15 @@ from ..files import atomic_path, options_to_continue, settings_mismatch, write_j
 from .datasets import TestVideo
 from .figures import evaluation_roc
 from .metrics import detection_metrics
-from .protocol import STATUS_ERROR, STATUS_OK, STATUS_UNREADABLE, aggregate_video, extract_test_faces, score_crops
+from .protocol import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_UNREADABLE,
+    aggregate_video,
+    extract_test_faces,
+    failure_reason,
+    score_crops,
+)
 
 VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_found", "status", "reason", "source",
                 "path", "crop"]
@@ -126,7 +134,7 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
                 crop = _store_deciding_crop(out_dir, video, faces.crops[int(np.argmax(crop_scores))])
         except Exception as error:  # this video fails (listed with the reason), the evaluation goes on
             score, frames = None, []
-            status, reason = STATUS_ERROR, f"{video.path}: scoring failed: {type(error).__name__}: {error}"
+            status, reason = STATUS_ERROR, failure_reason(video.path, "scoring", error)
         record = {"key": video.key, "dataset": video.dataset, "source": video.source, "video_id": video.video_id,
                   "path": str(video.path), "label": video.label, "status": status, "reason": reason,
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
