@@ -46,6 +46,7 @@ class OptimSection:
     momentum: float = 0.9  # SGD momentum (sam_sgd only)
     sam_rho: float = 0.05  # SAM neighbourhood radius (sam_sgd only; SBI keeps SAM's default 0.05)
     grad_clip: float | None = None  # max gradient norm; None: no clipping (neither paper nor SBI clips)
+    vit_lr_scale: float = 1.0  # the transformer stream's lr as a multiple of lr (both recipes: 1, one lr for all)
 
 
 @dataclass
@@ -120,6 +121,7 @@ class TrainConfig:
             (self.optim.weight_decay >= 0, "optim.weight_decay must be at least 0"),
             (0.0 <= self.optim.momentum < 1.0, "optim.momentum must be in [0, 1)"),
             (self.optim.sam_rho > 0, "optim.sam_rho must be positive"),
+            (self.optim.vit_lr_scale > 0, f"optim.vit_lr_scale must be positive, got {self.optim.vit_lr_scale}"),
             (self.optim.grad_clip is None or self.optim.grad_clip > 0, "optim.grad_clip must be positive or null"),
             (self.schedule.warmup_steps >= 0, "schedule.warmup_steps must be at least 0"),
             (0.0 <= self.augment.label_smoothing < 1.0, "augment.label_smoothing must be in [0, 1)"),

@@ -241,11 +241,18 @@ def validate(model: nn.Module, val_set: SBIDataset, config: TrainConfig, ctx: Di
     return {"val_auc": float(roc_auc_score(labels, scores)), "val_loss": float(loss), "val_images": len(records)}
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, SAM | None]:
+def _optimizer(config: TrainConfig, model: HCSINet) -> tuple[torch.optim.Optimizer, SAM | None]:
+    """AdamW, or SGD wrapped in SAM, over two parameter groups when optim.vit_lr_scale is not 1: the transformer
+    stream's parameters at lr × vit_lr_scale, every other parameter at lr."""
     o = config.optim
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    if o.vit_lr_scale != 1.0 and model.vit is not None:
+        vit = {id(p) for p in model.vit.parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in vit]},
+                  {"params": list(model.vit.parameters()), "lr": o.lr * o.vit_lr_scale}]
     if o.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay), None
-    base = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay), None
+    base = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     return base, SAM(base, o.sam_rho)
 
 
