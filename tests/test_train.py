@@ -293,12 +293,13 @@ def test_a_run_folder_is_never_rewritten_by_a_rerun_with_other_settings(store, t
     assert not (tmp_path / "failed" / "config.yaml").exists()
 
 
-# configs/tiny.yaml on these 12 clips, final SBI validation AUC measured over seeds 0-4 × 1, 2 and 3 threads (a stand-in
-# for other CPUs' float order; table in docs/protocol.md, "Tiny config"): worst LEARNT_WORST, and with learning
-# broken on purpose (labels shuffled: BROKEN_SHUFFLED; loss detached from the network: BROKEN_DETACHED).
-# The bounds sit between the two, with a margin below the worst run that learnt.
+# configs/tiny.yaml on these 12 clips, measured over seeds 0-4 × 1, 2 and 3 threads (a stand-in for other CPUs' float
+# order; the table is in docs/protocol.md, "Tiny config"): final SBI validation AUC 0.73 at worst, mean training loss
+# of the last epoch 0.574 at worst. With learning broken on purpose (labels shuffled; loss detached from the network):
+# AUC 0.536 and 0.445, last-epoch loss 0.714 and 0.788 (chance: ln 2 = 0.693). The bounds sit between, with a margin
+# below the worst run that learnt.
 LEARNT_AUC = 0.65
-LOSS_FALL = 0.05
+LEARNT_LAST_LOSS = 0.63
 
 
 def test_tiny_config_learns_to_tell_sbi_fakes_on_the_cpu(store, tmp_path):
@@ -311,9 +312,8 @@ def test_tiny_config_learns_to_tell_sbi_fakes_on_the_cpu(store, tmp_path):
         torch.set_num_threads(threads)
     with open(tmp_path / "tiny" / "log.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["kind"] == "train"]
-    first = np.mean([float(r["loss"]) for r in rows if r["epoch"] == "1"])
     last = np.mean([float(r["loss"]) for r in rows if r["epoch"] == str(summary["epochs_done"])])
-    assert first - last > LOSS_FALL, (first, last)  # the training loss falls from the first epoch to the last
+    assert last < LEARNT_LAST_LOSS, last  # below chance on the training pairs, not only less over-confident
     assert summary["last_val"]["val_auc"] > LEARNT_AUC, summary["last_val"]
 
 
