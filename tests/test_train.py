@@ -294,11 +294,11 @@ def test_a_run_folder_is_never_rewritten_by_a_rerun_with_other_settings(store, t
 
 
 # configs/tiny.yaml on these 12 clips, measured over seeds 0-4 × 1, 2 and 3 threads (a stand-in for other CPUs' float
-# order; the table is in docs/protocol.md, "Tiny config"): final SBI validation AUC 0.73 at worst, mean training loss
-# of the last epoch 0.574 at worst. With learning broken on purpose (labels shuffled; loss detached from the network):
+# order; the table is in docs/protocol.md, "Tiny config"): final SBI validation AUC 0.693 at worst, mean training
+# loss of the last epoch 0.574 at worst. With learning broken on purpose (labels shuffled; loss detached from the network):
 # AUC 0.536 and 0.445, last-epoch loss 0.714 and 0.788 (chance: ln 2 = 0.693). The bounds sit between, with a margin
 # below the worst run that learnt.
-LEARNT_AUC = 0.65
+LEARNT_AUC = 0.62
 LEARNT_LAST_LOSS = 0.63
 
 
