@@ -273,10 +273,11 @@ def run_demo(out: str | Path, data: str | Path | None = None, seed: int = 0, qui
     step("3. SBI preview")
     # 6 epochs of the astronaut's 64 faces (48 steps): tiny.yaml's warm-up of 30 steps is meant for its 180, so the
     # demo warms up over its first epoch
+    schedule = ["schedule.warmup_steps=8"] + (["schedule.epochs=2", "run.max_steps_per_epoch=6"] if quick
+                                              else ["schedule.epochs=6"])
     config = load_config(CONFIG, [f"data.store={store}", f"run.out={out / 'run'}", f"run.seed={seed}",
-                                  "data.val_fraction=0.0", "schedule.warmup_steps=8"]
-                         + (["schedule.epochs=2", "run.max_steps_per_epoch=6", "data.val_frames_per_video=4"]
-                            if quick else ["schedule.epochs=6"]))
+                                  "data.val_fraction=0.0", *schedule]
+                         + (["data.val_frames_per_video=4"] if quick else []))
     first = next(iter(sorted(store.glob("videos/**/meta.json"))))
     meta = json.loads(first.read_text())
     grid = preview_grid(meta["source"], n=4, seed=seed, config=config.sbi_config(128))
@@ -289,10 +290,8 @@ def run_demo(out: str | Path, data: str | Path | None = None, seed: int = 0, qui
 
     step("4. train (configs/tiny.yaml)")
     result = train(config)
-    schedule = "schedule.warmup_steps=8 " + ("schedule.epochs=2 run.max_steps_per_epoch=6" if quick
-                                             else "schedule.epochs=6")
     sections.append(("Training", f"hcsi train --config configs/tiny.yaml data.store={store} run.out={out / 'run'} "
-                                 f"{schedule}\nlast SBI validation: {json.dumps(result['last_val'])}"))
+                                 f"{' '.join(schedule)}\nlast SBI validation: {json.dumps(result['last_val'])}"))
 
     step("5. evaluate")
     model = model_from_checkpoint(out / "run" / "final.safetensors")
