@@ -19,7 +19,7 @@ from hcsi.evaluate.compare import PAPER_HCSI_NET_AUC, compare_with_baselines, re
 from hcsi.evaluate.datasets import test_videos as read_test_videos
 from hcsi.evaluate.metrics import detection_metrics, equal_error_rate
 from hcsi.evaluate.protocol import VideoFaces, aggregate_video
-from hcsi.evaluate.report import ablation_table, collect_aucs, cross_dataset_table
+from hcsi.evaluate.report import ablation_table, collect_aucs, coverage_table, cross_dataset_table
 from hcsi.models import build_model, save_checkpoint
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -269,6 +269,10 @@ def test_reports_build_table_ii_and_table_iii_layouts(tmp_path):
     assert "| late_fusion | 89.50 | -3.00 |" in ablation_table(table)
     with pytest.raises(ValueError, match="two results"):
         collect_aucs(paths + paths[:1])
+    paths[1].write_text(json.dumps({"dataset": "cdf", "auc": 0.91, "model": "hcsi_net", "n_videos": 518,
+                                    "n_failed": 3, "failed_by_status": {"no_face": 2, "unreadable": 1},
+                                    "frames_without_face": 41}))
+    assert "| hcsi_net | CDF | 518 | 3 | no_face 2, unreadable 1 | 41 |" in coverage_table(paths)
 
 
 def test_an_output_folder_refuses_scores_made_with_other_settings(clips, checkpoint, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Frames, face detection and landmarks on real media (the fixtures of tests/fixtures)."""
 import av
+import cv2
 import numpy as np
 import pytest
 from media import fixture, write_index_video
@@ -14,6 +15,7 @@ from hcsi.faces import (
     read_image,
     sample_frame_indices,
     sample_frames,
+    sbi_test_crop_box,
 )
 from hcsi.faces.detect import box_iou
 
@@ -172,3 +174,80 @@ def test_hog_on_a_shrunk_copy_finds_the_same_faces_on_large_frames(detector):
     assert seen == [photo.shape[:2]]
     with pytest.raises(ValueError, match="hog_short_side"):
         create_face_detector("hog", hog_short_side=40)
+
+
+class _FixedBoxes:
+    """A face finder stand-in that returns the same face boxes (with fractional edges) in every frame."""
+
+    name = "fixed"
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def detect(self, image):
+        from hcsi.faces import Face
+
+        faces = [Face(np.array(b, np.float32), np.array(b, np.float32), 1.0, np.zeros((81, 2), np.float32))
+                 for b in self.boxes]
+        return sorted(faces, key=lambda f: f.area, reverse=True)
+
+
+def _sbi_test_crop(frame, box, size):
+    """SBI's crop_face(..., crop_by_bbox=True, phase='test') followed by its cv2.resize, computed directly."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    height, width = frame.shape[:2]
+    top, bottom = max(0, int(y0 - h / 4 * 0.5)), min(height, int(y1 + h / 4 * 0.5) + 1)
+    left, right = max(0, int(x0 - w / 4 * 0.5)), min(width, int(x1 + w / 4 * 0.5) + 1)
+    return cv2.resize(frame[top:bottom, left:right], dsize=(size, size))
+
+
+def test_test_time_crops_are_sbis_pixel_for_pixel_on_opencv_decoded_frames():
+    """Crops after the 380-px resize equal SBI's rule on the frames OpenCV decodes (SBI's reader), for boxes with
+    fractional and whole edges; the old outward rounding differs on the whole ones."""
+    from hcsi.evaluate.protocol import faces_in_frames
+
+    path = fixture("liveportrait/s32.mp4")
+    sampled = sample_frames(path, 6)
+    capture, opencv_frames, index = cv2.VideoCapture(str(path)), {}, 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index in sampled.indices:
+            opencv_frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        index += 1
+    rng = np.random.default_rng(0)
+    corners = rng.uniform([60, 20], [240, 90], size=(12, 2))  # the clip is 384×216
+    boxes = [(x, y, x + side, y + side * 1.2) for (x, y), side in zip(corners, rng.uniform(70, 100, 12))]
+    boxes.append((-5.3, -3.6, 80.2, 96.9))  # beyond the top-left corner: clipped at 0, as max(0, int(...))
+    boxes.append((100.0, 40.0, 180.0, 136.0))  # integer edges, sides divisible by 8: x1 + m is a whole number, where
+    # rounding outwards (the old rule) ends the crop 1 px before SBI's int(x1 + m) + 1
+    ours = faces_in_frames(sampled.frames, sampled.indices, _FixedBoxes(boxes), 380)
+    expected = [_sbi_test_crop(opencv_frames[index], face.box, 380) for index in sampled.indices
+                for face in keep_large_faces(_FixedBoxes(boxes).detect(opencv_frames[index]))]
+    assert len(ours.crops) == len(expected) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(ours.crops, expected))
+    width, height = sampled.frames[0].shape[1], sampled.frames[0].shape[0]
+    old_rule = [tuple(int(v) for v in face_crop_box(b, width, height)) for b in boxes]
+    assert any(old != tuple(sbi_test_crop_box(b, width, height)) for old, b in zip(old_rule, boxes))
+
+
+def test_a_face_that_leaves_no_crop_skips_its_frame_not_the_video():
+    from hcsi.evaluate.protocol import STATUS_OK, faces_in_frames
+
+    frames = [np.full((120, 160, 3), 80, np.uint8) for _ in range(3)]
+
+    class OneBadFrame(_FixedBoxes):
+        calls = 0
+
+        def detect(self, image):
+            self.calls += 1
+            faces = super().detect(image)
+            if self.calls == 2:  # a face box entirely outside the frame, as a broken detector might give
+                faces[0].box = np.array([500, 500, 560, 560], np.float32)
+            return faces
+
+    result = faces_in_frames(frames, [0, 5, 9], OneBadFrame([(40.5, 30.2, 100.7, 95.1)]), 64)
+    assert result.status == STATUS_OK and result.crop_frame == [0, 2]
+    assert "frame 5 skipped" in result.reason and "no test crop" in result.reason

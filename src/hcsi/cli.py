@@ -161,10 +161,12 @@ def _perturb_preview(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .evaluate.report import ablation_table, collect_aucs, cross_dataset_table
+    from .evaluate.report import ablation_table, collect_aucs, coverage_table, cross_dataset_table
 
     table = collect_aucs(args.results)
     print(cross_dataset_table(table))
+    print()
+    print(coverage_table(args.results))
     if args.ablation:
         print()
         print(ablation_table(table, args.reference))

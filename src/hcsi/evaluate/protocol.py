@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..faces import FaceDetector, MediaError, face_crop_box, keep_large_faces, sample_frames
+from ..faces import FaceDetector, MediaError, keep_large_faces, sample_frames, sbi_test_crop_box
 from ..normalization import image_to_tensor
 
 STATUS_OK = "ok"
@@ -40,21 +40,36 @@ MAX_DETECTION_SIDE = 1920  # frames with a longer side are shrunk before detecti
 
 def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector: FaceDetector,
                     input_size: int) -> VideoFaces:
-    """Detect every face of each frame, keep those at least half the largest's area, crop each with 12.5 % margins
-    and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first (boxes refer to
+    """Detect every face of each frame, keep those at least half the largest's area, crop each with SBI's test crop
+    (12.5 % margins) and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first (boxes refer to
     the shrunk frame)."""
+    detected = [(frame, detector.detect(frame)) for frame in map(detection_frame, frames)]
+    return crop_test_faces(detected, frame_indices, input_size)
+
+
+def crop_test_faces(detected: list[tuple[np.ndarray, list]], frame_indices: list[int],
+                    input_size: int) -> VideoFaces:
+    """The test-time crops of (frame, its faces) pairs: faces at least half the largest's area, each cut with
+    SBI's test crop (`sbi_test_crop_box`) and resized to input_size (bilinear). A crop error on one face skips that
+    frame (as SBI does), named in the reason; the other frames still count."""
     result = VideoFaces(frame_indices=list(frame_indices))
-    for position, frame in enumerate(frames):
-        frame = detection_frame(frame)
+    skipped = []
+    for position, (frame, faces) in enumerate(detected):
         height, width = frame.shape[:2]
-        for face in keep_large_faces(detector.detect(frame)):
-            x0, y0, x1, y1 = (int(v) for v in face_crop_box(face.box, width, height))
+        try:
+            boxes = [sbi_test_crop_box(face.box, width, height) for face in keep_large_faces(faces)]
+        except ValueError as error:
+            skipped.append(f"frame {frame_indices[position]} skipped: {error}")
+            continue
+        for x0, y0, x1, y1 in boxes:
             crop = cv2.resize(frame[y0:y1, x0:x1], (input_size, input_size), interpolation=cv2.INTER_LINEAR)
             result.crops.append(crop)
             result.crop_frame.append(position)
-            result.boxes.append([x0, y0, x1, y1])
+            result.boxes.append([int(x0), int(y0), int(x1), int(y1)])
     if not result.crops:
-        result.status, result.reason = STATUS_NO_FACE, f"no face found in {len(frames)} frame(s)"
+        result.status, result.reason = STATUS_NO_FACE, f"no face found in {len(detected)} frame(s)"
+    if skipped:
+        result.reason = "; ".join(filter(None, [result.reason, *skipped]))
     return result
 
 
@@ -106,7 +121,8 @@ def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, in
     if result.status == STATUS_NO_FACE:
         result.reason = f"{path}: {result.reason}"
     elif sampled.failure:
-        result.reason = f"only {len(sampled.frames)} frames decoded: {sampled.failure}"
+        result.reason = "; ".join(filter(None, [f"only {len(sampled.frames)} frames decoded: {sampled.failure}",
+                                                 result.reason]))
     return result
 
 

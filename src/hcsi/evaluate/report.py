@@ -65,3 +65,16 @@ def ablation_table(table: dict[str, dict[str, float]], reference: str | None = N
         delta = "–" if label == reference else f"{mean - means[reference]:+.2f}"
         lines.append(f"| {label} | {mean:.2f} | {delta} |")
     return "\n".join(lines)
+
+
+def coverage_table(paths) -> str:
+    """Markdown: per result, how many videos were scored, how many failed (by status) and how many sampled frames
+    had no face — where two face detectors differ, it shows here before it shows in the AUC."""
+    lines = ["| model | dataset | videos | failed | failed by status | frames without face |", "|---" * 6 + "|"]
+    for path in paths:
+        s = read_summary(path)
+        by_status = ", ".join(f"{status} {n}" for status, n in sorted(s.get("failed_by_status", {}).items())) or "–"
+        lines.append(f"| {s.get('label') or s['model']} | {DATASET_TITLES.get(s['dataset'], s['dataset'])} | "
+                     f"{s.get('n_videos', '?')} | {s.get('n_failed', '?')} | {by_status} | "
+                     f"{s.get('frames_without_face', '?')} |")
+    return "\n".join(lines)

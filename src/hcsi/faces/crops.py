@@ -41,6 +41,21 @@ def face_crop_box(box, width: int, height: int, factors=(TEST_MARGIN_FACTOR,) * 
     return clip_box((x0 - fl * w, y0 - ft * h, x1 + fr * w, y1 + fb * h), width, height)
 
 
+def sbi_test_crop_box(box, width: int, height: int) -> np.ndarray:
+    """SBI's test-time crop, edge for edge: with margins m = FACE_MARGIN_BASE × TEST_MARGIN_FACTOR (12.5 %) of the
+    box's width (height) per side, the edges are int(x0 − m) and int(x1 + m) + 1 (`int` truncates towards zero),
+    clipped to the image, as SBI's `crop_face(..., phase='test')` computes them. Raises if nothing is left."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    margin_x = (x1 - x0) * FACE_MARGIN_BASE * TEST_MARGIN_FACTOR
+    margin_y = (y1 - y0) * FACE_MARGIN_BASE * TEST_MARGIN_FACTOR
+    edges = np.array([max(0, int(x0 - margin_x)), max(0, int(y0 - margin_y)),
+                      min(width, int(x1 + margin_x) + 1), min(height, int(y1 + margin_y) + 1)])
+    if edges[2] <= edges[0] or edges[3] <= edges[1]:
+        raise ValueError(f"face box {tuple(round(v, 1) for v in (x0, y0, x1, y1))} leaves no test crop inside the "
+                         f"{width}×{height} frame")
+    return edges
+
+
 def stored_crop_box(face, width: int, height: int) -> np.ndarray:
     """What preprocessing stores: SBI's context crop, widened where needed to hold the widest training crop
     around the face box."""
