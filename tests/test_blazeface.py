@@ -4,7 +4,7 @@ import pytest
 from skimage import data as skimage_data
 from media import fixture
 
-from hcsi.faces import create_face_detector, sample_frames
+from hcsi.faces import create_face_detector, read_image, sample_frames
 from hcsi.faces.blazeface import (
     NUM_ANCHORS,
     BlazeFace,
@@ -127,3 +127,26 @@ def test_model_file_problems_are_clear_errors(tmp_path, monkeypatch):
     damaged.write_bytes(b"truncated")
     with pytest.raises(ModelUnavailable, match="face_detection_short_range.tflite: SHA-256 differs"):
         blazeface_model_path()
+
+
+def test_the_torch_network_reproduces_the_tflite_file_on_many_frames_in_one_call():
+    """BatchedBlazeFace (weights read from the .tflite file into torch) finds the faces the LiteRT path finds, frame
+    by frame, with frames of several videos and sizes and the photos in one call: same faces, box IoU >= 0.98,
+    scores within 1e-3."""
+    from hcsi.faces.blazeface_torch import BatchedBlazeFace
+    from hcsi.faces.detect import box_iou
+
+    frames = [frame for clip in ("ghost/dance.mp4", "liveportrait/s32.mp4", "liveportrait/d20.mp4", "dim_room.mp4")
+              for frame in sample_frames(fixture(clip), 3).frames]
+    frames += [read_image(fixture(f"face_recognition/{name}.jpg")) for name in ("two_people", "obama")]
+    reference, batched = BlazeFace(), BatchedBlazeFace(tiles_per_batch=32)
+    found = batched.detect_many(frames)
+    faces = 0
+    for frame, (boxes, scores) in zip(frames, found):
+        expected_boxes, expected_scores = reference.detect(frame)
+        assert len(boxes) == len(expected_boxes), frame.shape
+        for box, expected in zip(boxes, expected_boxes):
+            assert box_iou(box, expected) >= 0.98
+        assert np.abs(scores - expected_scores).max(initial=0) <= 1e-3
+        faces += len(boxes)
+    assert faces >= len(frames)  # every frame shows a face; two_people shows two
