@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SHARED_DATA, device_slug, provenance, write_results  # noqa: E402
 
+import hcsi.evaluate.protocol as evaluation_protocol  # noqa: E402
 import hcsi.evaluate.run as evaluation_run  # noqa: E402
 from hcsi.distributed import Distributed  # noqa: E402
 from hcsi.evaluate.datasets import TestVideo  # noqa: E402
@@ -129,7 +130,7 @@ def end_to_end(model, videos: list[TestVideo], device: torch.device, detector: s
                batch_size: int) -> dict:
     """`evaluate` over all videos into a fresh folder: wall time and the time spent inside score_crops."""
     busy = {"s": 0.0}
-    original = evaluation_run.score_crops
+    original = evaluation_protocol.score_crops  # what score_in_batches calls
 
     def timed_score_crops(*args, **kwargs):
         synchronize(device)
@@ -141,7 +142,7 @@ def end_to_end(model, videos: list[TestVideo], device: torch.device, detector: s
 
     options = evaluation_run.EvaluationOptions(frames=frames, batch_size=batch_size, workers=workers,
                                                detector=detector, amp=device.type == "cuda")
-    evaluation_run.score_crops = timed_score_crops
+    evaluation_protocol.score_crops = timed_score_crops
     try:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
@@ -149,7 +150,7 @@ def end_to_end(model, videos: list[TestVideo], device: torch.device, detector: s
                                               progress=False)
             wall = time.perf_counter() - start
     finally:
-        evaluation_run.score_crops = original
+        evaluation_protocol.score_crops = original
     return {"detector": detector, "workers": workers, "videos": len(videos), "wall_s": round(wall, 2),
             "videos_per_min": round(60 * len(videos) / wall, 2), "model_busy_s": round(busy["s"], 2),
             "model_busy_share": round(busy["s"] / wall, 3), "failed": summary["n_failed"]}

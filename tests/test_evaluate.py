@@ -18,7 +18,8 @@ from hcsi.cli import main
 from hcsi.evaluate.compare import PAPER_HCSI_NET_AUC, compare_with_baselines, read_baselines
 from hcsi.evaluate.datasets import test_videos as read_test_videos
 from hcsi.evaluate.metrics import detection_metrics, equal_error_rate
-from hcsi.evaluate.protocol import VideoFaces, aggregate_video
+import hcsi.evaluate.protocol as protocol
+from hcsi.evaluate.protocol import VideoFaces, aggregate_video, score_in_batches
 from hcsi.evaluate.report import ablation_table, collect_aucs, coverage_table, cross_dataset_table
 from hcsi.models import build_model, save_checkpoint
 
@@ -73,6 +74,45 @@ def test_frame_score_is_the_max_over_faces_and_the_video_score_the_mean_over_fra
     assert frames == [(0, 0.7, 2), (20, 0.4, 2)]  # frame 10 had no face: skipped
     assert score == pytest.approx((0.7 + 0.4) / 2)
     assert aggregate_video(VideoFaces(frame_indices=[0]), np.zeros(0)) == (None, [])
+
+
+class _BrightnessModel(torch.nn.Module):
+    """Logits (0, mean brightness × 4 − 2): every crop gets its own score. A crop of another size breaks a pooled
+    batch (torch.stack fails) and is refused alone, as a corrupt input breaks a real network's batch."""
+
+    config = type("Config", (), {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "input_size": 16})()
+
+    def forward(self, x):
+        if x.shape[-2:] != (16, 16):
+            raise ValueError(f"expected 16×16 crops, got {tuple(x.shape)}")
+        level = x.mean(dim=(1, 2, 3)) * 4 - 2
+        return torch.stack([torch.zeros_like(level), level], dim=1)
+
+
+def test_pooled_model_batches_keep_each_videos_scores_and_a_broken_video_fails_alone(monkeypatch):
+    rng = np.random.default_rng(0)
+    videos = []
+    for n, side in ((3, 16), (5, 16), (2, 9), (4, 16), (0, 16)):  # the third has a malformed crop; the last no face
+        crops = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(n)]
+        videos.append((f"video{len(videos)}", VideoFaces(frame_indices=list(range(n)), crops=crops,
+                                                          crop_frame=list(range(n)))))
+    model, cpu = _BrightnessModel(), torch.device("cpu")
+    calls = []
+    original = protocol.score_crops
+    results = list(score_in_batches(model, iter(videos), cpu, batch_size=8))
+    assert [key for key, _, _ in results] == [key for key, _ in videos]
+    for (key, faces, scores), (_, own) in zip(results, videos):
+        if key == "video2":
+            assert isinstance(scores, Exception)
+            continue
+        alone = original(model, own.crops, cpu, 8)
+        assert len(scores) == len(own.crops) and np.allclose(scores, alone, atol=1e-6)
+    all_scores = np.concatenate([s for k, _, s in results if k != "video2"])
+    assert len(np.unique(np.round(all_scores, 4))) == len(all_scores)  # every crop its own score: no mix-up hides
+    monkeypatch.setattr(protocol, "score_crops",
+                        lambda model, crops, *a, **k: calls.append(len(crops)) or original(model, crops, *a, **k))
+    list(score_in_batches(model, iter(v for v in videos if v[0] != "video2"), cpu, batch_size=8))
+    assert calls == [8, 4]  # 3 + 5 crops pooled into one full batch, then 4 + 0
 
 
 def _touch(path: Path) -> Path:
@@ -210,8 +250,9 @@ def test_folder_evaluation_scores_every_video_and_records_failures(clips, checkp
 
 
 def test_a_killed_evaluation_resumes_to_the_same_auc(clips, checkpoint, tmp_path):
+    # batches of 4 crops: videos (about 4 faces each) finish one by one, not pooled into one batch at the end
     args = ["--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(clips), "--frames", "4",
-            "--workers", "1", "--device", "cpu"]
+            "--workers", "1", "--device", "cpu", "--batch-size", "4"]
     straight = _evaluate_cli([*args, "--out", str(tmp_path / "a")])
     assert straight.wait(timeout=600) == 0, straight.stderr.read()
     killed = _evaluate_cli([*args, "--out", str(tmp_path / "b")])
@@ -323,7 +364,7 @@ def test_a_video_that_breaks_the_face_detector_is_listed_and_the_run_goes_on(tmp
                 raise IndexError("landmark index out of range")  # an unexpected detector failure
             return self.inner.detect(frame)
 
-    monkeypatch.setattr(run_module, "create_face_detector", lambda name: BreaksOnOddVideo())
+    monkeypatch.setattr(run_module, "create_face_detector", lambda name, device=None: BreaksOnOddVideo())
     checkpoint = tmp_path / "model.safetensors"
     save_checkpoint(build_model("cnn_only_small", input_size=64), checkpoint)
     args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(root), "--frames", "2",

@@ -9,7 +9,7 @@ import sys
 from .demo import add_demo_arguments, run_demo
 from .checks import require_at_least, require_in_unit_interval, require_positive
 from .evaluate.datasets import DATASET_NAMES
-from .faces.detect import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
+from .faces.detect import DEFAULT_FACE_DETECTOR, DEFAULT_GPU_FACE_DETECTOR, FACE_DETECTORS, default_face_detector
 from .perturbations import LEVELS, PERTURBATIONS
 
 
@@ -55,7 +55,8 @@ def _preprocess(args: argparse.Namespace) -> int:
         sources = ffpp_real_videos(args.root, args.compression)
     else:
         sources = folder_videos(args.root)
-    summary = preprocess(sources, args.out, PreprocessOptions(args.frames, args.detector), args.workers)
+    summary = preprocess(sources, args.out, PreprocessOptions(args.frames, args.detector or DEFAULT_FACE_DETECTOR),
+                         args.workers)
     print(json.dumps(summary))
     if summary["failed"]:
         print(f"{summary['failed']} file(s) could not be read; reasons in {args.out}/failures.json "
@@ -95,7 +96,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .distributed import setup_distributed, shutdown_distributed
+    from .distributed import resolve_device, setup_distributed, shutdown_distributed
     from .evaluate.datasets import test_videos
     from .evaluate.run import EvaluationOptions, evaluate
     from .models.builder import model_from_checkpoint
@@ -106,7 +107,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(args.checkpoint)
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 failure_score=None if args.exclude_failures else args.failure_score,
-                                detector=args.detector, amp=args.amp, retry_failed=args.retry_failed)
+                                detector=args.detector or default_face_detector(resolve_device(args.device)),
+                                amp=args.amp, retry_failed=args.retry_failed)
     path = os.path.abspath(args.checkpoint)
     in_run = os.path.basename(os.path.dirname(path)) == "checkpoints"  # runs/<name>/checkpoints/best.safetensors
     run_name = os.path.basename(os.path.dirname(os.path.dirname(path))) if in_run else \
@@ -127,14 +129,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _robustness(args: argparse.Namespace) -> int:
-    from .distributed import setup_distributed, shutdown_distributed
+    from .distributed import resolve_device, setup_distributed, shutdown_distributed
     from .evaluate.datasets import test_videos
     from .evaluate.robustness import RobustnessOptions, robustness, robustness_table
     from .models.builder import model_from_checkpoint
 
     perturbations = args.perturbations.split(",") if args.perturbations != "all" else None
     options = RobustnessOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
-                                detector=args.detector, amp=args.amp, seed=args.seed, levels=tuple(args.levels),
+                                detector=args.detector or default_face_detector(resolve_device(args.device)),
+                                amp=args.amp, seed=args.seed, levels=tuple(args.levels),
                                 detect_on=args.detect_on,
                                 **({"perturbations": tuple(perturbations)} if perturbations else {}))
     videos = test_videos(args.dataset, args.root, args.compression)
@@ -284,13 +287,15 @@ def _detect(args: argparse.Namespace) -> int:
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                             face_detector=args.face_detector)
     rows = []
+    # the readable inputs' crops are pooled into full model batches across files; results come back in order
+    results = detector.score_many([e.path for e in entries if not e.problem], explain=bool(args.explain))
     for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
         if entry.problem:
             rows.append({"path": entry.path, "score": None, "label": None,
                          "status": "skipped" if entry.skipped else "unreadable", "reason": entry.problem,
                          "frames_used": 0, "faces_found": 0})
             continue
-        result = detector.score(entry.path, explain=bool(args.explain))
+        result = next(results)
         row = result.to_dict(args.threshold)
         if args.explain and result.gates:
             strip = Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"
@@ -402,8 +407,9 @@ def _device_option() -> argparse.ArgumentParser:
 def _face_detector_option(*aliases: str, dest: str = "face_detector") -> argparse.ArgumentParser:
     """`aliases`: other spellings (preprocess and evaluate also take `--detector`); `dest`: the attribute that
     preprocess, evaluate and robustness pass on as their options' `detector`."""
-    return _option("--face-detector", *aliases, dest=dest, default=DEFAULT_FACE_DETECTOR,
-                   choices=sorted(FACE_DETECTORS), help="face detector backend (docs/protocol.md, Faces)")
+    return _option("--face-detector", *aliases, dest=dest, default=None, choices=sorted(FACE_DETECTORS),
+                   help=f"face detector backend (docs/protocol.md, Faces); default {DEFAULT_FACE_DETECTOR} on the "
+                        f"CPU and for preprocess, {DEFAULT_GPU_FACE_DETECTOR} on a CUDA device")
 
 
 def _compression_option() -> argparse.ArgumentParser:

@@ -25,8 +25,9 @@ from ..evaluate.protocol import (
     faces_in_frames,
     failure_reason,
     score_crops,
+    score_in_batches,
 )
-from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
+from ..faces import create_face_detector, default_face_detector
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
@@ -72,18 +73,20 @@ class Detector:
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
         frames: evenly spaced frames per video (paper: 32).
         batch_size: face crops per forward pass.
-        face_detector: a FACE_DETECTORS name.
+        face_detector: a FACE_DETECTORS name; default: `default_face_detector(device)` (torch-backed ones run on
+            the model's device).
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
-                 face_detector: str = DEFAULT_FACE_DETECTOR) -> None:
+                 face_detector: str | None = None) -> None:
         require_at_least("frames", frames, 1)
         require_at_least("batch_size", batch_size, 1)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.frames = frames
         self.batch_size = batch_size
-        self.face_detector = create_face_detector(face_detector)
+        self.face_detector = create_face_detector(face_detector or default_face_detector(self.device),
+                                                  device=str(self.device))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **options) -> Detector:
@@ -115,12 +118,19 @@ class Detector:
                               "gradcam": cams[i] if cams is not None else None})
         return (np.concatenate(scores) if scores else np.zeros(0)), gates
 
-    def _result(self, source: str, faces: VideoFaces, explain: bool) -> DetectionResult:
+    def _result(self, source: str, faces: VideoFaces, explain: bool,
+                crop_scores: np.ndarray | Exception | None = None) -> DetectionResult:
+        """The result of one input from its faces; `crop_scores` when they were scored already (or the exception
+        scoring them raised)."""
         result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices))
         if faces.status != STATUS_OK:
             return result
         try:
-            crop_scores, gates = self._score_crops(faces.crops, explain)
+            gates = None
+            if isinstance(crop_scores, Exception):
+                raise crop_scores
+            if crop_scores is None:
+                crop_scores, gates = self._score_crops(faces.crops, explain)
         except Exception as error:  # this input fails with the reason; the next one is scored
             result.status, result.reason = STATUS_ERROR, failure_reason(source, "scoring", error)
             return result
@@ -162,8 +172,17 @@ class Detector:
         return self._result(name, faces, explain)
 
     def score_many(self, sources: Iterable[str | Path], explain: bool = False) -> Iterator[DetectionResult]:
-        for source in sources:
-            yield self.score(source, explain)
+        """Score files in order, lazily. The crops of consecutive files are pooled into full model batches
+        (`score_in_batches`: a file whose crops break a batch fails alone); with `explain`, each file is scored on
+        its own (gate heatmaps)."""
+        if explain:
+            for source in sources:
+                yield self.score(source, explain=True)
+            return
+        size = self.model.config.input_size
+        extracted = ((str(s), extract_test_faces(s, self.face_detector, self.frames, size)) for s in sources)
+        for source, faces, crop_scores in score_in_batches(self.model, extracted, self.device, self.batch_size):
+            yield self._result(source, faces, False, crop_scores)
 
 
 def _token_gate_grid(gate: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,9 @@ Split in two so that the CPU part (decode, detect, crop) can run in worker proce
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,8 +45,10 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
     """Detect every face of each frame, keep those at least half the largest's area, crop each with SBI's test crop
     (12.5 % margins) and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first (boxes refer to
     the shrunk frame)."""
-    detected = [(frame, detector.detect(frame)) for frame in map(detection_frame, frames)]
-    return crop_test_faces(detected, frame_indices, input_size)
+    shown = [detection_frame(frame) for frame in frames]
+    detect_many = getattr(detector, "detect_many", None)  # batched finders see every frame in one call
+    found = detect_many(shown) if detect_many else [detector.detect(frame) for frame in shown]
+    return crop_test_faces(list(zip(shown, found)), frame_indices, input_size)
 
 
 def crop_test_faces(detected: list[tuple[np.ndarray, list]], frame_indices: list[int],
@@ -141,6 +145,39 @@ def score_crops(model: torch.nn.Module, crops: list[np.ndarray], device: torch.d
             logits = model(batch)
         scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
     return np.concatenate(scores).astype(np.float64)
+
+
+def score_in_batches(model: torch.nn.Module, items: Iterable[tuple[Any, VideoFaces]], device: torch.device,
+                     batch_size: int = 64, amp: bool = False) -> Iterator[tuple[Any, VideoFaces, np.ndarray | Exception]]:
+    """Score the crops of consecutive videos together, so that the model sees full batches rather than one video's
+    crops at a time: videos are pooled until they hold `batch_size` crops, then scored in one `score_crops` call.
+    Yields (key, faces, crop scores) in input order; when a pooled call fails, each of its videos is scored alone,
+    and the one that fails again is yielded with its exception instead of scores (only it fails)."""
+    pending: list[tuple[Any, VideoFaces]] = []
+    crops = 0
+    for key, faces in items:
+        pending.append((key, faces))
+        crops += len(faces.crops)
+        if crops >= batch_size:
+            yield from _score_pooled(model, pending, device, batch_size, amp)
+            pending, crops = [], 0
+    yield from _score_pooled(model, pending, device, batch_size, amp)
+
+
+def _score_pooled(model, pending: list, device: torch.device, batch_size: int, amp: bool):
+    try:
+        scores = score_crops(model, [crop for _, faces in pending for crop in faces.crops], device, batch_size, amp)
+    except Exception:  # one video's crops broke the pooled call: find it by scoring each alone
+        for key, faces in pending:
+            try:
+                yield key, faces, score_crops(model, faces.crops, device, batch_size, amp)
+            except Exception as error:
+                yield key, faces, error
+        return
+    start = 0
+    for key, faces in pending:
+        yield key, faces, scores[start:start + len(faces.crops)]
+        start += len(faces.crops)
 
 
 def aggregate_video(faces: VideoFaces, crop_scores: np.ndarray) -> tuple[float | None, list[tuple[int, float, int]]]:

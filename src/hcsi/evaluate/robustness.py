@@ -120,7 +120,8 @@ def score_cells(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, 
     jobs = list(_jobs(videos, options, out_dir, model.config.input_size))
     bar = tqdm(total=len(videos), initial=len(videos) - len(jobs), desc="robustness", unit="video",
                disable=not progress, dynamic_ncols=True)
-    for video, results in map_in_workers(_faces_of_cells, jobs, options.workers, options.detector):
+    for video, results in map_in_workers(_faces_of_cells, jobs, options.workers, options.detector,
+                                              str(device)):
         for cell, faces in results:
             status, reason = faces.status, faces.reason
             try:

@@ -41,7 +41,7 @@ from .protocol import (
     aggregate_video,
     extract_test_faces,
     failure_reason,
-    score_crops,
+    score_in_batches,
 )
 
 VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_found", "status", "reason", "source",
@@ -78,12 +78,12 @@ class EvaluationOptions(ScoringOptions):
 _worker_detector = None
 
 
-def _init_worker(detector_name: str, worker_process: bool = True) -> None:
+def _init_worker(detector_name: str, device: str | None = None, worker_process: bool = True) -> None:
     global _worker_detector
     if worker_process:  # several workers share the cores; never in the main process (it runs the model)
         torch.set_num_threads(1)
         cv2.setNumThreads(1)  # perturbations, resizes and colour conversions run in the workers
-    _worker_detector = create_face_detector(detector_name)
+    _worker_detector = create_face_detector(detector_name, device=device)  # torch finders: on the model's device
 
 
 def worker_detector():
@@ -91,14 +91,15 @@ def worker_detector():
     return _worker_detector
 
 
-def map_in_workers(function, jobs: list, workers: int, detector_name: str):
+def map_in_workers(function, jobs: list, workers: int, detector_name: str, device: str | None = None):
     """`function` over `jobs`, results in order, in `workers` spawned processes that each hold a face detector
-    (`worker_detector()`), or here with workers=0."""
+    (`worker_detector()`), or here with workers=0. A torch-backed detector (e.g. blazeface-torch) runs on `device`:
+    with a CUDA device each worker decodes on the CPU and finds faces on the GPU, a whole video's frames per call."""
     if workers <= 0:
-        _init_worker(detector_name, worker_process=False)
+        _init_worker(detector_name, device, worker_process=False)
         yield from map(function, jobs)
         return
-    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (detector_name,)) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (detector_name, device)) as pool:
         yield from pool.imap(function, jobs)
 
 
@@ -111,10 +112,10 @@ def cache_path(out_dir: Path, video: TestVideo) -> Path:
     return out_dir / "cache" / f"{hashlib.sha1(video.key.encode()).hexdigest()[:20]}.json"
 
 
-def _extracted(videos: list[TestVideo], options: EvaluationOptions, input_size: int):
+def _extracted(videos: list[TestVideo], options: EvaluationOptions, input_size: int, device: torch.device):
     """(video, faces) in order, computed in a pool of worker processes (or here with workers=0)."""
     jobs = [(v, options.frames, input_size) for v in videos]
-    yield from map_in_workers(_extract, jobs, options.workers, options.detector)
+    yield from map_in_workers(_extract, jobs, options.workers, options.detector, str(device))
 
 
 def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: EvaluationOptions,
@@ -124,11 +125,13 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
     todo = [v for v in videos if _needs_scoring(cache_path(out_dir, v), options.retry_failed)]
     bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="evaluate", unit="video", disable=not progress,
                dynamic_ncols=True)
-    for video, faces in _extracted(todo, options, model.config.input_size):
+    extracted = _extracted(todo, options, model.config.input_size, device)
+    for video, faces, crop_scores in score_in_batches(model, extracted, device, options.batch_size, options.amp):
         status, reason = faces.status, faces.reason
         crop = ""
         try:
-            crop_scores = score_crops(model, faces.crops, device, options.batch_size, options.amp)
+            if isinstance(crop_scores, Exception):
+                raise crop_scores
             score, frames = aggregate_video(faces, crop_scores)
             if len(crop_scores):
                 crop = _store_deciding_crop(out_dir, video, faces.crops[int(np.argmax(crop_scores))])

@@ -115,17 +115,16 @@ class DlibFaceDetector:
         hog_short_side: when set, HOG searches a copy of the image shrunk so that its shorter side is at most this
             many pixels (HOG's cost grows with the pixel count); its boxes are scaled back and the landmarks are
             fitted on the full image. Faces below ~80 px in the shrunk copy are then left to BlazeFace.
+        blazeface_device: None runs BlazeFace through LiteRT on the CPU, one tile at a time (the reference); a
+            torch device ("cpu", "cuda", ...) runs the same network in torch (`BatchedBlazeFace`), every tile of
+            every frame given to `detect_many` in batched calls on that device.
     """
 
     def __init__(self, finders: tuple[str, ...] = ("hog", "blazeface"), upsample: int = 0,
                  min_hog_score: float = 0.0, blazeface_model: str | None = None,
                  min_blazeface_score: float = 0.75, every_frame: bool = False,
-                 hog_short_side: int | None = None) -> None:
+                 hog_short_side: int | None = None, blazeface_device: str | None = None) -> None:
         import dlib
-
-        with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
-            warnings.simplefilter("ignore")
-            import face_recognition_models
 
         unknown = set(finders) - set(FINDERS)
         if unknown or not finders:
@@ -136,43 +135,68 @@ class DlibFaceDetector:
             raise ValueError(f"hog_short_side must be at least 80 pixels (HOG's smallest face), got {hog_short_side}")
         self.hog_short_side = hog_short_side
         labels = [f"hog{hog_short_side}" if f == "hog" and hog_short_side else f for f in self.finders]
+        labels = [f"{f}-torch" if f == "blazeface" and blazeface_device is not None else f for f in labels]
         self.name = "+".join(labels) + ("-every-frame" if every_frame else "")
         self.upsample = upsample
         self.min_hog_score = min_hog_score
         self._dlib = dlib
         self._hog = dlib.get_frontal_face_detector() if "hog" in finders else None
         self._blazeface = None
-        if "blazeface" in finders:
+        if "blazeface" in finders and blazeface_device is None:
             from .blazeface import BlazeFace
 
             self._blazeface = BlazeFace(blazeface_model, min_score=min_blazeface_score)
+        elif "blazeface" in finders:
+            from .blazeface_torch import BatchedBlazeFace
+
+            self._blazeface = BatchedBlazeFace(blazeface_model, device=blazeface_device,
+                                               min_score=min_blazeface_score)
+        with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
+            warnings.simplefilter("ignore")
+            import face_recognition_models
+
         self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
 
-    def _find(self, finder: str, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
-        """Boxes (x0, y0, x1, y1) in HOG's convention and scores of one finder."""
+    def _find_many(self, finder: str, images: list[np.ndarray]) -> list[tuple[list[np.ndarray], list[float]]]:
+        """For each image: boxes (x0, y0, x1, y1) in HOG's convention and scores of one finder."""
         if finder == "hog":
-            scale = 1.0
-            if self.hog_short_side is not None and min(image.shape[:2]) > self.hog_short_side:
-                scale = self.hog_short_side / min(image.shape[:2])
-                image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            rects, scores, _ = self._hog.run(image, self.upsample, self.min_hog_score)
-            return [np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float32) / scale
-                    for r in rects], scores
-        boxes, scores = self._blazeface.detect(image)
-        return [blazeface_to_hog_box(box) for box in boxes], [float(s) for s in scores]
+            return [self._hog_boxes(image) for image in images]
+        if hasattr(self._blazeface, "detect_many"):  # torch: all frames and tiles in batched calls
+            found = self._blazeface.detect_many(images)
+        else:
+            found = [self._blazeface.detect(image) for image in images]
+        return [([blazeface_to_hog_box(box) for box in boxes], [float(s) for s in scores]) for boxes, scores in found]
+
+    def _hog_boxes(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        scale = 1.0
+        if self.hog_short_side is not None and min(image.shape[:2]) > self.hog_short_side:
+            scale = self.hog_short_side / min(image.shape[:2])
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        rects, scores, _ = self._hog.run(image, self.upsample, self.min_hog_score)
+        return [np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float32) / scale
+                for r in rects], scores
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB uint8 H×W×3 image, got {image.dtype} {image.shape}")
-        image = np.ascontiguousarray(image)
-        found: list[tuple[np.ndarray, float, str]] = []
+        return self.detect_many([image])[0]
+
+    def detect_many(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """The faces of each image (as `detect`), the batched finders run once over all of them."""
+        for image in images:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an RGB uint8 H×W×3 image, got {image.dtype} {image.shape}")
+        images = [np.ascontiguousarray(image) for image in images]
+        found: list[list[tuple[np.ndarray, float, str]]] = [[] for _ in images]
         for finder in self.finders:
-            if found and not self.every_frame:
+            todo = [k for k in range(len(images)) if self.every_frame or not found[k]]
+            if not todo:
                 break
-            boxes, scores = self._find(finder, image)
-            earlier = [box for box, _, _ in found]
-            found += [(box, score, finder) for box, score in zip(boxes, scores)
-                      if all(box_iou(box, other) < MERGE_IOU for other in earlier)]
+            for k, (boxes, scores) in zip(todo, self._find_many(finder, [images[k] for k in todo])):
+                earlier = [box for box, _, _ in found[k]]
+                found[k] += [(box, score, finder) for box, score in zip(boxes, scores)
+                             if all(box_iou(box, other) < MERGE_IOU for other in earlier)]
+        return [self._faces(image, faces) for image, faces in zip(images, found)]
+
+    def _faces(self, image: np.ndarray, found: list[tuple[np.ndarray, float, str]]) -> list[Face]:
         faces = []
         for box, score, finder in found:
             rect = self._dlib.rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
@@ -218,12 +242,24 @@ FACE_DETECTORS = {
     "hog+blazeface": partial(DlibFaceDetector, finders=("hog", "blazeface")),  # BlazeFace only where HOG finds none
     "hog": partial(DlibFaceDetector, finders=("hog",)),
     "blazeface": partial(DlibFaceDetector, finders=("blazeface",)),
+    # the same BlazeFace network in torch, batched over frames and tiles on the model's device (`--device`)
+    "blazeface-torch": partial(DlibFaceDetector, finders=("blazeface",), blazeface_device="cpu"),
 }
-DEFAULT_FACE_DETECTOR = "hog540+blazeface-every-frame"
+DEFAULT_FACE_DETECTOR = "hog540+blazeface-every-frame"  # on the CPU, and for preprocessing (which needs landmarks)
+DEFAULT_GPU_FACE_DETECTOR = "blazeface-torch"  # evaluation and detection on a CUDA device
 
 
-def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, **options) -> FaceDetector:
-    """A face detector backend by name (see FACE_DETECTORS)."""
+def default_face_detector(device: str | None = None) -> str:
+    """The default backend for scoring on `device` (docs/protocol.md, "Faces", says how each was chosen)."""
+    return DEFAULT_GPU_FACE_DETECTOR if device is not None and str(device).startswith("cuda") else \
+        DEFAULT_FACE_DETECTOR
+
+
+def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, device: str | None = None, **options) -> FaceDetector:
+    """A face detector backend by name (see FACE_DETECTORS); `device` places the torch-backed ones."""
     if name not in FACE_DETECTORS:
         raise KeyError(f"unknown face detector {name!r}; available: {', '.join(sorted(FACE_DETECTORS))}")
-    return FACE_DETECTORS[name](**options)
+    factory = FACE_DETECTORS[name]
+    if device is not None and "blazeface_device" in factory.keywords:
+        options.setdefault("blazeface_device", str(device))
+    return factory(**options)
