@@ -19,6 +19,7 @@ two 1280×720 clips, one 1920×1080 DFDC clip, a 640×360 stage clip). The model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 import tempfile
@@ -45,11 +46,48 @@ FULL_FRAME_HOG = "hog+blazeface-every-frame"  # the reference: HOG on the full f
 SHRUNK_HOG = "hog540+blazeface-every-frame"  # the default since this benchmark: HOG on a 540-px copy
 
 
-def shared_videos(data: Path) -> list[TestVideo]:
+def shared_videos(data: Path, clips: list[str] | None = None, copies: int = 1) -> list[TestVideo]:
+    """The manifest's videos (or only `clips`), each listed `copies` times under its own key (a DFDC-sized run from
+    the one DFDC clip: same file, separate cache entries)."""
     with open(data / "manifest.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["file"].endswith(".mp4")]
-    return [TestVideo("shared", r["file"].split("/")[0], r["file"], data / r["file"], int(r["label"] == "fake"))
-            for r in rows]
+        rows = [r for r in csv.DictReader(f) if r["file"].endswith(".mp4") and (not clips or r["file"] in clips)]
+    return [TestVideo("shared", r["file"].split("/")[0], r["file"] + (f"#{copy}" if copies > 1 else ""),
+                      data / r["file"], int(r["label"] == "fake"))
+            for copy in range(copies) for r in rows]
+
+
+class GpuSampler:
+    """GPU utilisation (%) sampled by nvidia-smi every 200 ms while the `with` block runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    def __enter__(self):
+        import subprocess
+        import threading
+
+        self._process = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                          "-lms", "200"], stdout=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._process.stdout:
+            try:
+                self.samples.append(float(line.split(",")[0]))
+            except ValueError:
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._process.terminate()
+        self._process.wait()
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {"gpu_util_mean": None, "gpu_util_median": None, "gpu_util_samples": 0}
+        return {"gpu_util_mean": round(float(np.mean(self.samples)), 1),
+                "gpu_util_median": round(float(np.median(self.samples)), 1), "gpu_util_samples": len(self.samples)}
 
 
 def synchronize(device: torch.device) -> None:
@@ -64,8 +102,11 @@ class TimedDetector:
         self.detector, self.seconds = detector, 0.0
 
     def detect(self, image: np.ndarray):
+        return self.detect_many([image])[0]
+
+    def detect_many(self, images: list[np.ndarray]):
         start = time.perf_counter()
-        faces = self.detector.detect(image)
+        faces = self.detector.detect_many(images)
         self.seconds += time.perf_counter() - start
         return faces
 
@@ -74,7 +115,7 @@ def profile_stages(videos: list[TestVideo], detector_name: str, model, device: t
                    batch_size: int) -> tuple[dict, dict]:
     """Per-stage seconds over all videos in one process, and every video's test-time crop boxes per frame. Detection
     and cropping run through evaluation's own `faces_in_frames`; crop time is its time minus the detector's."""
-    detector = TimedDetector(create_face_detector(detector_name))
+    detector = TimedDetector(create_face_detector(detector_name, device=str(device)))
     seconds = {"decode": 0.0, "detect": 0.0, "crop": 0.0, "model": 0.0}
     boxes: dict[str, list[list[list[float]]]] = {}
     crops_total = 0
@@ -143,17 +184,29 @@ def end_to_end(model, videos: list[TestVideo], device: torch.device, detector: s
     options = evaluation_run.EvaluationOptions(frames=frames, batch_size=batch_size, workers=workers,
                                                detector=detector, amp=device.type == "cuda")
     evaluation_protocol.score_crops = timed_score_crops
+    sampler = GpuSampler() if device.type == "cuda" else contextlib.nullcontext()
     try:
-        with tempfile.TemporaryDirectory() as out:
+        with tempfile.TemporaryDirectory() as out, sampler:
             start = time.perf_counter()
             summary = evaluation_run.evaluate(model, videos, out, options, ctx=Distributed(device=device),
                                               progress=False)
             wall = time.perf_counter() - start
     finally:
         evaluation_protocol.score_crops = original
+    gpu = sampler.summary() if isinstance(sampler, GpuSampler) else {}
     return {"detector": detector, "workers": workers, "videos": len(videos), "wall_s": round(wall, 2),
             "videos_per_min": round(60 * len(videos) / wall, 2), "model_busy_s": round(busy["s"], 2),
-            "model_busy_share": round(busy["s"] / wall, 3), "failed": summary["n_failed"]}
+            "model_busy_share": round(busy["s"] / wall, 3), "failed": summary["n_failed"], **gpu}
+
+
+def bounding_stage(stage: dict, workers: int) -> dict:
+    """Videos per second each stage could sustain (CPU stages over `workers` processes, the model alone) and the
+    slowest, from one process's per-video stage times: what bounds an end-to-end run."""
+    per_video = stage["s_per_video"]
+    capacity = {"decode": workers / max(per_video["decode"], 1e-9),
+                "faces": workers / max(per_video["detect"] + per_video["crop"], 1e-9),
+                "model": 1 / max(per_video["model"], 1e-9)}
+    return {"videos_per_s": {k: round(v, 2) for k, v in capacity.items()}, "bound": min(capacity, key=capacity.get)}
 
 
 def main() -> None:
@@ -167,18 +220,22 @@ def main() -> None:
     parser.add_argument("--detectors", nargs="+", default=[FULL_FRAME_HOG, SHRUNK_HOG],
                         choices=sorted(FACE_DETECTORS))
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--clips", nargs="+", help="only these manifest files (e.g. dfdc/abofeumbvv.mp4)")
+    parser.add_argument("--copies", type=int, default=1, help="list each clip this many times (a larger run)")
+    parser.add_argument("--suffix", default="", help="appended to the result file's name")
     parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args()
     cv2.setNumThreads(1)
     device = torch.device(args.device)
     model = build_model(args.model, pretrained=False).to(device).eval()
-    videos = shared_videos(args.data)
+    videos = shared_videos(args.data, args.clips, args.copies)
     side = model.config.input_size
     score_crops(model, [np.zeros((side, side, 3), np.uint8)] * args.batch_size, device, args.batch_size,
                 amp=device.type == "cuda")  # warm-up
     stages, boxes = [], {}
+    distinct = list({v.path: v for v in videos}.values())  # stage times per distinct clip
     for name in args.detectors:
-        record, boxes[name] = profile_stages(videos, name, model, device, args.frames, args.batch_size)
+        record, boxes[name] = profile_stages(distinct, name, model, device, args.frames, args.batch_size)
         print(record, flush=True)
         stages.append(record)
     reference = args.detectors[0]
@@ -190,13 +247,16 @@ def main() -> None:
         for name in args.detectors:
             for workers in args.workers:
                 runs.append(end_to_end(model, videos, device, name, workers, args.frames, args.batch_size))
+                stage = next(r for r in stages if r["detector"] == name)
+                runs[-1]["estimate"] = bounding_stage(stage, max(workers, 1))
                 print(runs[-1], flush=True)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {**provenance("python benchmarks/bench_evaluate.py " + " ".join(sys.argv[1:])),
               "device": device_name, "model": args.model, "frames": args.frames, "batch_size": args.batch_size,
               "torch_threads": torch.get_num_threads(), "videos": [v.video_id for v in videos],
               "stages": stages, "detection_quality": quality, "end_to_end": runs}
-    print("wrote", write_results(f"evaluate-{device_slug(args.device)}", [result], out_dir=args.out_dir or RESULTS))
+    name = f"evaluate-{device_slug(args.device)}{args.suffix}"
+    print("wrote", write_results(name, [result], out_dir=args.out_dir or RESULTS))
 
 
 if __name__ == "__main__":

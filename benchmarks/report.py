@@ -152,8 +152,52 @@ def evaluate_section(result: dict) -> list[str]:
                   "| detector | decode/detect workers | videos/min | wall (s) | model busy | failed |",
                   "|---|---|---|---|---|---|"]
         for r in result["end_to_end"]:
+            extra = ""
+            if "estimate" in r:
+                extra += f"; bound by {r['estimate']['bound']}"
+            if r.get("gpu_util_mean") is not None:
+                extra += f"; GPU busy {r['gpu_util_mean']:.0f} % (median {r['gpu_util_median']:.0f} %)"
             lines.append(f"| {r['detector']} | {r['workers']} | {r['videos_per_min']:.1f} | {r['wall_s']:.1f} | "
-                         f"{100 * r['model_busy_share']:.0f} % | {r['failed']} |")
+                         f"{100 * r['model_busy_share']:.0f} %{extra} | {r['failed']} |")
+    return lines + [""]
+
+
+def face_stage_section(result: dict) -> list[str]:
+    lines = [f"### Before the model, stage by stage, on {result['device']}: {result['frames']} frames per video",
+             "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}). CPU "
+             f"stages on one thread (a worker's share); model: {result['model']} at "
+             f"{result['model_ms_per_crop']:.1f} ms per crop ({result['torch_threads']} torch threads), random "
+             "weights.",
+             "",
+             "Decoding the sampled frames, seconds per video (best of 3), and the share of the clip that must be "
+             "decoded for them (sequentially; decoding each from the keyframe before it):",
+             "",
+             "| clip | size | PyAV threaded (hcsi) | PyAV one thread | OpenCV | decoded: sequential | with seeks |",
+             "|---|---|---|---|---|---|---|"]
+    for clip, d in result["decoding"].items():
+        t, share = d["s_per_video"], d["decoded_share"]
+        lines.append(f"| {clip} | {d['size']} | {t['pyav_threaded']:.3f} | {t['pyav_one_thread']:.3f} | "
+                     f"{t['opencv']:.3f} | {100 * share['sequential']:.0f} % of {share['frames']} | "
+                     f"{100 * share['with_seeks']:.0f} % ({share['keyframes']} keyframes) |")
+    lines += ["", "Seconds per video by stage (find: each face finder; landmarks: dlib's 68 points on every face "
+                  "found; crop: SBI's test crop + resize; CPU = everything before the model):", "",
+              "| detector | clip | decode | find HOG | find BlazeFace | landmarks (ms/face) | crop | CPU before "
+              "model | model |", "|---|---|---|---|---|---|---|---|---|"]
+    for detector, clips in result["stages"].items():
+        for clip, r in clips.items():
+            lines.append(f"| {detector} | {clip} | {r['decode']:.3f} | {_fmt(r.get('find_hog'), 3)} | "
+                         f"{_fmt(r.get('find_blazeface'), 3)} | {r['landmarks']:.3f} ({r['landmarks_ms_per_face']:.1f}) "
+                         f"| {r['crop']:.3f} | **{r['cpu_before_model']:.2f}** | {r['model']:.1f} |")
+    lines += ["", "Faces against the first detector on the same frames (every face; kept = the test-time faces, "
+                  "at least half the largest's area; IoU of the SBI test crop boxes of the kept faces both found):", "",
+              "| detector | against | frames with a face | faces | kept faces | kept matched | crop-box IoU mean "
+              "(min) | identical crop boxes |", "|---|---|---|---|---|---|---|---|"]
+    for detector, q in result["faces"].items():
+        lines.append(f"| {detector} | {q['against']} | {q['frames_with_face']} of {q['frames']} "
+                     f"({q['frames_with_face_reference']}) | {q['faces']} ({q['faces_reference']}) | {q['kept']} "
+                     f"({q['kept_reference']}) | {q['kept_matched']} | {_fmt(q['crop_box_iou_mean'], 3)} "
+                     f"({_fmt(q['crop_box_iou_min'], 3)}) | {100 * (q['crop_boxes_identical'] or 0):.0f} % |")
     return lines + [""]
 
 
@@ -165,7 +209,8 @@ def main() -> None:
                 ("faces-", "## Face detection", faces_section),
                 ("sbi-", "## SBI synthesis", sbi_section),
                 ("train-", "## Training", train_section),
-                ("evaluate-", "## End-to-end evaluation", evaluate_section))
+                ("evaluate-", "## End-to-end evaluation", evaluate_section),
+                ("face-stage-", "## Before the model: decode, faces, landmarks, crop", face_stage_section))
     for group, heading, render in sections:
         lines += [heading, ""]
         for path in (p for p in files if p.name.startswith(group)):

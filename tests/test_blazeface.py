@@ -150,3 +150,23 @@ def test_the_torch_network_reproduces_the_tflite_file_on_many_frames_in_one_call
         assert np.abs(scores - expected_scores).max(initial=0) <= 1e-3
         faces += len(boxes)
     assert faces >= len(frames)  # every frame shows a face; two_people shows two
+
+
+def test_the_gpu_default_finds_the_cpu_defaults_faces_with_blazeface_in_torch():
+    """The backend chosen for CUDA devices is the CPU default with BlazeFace run by torch (here on the CPU): the
+    same faces, boxes and landmarks up to the two BlazeFace paths' tolerance, a whole video's frames per call."""
+    from hcsi.faces import DEFAULT_FACE_DETECTOR, default_face_detector
+    from hcsi.faces.detect import DEFAULT_GPU_FACE_DETECTOR, box_iou
+
+    assert default_face_detector("cuda:1") == DEFAULT_GPU_FACE_DETECTOR
+    assert default_face_detector("cpu") == default_face_detector(None) == DEFAULT_FACE_DETECTOR
+    frames = sample_frames(fixture("liveportrait/d20.mp4"), 4).frames
+    frames.append(read_image(fixture("face_recognition/two_people.jpg")))
+    cpu = create_face_detector(DEFAULT_FACE_DETECTOR)
+    gpu_kind = create_face_detector(DEFAULT_GPU_FACE_DETECTOR, device="cpu")
+    assert gpu_kind._blazeface.device.type == "cpu"
+    for frame, faces in zip(frames, gpu_kind.detect_many(frames)):
+        expected = cpu.detect(frame)
+        assert [f.found_by for f in faces] == [f.found_by for f in expected] and faces
+        for face, other in zip(faces, expected):
+            assert box_iou(face.box, other.box) >= 0.98
