@@ -28,6 +28,12 @@ $py benchmarks/bench_train.py --device cuda --model hcsi_net --input-size 224 --
     --compile --workers $((cores - 2)) --train-workers $((cores - 2)) --suffix compile --out-dir "$out"
 # Issue 18, part 2: `hcsi evaluate` end to end over the shared clips, stage shares, model busy share.
 $py benchmarks/bench_evaluate.py --device cuda --workers 4 8 $((cores - 2)) --out-dir "$out"
+# Issue 24: the face stage on the GPU, end to end on DFDC-like 1080p clips (64 copies of the shared DFDC clip), with
+# each CUDA face detector; GPU utilisation sampled by nvidia-smi, the bounding stage named; and the stage breakdown.
+$py benchmarks/bench_evaluate.py --device cuda --clips dfdc/abofeumbvv.mp4 --copies 64 --workers $((cores - 2)) \
+    --detectors hog540+blazeface-torch-every-frame blazeface-torch --suffix -dfdc1080p --out-dir "$out"
+$py benchmarks/bench_face_stage.py --device cuda --detectors hog540+blazeface-every-frame \
+    hog540+blazeface-torch-every-frame blazeface-torch --out-dir "$out"
 # hcsi_net bs1 FP32 with torch.compile (the recorded one predates the SDPA layout fix), and the imported SBI /
 # DeepfakeBench EfficientNet-B4 at their own input sizes (380, 256) beside hcsi_net.
 $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 1 --dtype fp32 --compile \
