@@ -312,8 +312,10 @@ def test_reports_build_table_ii_and_table_iii_layouts(tmp_path):
         collect_aucs(paths + paths[:1])
     paths[1].write_text(json.dumps({"dataset": "cdf", "auc": 0.91, "model": "hcsi_net", "n_videos": 518,
                                     "n_failed": 3, "failed_by_status": {"no_face": 2, "unreadable": 1},
-                                    "frames_without_face": 41}))
-    assert "| hcsi_net | CDF | 518 | 3 | no_face 2, unreadable 1 | 41 |" in coverage_table(paths)
+                                    "frames_without_face": 41, "auc_ci95": [0.8812, 0.9345]}))
+    table = coverage_table(paths)
+    assert "| hcsi_net | CDF | 91.00 [88.12, 93.45] | 518 | 3 | no_face 2, unreadable 1 | 41 |" in table
+    assert "| hcsi_net | FF++ | 90.00 (no interval) |" in table
 
 
 def test_an_output_folder_refuses_scores_made_with_other_settings(clips, checkpoint, tmp_path, capsys):

@@ -39,6 +39,7 @@ def test_analyze_returns_score_frames_faces_and_a_heatmap(detector):
     assert body["status"] == "ok" and len(body["faces"]) == 2
     assert body["score"] == pytest.approx(detector.score(fixture("face_recognition/two_people.jpg")).score)
     assert "path" not in body and len(body["id"]) >= 20
+    assert body["calibration"] == "uncalibrated" and body["probability"] is None  # no calibration: says so
     assert client.get(f"/v1/results/{body['id']}").json()["score"] == body["score"]
     heatmap = client.get(body["heatmap_url"])
     assert heatmap.status_code == 200 and heatmap.content[:4] == b"\x89PNG"
@@ -166,6 +167,7 @@ def test_the_page_in_a_real_browser_uploads_a_clip_and_shows_the_verdict(detecto
         expected = detector.score(fixture("ghost/elon.mp4"), frames=3).score
         assert abs(score - expected) < 0.001  # the page shows what the API computed
         assert page.inner_text("#label") == ("FAKE" if expected >= 0.5 else "REAL")
+        assert "uncalibrated: a raw score, not a probability" in page.inner_text("#uncalibrated")
         assert page.locator("#frame-plot circle").count() == 3
         page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=60_000)
         browser.close()

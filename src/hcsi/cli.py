@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
+from pathlib import Path
 
 from .demo import add_demo_arguments, run_demo
 from .checks import require_at_least, require_in_unit_interval, require_positive
@@ -117,15 +119,94 @@ def _evaluate(args: argparse.Namespace) -> int:
     about = {"dataset": args.dataset, "root": str(args.root), "checkpoint": os.path.abspath(args.checkpoint),
              "model": model.config.name, "label": args.label, "model_config": model.config.__dict__,
              "git_commit": git_commit(), "command": "hcsi " + " ".join(sys.argv[1:])}
+    calibration = None
+    if args.calibration:
+        from .evaluate.calibration import Calibration, file_sha256
+
+        calibration = Calibration.load(args.calibration, file_sha256(args.checkpoint))
     ctx = setup_distributed(args.device)
     try:
-        summary = evaluate(model, videos, out, options=options, ctx=ctx, about=about)
+        summary = evaluate(model, videos, out, options=options, ctx=ctx, about=about, calibration=calibration)
     finally:
         shutdown_distributed(ctx)
     if summary is not None:
         keys = ("dataset", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc")
         print(json.dumps({k: summary[k] for k in keys} | {"out": out}))
     return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .distributed import resolve_device, setup_distributed, shutdown_distributed
+    from .evaluate.calibration import calibration_path_for, file_sha256, fit_calibration, video_list_sha256
+    from .evaluate.datasets import test_videos
+    from .evaluate.run import EvaluationOptions, evaluate, scoring_settings
+    from .files import options_to_continue, settings_mismatch
+    from .models.builder import model_from_checkpoint
+
+    require_hcsi_checkpoint(args.checkpoint, "calibrate")
+    targets = [_target_fpr(value) for value in args.target_fpr.split(",")]
+    model = model_from_checkpoint(args.checkpoint)
+    options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
+                                detector=args.detector or default_face_detector(resolve_device(args.device)),
+                                amp=args.amp)
+    results = args.from_results
+    if results:  # reuse an evaluation: only if it scored with this checkpoint and these settings
+        settings = Path(results) / "settings.json"
+        if not settings.is_file() or not (Path(results) / "videos.csv").is_file():
+            raise ValueError(f"--from-results {results}: not a finished `hcsi evaluate` folder (settings.json and "
+                             "videos.csv expected)")
+        changed = settings_mismatch(settings, scoring_settings(model, options))
+        if changed:
+            hint = options_to_continue(changed)
+            raise ValueError(f"--from-results {results} was scored with another checkpoint or settings "
+                             f"({', '.join(changed)} differ{f'; it used {hint}' if hint else ''}); its scores do not "
+                             "calibrate this checkpoint")
+    else:
+        if not args.dataset or not args.root:
+            raise ValueError("calibrate needs --dataset and --root (labelled videos to score), or --from-results DIR")
+        videos = test_videos(args.dataset, args.root, args.compression)
+        results = args.results_out or os.path.join("results", f"calibrate-{args.dataset}-{Path(args.checkpoint).stem}")
+        about = {"dataset": args.dataset, "root": str(args.root), "checkpoint": os.path.abspath(args.checkpoint),
+                 "model": model.config.name, "command": "hcsi " + " ".join(sys.argv[1:])}
+        ctx = setup_distributed(args.device)
+        try:
+            evaluate(model, videos, results, options=options, ctx=ctx, about=about)
+        finally:
+            shutdown_distributed(ctx)
+    with open(Path(results) / "videos.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]  # failed videos carry no model score
+    summary = json.loads((Path(results) / "summary.json").read_text())
+    keys = [f"{r['dataset']}/{r['source']}/{r['video_id']}" for r in rows]
+    fitted_on = {"dataset": summary.get("dataset"), "root": summary.get("root"), "n_videos": len(rows),
+                 "videos_sha256": video_list_sha256(keys), "results": os.path.abspath(results)}
+    calibration = fit_calibration([int(r["label"]) for r in rows], [float(r["score"]) for r in rows], args.method,
+                                  targets, fitted_on, file_sha256(args.checkpoint))
+    out = calibration.save(args.out or calibration_path_for(args.checkpoint))
+    shown = calibration.parameters if calibration.method == "temperature" else {}  # isotonic knots: in the file
+    print(json.dumps({"calibration": str(out), "method": calibration.method, **shown, "n_real": calibration.n_real,
+                      "n_fake": calibration.n_fake,
+                      "operating_points": [vars(p) for p in calibration.operating_points]}))
+    return 0
+
+
+def _operating_point(value: str | None) -> float | None:
+    """--operating-point fpr=0.05 → 0.05."""
+    if value is None:
+        return None
+    name, sep, rate = value.partition("=")
+    if name.strip() != "fpr" or not sep:
+        raise ValueError(f"--operating-point {value!r}: expected fpr=RATE, e.g. fpr=0.05")
+    return _target_fpr(rate)
+
+
+def _target_fpr(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ValueError(f"--target-fpr {value!r}: expected comma-separated rates such as 0.01,0.05") from None
+    if not 0 < rate < 1:
+        raise ValueError(f"--target-fpr {value}: a false-positive rate lies strictly between 0 and 1")
+    return rate
 
 
 def _robustness(args: argparse.Namespace) -> int:
@@ -215,6 +296,13 @@ def _compare(args: argparse.Namespace) -> int:
         label, ours = args.label or "ours", _parse_aucs(args.auc)
     rows = compare_with_baselines(ours, read_baselines(args.baselines))
     print(json.dumps(rows, indent=1) if args.json else format_comparison(ours, rows))
+    if args.results:  # point estimates above; how far each can be trusted below
+        from .evaluate.report import interval_widths
+
+        widths = interval_widths(args.results)
+        print("AUC 95 % interval width per dataset (bootstrap over videos; a difference smaller than this is not "
+              "established): " + ", ".join(f"{d} {w:.1f} points" if w is not None else f"{d} not computed"
+                                           for d, w in widths.items()), file=sys.stderr)
     if args.plot:
         written = dumbbell_plot(rows, args.plot, label=args.label or label)
         print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
@@ -243,7 +331,8 @@ NO_CHECKPOINT = (
     "sbi.safetensors) or use one you were given. "
     "An untrained model's scores are noise, so none are shown."
 )
-DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap"]
+DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
+                     "calibration", "probability", "verdict", "operating_fpr", "operating_tpr"]
 
 
 def _write_detections(rows: list[dict], out: str) -> None:
@@ -255,7 +344,9 @@ def _write_detections(rows: list[dict], out: str) -> None:
         if out.lower().endswith(".csv"):
             writer = csv_module.DictWriter(f, DETECT_CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(rows)
+            for row in rows:
+                point = row.get("operating_point") or {}
+                writer.writerow({**row, "operating_fpr": point.get("fpr"), "operating_tpr": point.get("tpr")})
         else:
             f.writelines(json.dumps(row) + "\n" for row in rows)
 
@@ -274,6 +365,9 @@ def _detect(args: argparse.Namespace) -> int:
             raise ValueError("--backend onnxruntime needs --model FILE.onnx (made by `hcsi export --format onnx`)")
         if args.explain:
             raise ValueError("--explain needs the PyTorch backend (gates are not in the ONNX graph's outputs)")
+        if args.calibration or args.operating_point:
+            raise ValueError("a calibration belongs to the checkpoint it was fitted for (its SHA-256): use the "
+                             "PyTorch backend with that --checkpoint")
     elif not args.checkpoint:
         print(NO_CHECKPOINT, file=sys.stderr)
         return 2
@@ -285,13 +379,16 @@ def _detect(args: argparse.Namespace) -> int:
     else:
         require_hcsi_checkpoint(args.checkpoint, "detect")
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
-                                            face_detector=args.face_detector)
+                                            face_detector=args.face_detector, calibration=args.calibration,
+                                            operating_fpr=_operating_point(args.operating_point))
+    calibration_name = detector.calibration.source if detector.calibration is not None else "uncalibrated"
     rows = []
     # the readable inputs' crops are pooled into full model batches across files; results come back in order
     results = detector.score_many([e.path for e in entries if not e.problem], explain=bool(args.explain))
     for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
         if entry.problem:
-            rows.append({"path": entry.path, "score": None, "label": None,
+            rows.append({"path": entry.path, "score": None, "label": None, "calibration": calibration_name,
+                         "probability": None, "verdict": None, "operating_point": None,
                          "status": "skipped" if entry.skipped else "unreadable", "reason": entry.problem,
                          "frames_used": 0, "faces_found": 0})
             continue
@@ -306,13 +403,27 @@ def _detect(args: argparse.Namespace) -> int:
     if args.out:
         _write_detections(rows, args.out)
     width = min(60, max([len(r["path"]) for r in rows] + [4]))
-    print(f"{'file':<{width}}  {'score':>6}  {'verdict':<7}  status")
+    calibrated = detector.calibration is not None
+    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<7}  status" if calibrated else
+          f"{'file':<{width}}  {'score':>6}  {'verdict':<7}  status  (uncalibrated: raw scores)")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         status = r["status"] + (f" ({r['reason']})" if r["status"] != "ok" and r["reason"] else "")
-        print(f"{r['path'][-width:]:<{width}}  {score:>6}  {r['label'] or '-':<7}  {status}")
+        if calibrated:
+            probability = "" if r.get("probability") is None else f"{r['probability']:.3f}"
+            print(f"{r['path'][-width:]:<{width}}  {score:>6}  {probability:>6}  {r.get('verdict') or '-':<7}  "
+                  f"{status}")
+        else:
+            print(f"{r['path'][-width:]:<{width}}  {score:>6}  {r['label'] or '-':<7}  {status}")
     processed = sum(1 for r in rows if r["status"] in ("ok", "no_face"))
-    print(f"{processed} of {len(rows)} input(s) processed; threshold {args.threshold}"
+    if calibrated:
+        point = detector.operating_point
+        decided = (f"verdicts at the operating point fpr={point.target_fpr:g} (raw-score threshold "
+                   f"{point.threshold:.4f}; on the calibration videos FPR {point.fpr:.3f}, TPR {point.tpr:.3f}); "
+                   f"calibration {detector.calibration.source}")
+    else:
+        decided = f"uncalibrated: verdicts by the raw-score threshold {args.threshold}"
+    print(f"{processed} of {len(rows)} input(s) processed; {decided}"
           + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
     return 0 if processed else 1
 
@@ -348,7 +459,8 @@ def _serve(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("HCSI_API_TOKEN")
     require_hcsi_checkpoint(args.checkpoint, "serve")
     detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
-                                        face_detector=args.face_detector)
+                                        face_detector=args.face_detector, calibration=args.calibration,
+                                        operating_fpr=_operating_point(args.operating_point))
     app = create_app(detector, max_upload_mb=args.max_upload_mb, token=token, workers=args.workers,
                      queue_size=args.queue)
     print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs)"
@@ -433,12 +545,12 @@ def _image_out_option() -> argparse.ArgumentParser:
     return _option("--out", required=True, help="output image (.png)")
 
 
-def _benchmark_options() -> argparse.ArgumentParser:
-    """What `evaluate` and `robustness` share: the test set and how its videos are scored."""
+def _benchmark_options(required: bool = True) -> argparse.ArgumentParser:
+    """What `evaluate`, `calibrate` and `robustness` share: the test set and how its videos are scored."""
     parent = argparse.ArgumentParser(add_help=False, parents=[_frames_option(), _device_option(),
                                                               _compression_option()])
-    parent.add_argument("--dataset", required=True, choices=DATASET_NAMES)
-    parent.add_argument("--root", required=True,
+    parent.add_argument("--dataset", required=required, choices=DATASET_NAMES)
+    parent.add_argument("--root", required=required,
                         help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
     parent.add_argument("--batch-size", type=at_least(1), default=64, help="face crops per forward pass")
     parent.add_argument("--workers", type=at_least(0), default=2,
@@ -509,10 +621,31 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--exclude-failures", action="store_true",
                     help="leave such videos out of the metrics instead (they are still listed and counted)")
     ev.add_argument("--label", help="name of this model in reports (default: the model's name)")
+    ev.add_argument("--calibration", metavar="FILE",
+                    help="also report ECE and Brier of this calibration's probabilities (made for this checkpoint)")
     ev.add_argument("--retry-failed", action="store_true",
                     help="on a rerun, score again the videos that failed (status error or unreadable), e.g. after "
                          "replacing a broken file; the others stay cached")
     ev.set_defaults(run=_evaluate)
+
+    cal = commands.add_parser(
+        "calibrate", help="fit calibrated probabilities and operating points on labelled videos",
+        description="Scores labelled videos through the evaluation pipeline (or reuses an evaluation folder made with "
+                    "this checkpoint and settings), fits temperature scaling or isotonic regression to the video "
+                    "scores, and finds the raw-score threshold of each target false-positive rate. Writes a "
+                    "calibration file (default: beside the checkpoint, <checkpoint>.calibration.json) that hcsi "
+                    "detect, hcsi serve and hcsi evaluate --calibration apply.",
+        parents=[_checkpoint_option(required=True), _benchmark_options(required=False),
+                 _face_detector_option("--detector", dest="detector")])
+    cal.add_argument("--method", default="temperature", choices=["temperature", "isotonic"])
+    cal.add_argument("--target-fpr", default="0.01,0.05",
+                     help="comma-separated false-positive rates of the operating points (default 0.01,0.05; the "
+                          "first is detect's default)")
+    cal.add_argument("--out", help="calibration file (default <checkpoint>.calibration.json)")
+    cal.add_argument("--from-results", metavar="DIR", help="reuse this `hcsi evaluate` folder's scores")
+    cal.add_argument("--results-out", metavar="DIR",
+                     help="where the scoring run goes (default results/calibrate-<dataset>-<checkpoint name>)")
+    cal.set_defaults(run=_calibrate)
 
     rob = commands.add_parser(
         "robustness", help="video-level AUC under the 7 DeeperForensics perturbations × 5 levels (resumable)",
@@ -575,6 +708,10 @@ def _add_deployment_commands(commands: argparse._SubParsersAction) -> None:
     detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
+    detect.add_argument("--calibration", metavar="FILE",
+                        help="calibration file (default: <checkpoint>.calibration.json when it exists)")
+    detect.add_argument("--operating-point", metavar="fpr=RATE",
+                        help="decide at this operating point of the calibration (default: its first target FPR)")
     detect.set_defaults(run=_detect)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)",
@@ -586,6 +723,10 @@ def _add_deployment_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint",
                                 parents=[_checkpoint_option(required=False), _frames_option(), _device_option(),
                                          _face_detector_option()])
+    serve.add_argument("--calibration", metavar="FILE",
+                       help="calibration file (default: <checkpoint>.calibration.json when it exists)")
+    serve.add_argument("--operating-point", metavar="fpr=RATE",
+                       help="decide at this operating point of the calibration (default: its first target FPR)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     serve.add_argument("--port", type=at_least(1), default=8000)
     serve.add_argument("--workers", type=at_least(1), default=1, help="analyses run at once")

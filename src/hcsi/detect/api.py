@@ -15,6 +15,14 @@ import torch
 
 from ..checks import require_at_least
 from ..distributed import resolve_device
+from ..evaluate.calibration import (
+    UNCALIBRATED,
+    Calibration,
+    CalibrationError,
+    OperatingPoint,
+    calibration_path_for,
+    file_sha256,
+)
 from ..evaluate.protocol import (
     STATUS_ERROR,
     STATUS_OK,
@@ -53,12 +61,28 @@ class DetectionResult:
     faces: list[FaceResult] = field(default_factory=list)
     frames_sampled: int = 0
     gates: list[dict] | None = None  # explain=True: per face {"crop", "cnn": [H×W per stage], "vit": [...], "gradcam"}
+    calibration: str = UNCALIBRATED  # the calibration file applied, or "uncalibrated"
+    probability: float | None = None  # calibrated probability of "fake" (None without a calibration)
+    operating_point: OperatingPoint | None = None  # the calibration's point the verdict was taken at
 
     def label(self, threshold: float = 0.5) -> str | None:
+        """fake/real by a raw-score threshold."""
         return None if self.score is None else ("fake" if self.score >= threshold else "real")
 
+    @property
+    def verdict(self) -> str | None:
+        """fake/real at the calibration's operating point (None without a calibration or a score)."""
+        if self.score is None or self.operating_point is None:
+            return None
+        return "fake" if self.score >= self.operating_point.threshold else "real"
+
     def to_dict(self, threshold: float = 0.5) -> dict:
+        point = self.operating_point
         return {"path": self.source, "score": self.score, "label": self.label(threshold), "status": self.status,
+                "calibration": self.calibration, "probability": self.probability, "verdict": self.verdict,
+                "operating_point": None if point is None else {"target_fpr": point.target_fpr,
+                                                               "threshold": point.threshold, "fpr": point.fpr,
+                                                               "tpr": point.tpr},
                 "reason": self.reason, "frames_used": len(self.frame_indices), "faces_found": len(self.faces),
                 "frames_sampled": self.frames_sampled, "frame_indices": self.frame_indices,
                 "frame_scores": self.frame_scores,
@@ -75,10 +99,13 @@ class Detector:
         batch_size: face crops per forward pass.
         face_detector: a FACE_DETECTORS name; default: `default_face_detector(device)` (torch-backed ones run on
             the model's device).
+        calibration: turns scores into probabilities and verdicts at an operating point (`hcsi calibrate`).
+        operating_fpr: the calibration's operating point to decide at (default: its first).
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
-                 face_detector: str | None = None) -> None:
+                 face_detector: str | None = None, calibration: Calibration | None = None,
+                 operating_fpr: float | None = None) -> None:
         require_at_least("frames", frames, 1)
         require_at_least("batch_size", batch_size, 1)
         self.device = resolve_device(device)
@@ -87,9 +114,19 @@ class Detector:
         self.batch_size = batch_size
         self.face_detector = create_face_detector(face_detector or default_face_detector(self.device),
                                                   device=str(self.device))
+        self.calibration = calibration
+        self.operating_point = calibration.operating_point(operating_fpr) if calibration is not None else None
+        if calibration is None and operating_fpr is not None:
+            raise CalibrationError("an operating point needs a calibration (`hcsi calibrate`, then --calibration)")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options) -> Detector:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", calibration: str | Path | None = None,
+                        **options) -> Detector:
+        """A detector for an hcsi checkpoint, with the calibration given or found beside it (`<checkpoint>
+        .calibration.json`); a calibration made for another checkpoint is refused."""
+        beside = calibration_path_for(path)
+        if calibration is not None or beside.is_file():
+            options["calibration"] = Calibration.load(calibration or beside, file_sha256(path))
         return cls(model_from_checkpoint(path), device=device, **options)
 
     @classmethod
@@ -136,6 +173,10 @@ class Detector:
             return result
         score, frames = aggregate_video(faces, crop_scores)
         result.score = score
+        if self.calibration is not None and score is not None:
+            result.calibration = self.calibration.source
+            result.probability = float(self.calibration.probability([score])[0])
+            result.operating_point = self.operating_point
         result.frame_indices = [index for index, _, _ in frames]
         result.frame_scores = [s for _, s, _ in frames]
         result.faces = [FaceResult(faces.frame_indices[p], box, float(s))

@@ -25,6 +25,7 @@ class TestVideo:
     video_id: str  # unique within (dataset, source)
     path: Path
     label: int  # 1 = fake, 0 = real
+    group: str = ""  # a folder CSV's `group` column (AUC per group in the summary)
 
     @property
     def key(self) -> str:
@@ -155,8 +156,8 @@ def _label_value(text: str, where: str) -> int:
 
 
 def folder_test_videos(root: Path) -> list[TestVideo]:
-    """A CSV manifest (root is a .csv with columns path,label; paths relative to it) or a folder with real/ and
-    fake/ subfolders (searched recursively). Labels: 0/1 or real/fake."""
+    """A CSV manifest (root is a .csv with columns path,label and optionally group; paths relative to it) or a folder
+    with real/ and fake/ subfolders (searched recursively). Labels: 0/1 or real/fake."""
     media = VIDEO_SUFFIXES | IMAGE_SUFFIXES
     if root.is_file() and root.suffix.lower() == ".csv":
         with open(root, newline="") as f:
@@ -168,7 +169,8 @@ def folder_test_videos(root: Path) -> list[TestVideo]:
             path = (root.parent / row["path"]).resolve() if not Path(row["path"]).is_absolute() else Path(row["path"])
             label = _label_value(row["label"], f"{root}:{n}")
             videos.append(TestVideo("folder", "fake" if label else "real",
-                                    Path(row["path"]).with_suffix("").as_posix(), path, label))
+                                    Path(row["path"]).with_suffix("").as_posix(), path, label,
+                                    (row.get("group") or "").strip()))
         return videos
     if not root.is_dir():
         raise FileNotFoundError(f"{root} not found: expected a folder with real/ and fake/ subfolders or a CSV "

@@ -54,6 +54,42 @@ def roc_plot(curves: dict[str, tuple[list[int], list[float]]], out: str | Path, 
     return written
 
 
+def reliability_diagram(labels, scores, out: str | Path, calibration=None, dataset: str = "",
+                        bins: int = 15) -> list[Path]:
+    """Fraction of fake videos against the mean score in `bins` equal-width bins (the diagonal is perfect
+    calibration), for the raw scores and, with a calibration, its probabilities; videos per bin below. PNG and SVG."""
+    import numpy as np
+
+    from .metrics import expected_calibration_error
+
+    plt = _pyplot()
+    labels = np.asarray(labels, dtype=float)
+    curves = {"raw score": np.asarray(scores, dtype=float)}
+    if calibration is not None:
+        curves[f"calibrated ({calibration.method})"] = calibration.probability(scores)
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="perfectly calibrated")
+    edges = np.linspace(0, 1, bins + 1)
+    for n, (name, p) in enumerate(curves.items()):
+        which = np.minimum((p * bins).astype(int), bins - 1)
+        used = [b for b in range(bins) if np.any(which == b)]
+        ax.plot([p[which == b].mean() for b in used], [labels[which == b].mean() for b in used], marker="o", ms=4,
+                lw=1.4, label=f"{name} (ECE {100 * expected_calibration_error(labels, p, bins):.1f} %)")
+        counts.hist(p, bins=edges, alpha=0.6 if n else 0.8, label=name)
+    title = DATASET_TITLES.get(dataset, dataset)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="fraction of videos that are fake",
+           title=f"reliability{f' on {title}' if title else ''} ({len(labels)} videos, {bins} bins)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    counts.set(xlabel="score (probability of fake)", ylabel="videos")
+    counts.legend(loc="upper center", fontsize=7)
+    counts.grid(alpha=0.3)
+    fig.tight_layout()
+    written = save_figure(fig, out)
+    plt.close(fig)
+    return written
+
+
 def evaluation_roc(out_dir: str | Path, dataset: str) -> list[Path]:
     """roc.png and roc.svg in an evaluation's output folder."""
     rows = scored_videos(out_dir)

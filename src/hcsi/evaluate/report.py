@@ -70,11 +70,32 @@ def ablation_table(table: dict[str, dict[str, float]], reference: str | None = N
 def coverage_table(paths) -> str:
     """Markdown: per result, how many videos were scored, how many failed (by status) and how many sampled frames
     had no face — where two face detectors differ, it shows here before it shows in the AUC."""
-    lines = ["| model | dataset | videos | failed | failed by status | frames without face |", "|---" * 6 + "|"]
+    lines = ["| model | dataset | AUC (95 % interval) | videos | failed | failed by status | frames without face |",
+             "|---" * 7 + "|"]
     for path in paths:
         s = read_summary(path)
         by_status = ", ".join(f"{status} {n}" for status, n in sorted(s.get("failed_by_status", {}).items())) or "–"
         lines.append(f"| {s.get('label') or s['model']} | {DATASET_TITLES.get(s['dataset'], s['dataset'])} | "
-                     f"{s.get('n_videos', '?')} | {s.get('n_failed', '?')} | {by_status} | "
+                     f"{auc_with_interval(s)} | {s.get('n_videos', '?')} | {s.get('n_failed', '?')} | {by_status} | "
                      f"{s.get('frames_without_face', '?')} |")
     return "\n".join(lines)
+
+
+def auc_with_interval(summary: dict) -> str:
+    """"90.45 [88.10, 92.60]" (percent; the bootstrap interval of `hcsi evaluate`), or the AUC alone for summaries
+    written before intervals were computed."""
+    if summary.get("auc") is None:
+        return "–"
+    interval = summary.get("auc_ci95")
+    text = f"{100 * summary['auc']:.2f}"
+    return text + (f" [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]" if interval else " (no interval)")
+
+
+def interval_widths(paths) -> dict[str, float | None]:
+    """{dataset: width of the AUC's 95 % interval in points} of evaluation summaries."""
+    widths = {}
+    for path in paths:
+        s = read_summary(path)
+        interval = s.get("auc_ci95")
+        widths[s["dataset"]] = None if not interval else 100 * (interval[1] - interval[0])
+    return widths

@@ -8,8 +8,11 @@ Output folder:
     videos.csv          dataset, video_id, label, score, frames_used, faces_found, status, reason, source, path, crop
     crops/<hash>.jpg    each scored video's deciding face crop (its highest-scoring face), for `hcsi gallery`
     roc.png, roc.svg    the video-level ROC curve
+    reliability.png/.svg  the reliability diagram (fraction of fakes against the score, 15 bins; calibrated too)
     frames.csv          dataset, video_id, label, frame_index, score, faces
-    summary.json        auc, ap, eer, acc, frame_auc (fractions), n_videos, n_failed, policy, checkpoint, config, commit
+    summary.json        auc, ap, eer, acc, frame_auc (fractions) with 95 % bootstrap intervals (auc_ci95, ...), TPR at
+                        FPR 0.1/1/5 %, ECE and Brier (raw; calibrated with --calibration), AUC per FF++
+                        manipulation or folder group, n_videos, n_failed, policy, checkpoint, config, commit
 """
 from __future__ import annotations
 
@@ -31,9 +34,10 @@ from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
 from ..files import atomic_path, options_to_continue, settings_mismatch, write_json_atomic
+from .calibration import Calibration
 from .datasets import TestVideo
-from .figures import evaluation_roc
-from .metrics import detection_metrics
+from .figures import evaluation_roc, reliability_diagram
+from .metrics import bootstrap_intervals, brier_score, detection_metrics, expected_calibration_error, tpr_at_fpr
 from .protocol import (
     STATUS_ERROR,
     STATUS_OK,
@@ -138,7 +142,8 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
         except Exception as error:  # this video fails (listed with the reason), the evaluation goes on
             score, frames = None, []
             status, reason = STATUS_ERROR, failure_reason(video.path, "scoring", error)
-        record = {"key": video.key, "dataset": video.dataset, "source": video.source, "video_id": video.video_id,
+        record = {"key": video.key, "dataset": video.dataset, "source": video.source, "group": video.group,
+                  "video_id": video.video_id,
                   "path": str(video.path), "label": video.label, "status": status, "reason": reason,
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
                   "frames_sampled": len(faces.frame_indices), "frames": frames, "crop": crop}
@@ -168,8 +173,10 @@ def _video_score(record: dict, policy: float | None) -> float | None:
     return record["score"] if record["status"] == STATUS_OK else policy
 
 
-def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions, about: dict[str, Any]) -> dict:
-    """Read every video's cache entry, write videos.csv, frames.csv and summary.json; returns the summary."""
+def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions, about: dict[str, Any],
+              calibration: Calibration | None = None) -> dict:
+    """Read every video's cache entry, write videos.csv, frames.csv, summary.json, roc and reliability figures;
+    returns the summary."""
     records = []
     for video in videos:
         path = cache_path(out_dir, video)
@@ -181,12 +188,16 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
     frame_pairs = [(r["label"], s) for r in records if r["status"] == STATUS_OK for _, s, _ in r["frames"]]
     video_metrics = detection_metrics([label for label, _ in scored], [s for _, s in scored])
     frame_metrics = detection_metrics([label for label, _ in frame_pairs], [s for _, s in frame_pairs])
+    trust = trust_metrics([label for label, _ in scored], [s for _, s in scored], calibration)
+    subsets = subset_aucs([(r, _video_score(r, policy)) for r in records if _video_score(r, policy) is not None])
     failed: dict[str, int] = {}
     for r in records:
         if r["status"] != STATUS_OK:
             failed[r["status"]] = failed.get(r["status"], 0) + 1
     summary = {
         **video_metrics,
+        **trust,
+        **subsets,
         "frame_auc": frame_metrics["auc"],
         "n_videos": len(records),
         "n_scored": len(scored),
@@ -215,7 +226,56 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
     write_json_atomic(out_dir / "summary.json", summary, indent=1)
     if video_metrics["auc"] is not None:
         evaluation_roc(out_dir, summary.get("dataset", ""))
+    if scored:
+        reliability_diagram([label for label, _ in scored], [s for _, s in scored], out_dir / "reliability",
+                            calibration, summary.get("dataset", ""))
     return summary
+
+
+TPR_AT_FPRS = (0.001, 0.01, 0.05)
+
+
+def trust_metrics(labels: list[int], scores: list[float], calibration: Calibration | None = None) -> dict:
+    """How far the numbers can be trusted: bootstrap 95 % intervals of AUC, AP and EER (1,000 stratified video
+    resamples, seed 0), TPR at FPR 0.1 %, 1 % and 5 %, ECE (15 bins) and Brier score of the raw scores read as
+    probabilities and, with a calibration, of its probabilities."""
+    both = len(set(labels)) == 2
+    intervals = bootstrap_intervals(labels, scores) if both else {"auc": None, "ap": None, "eer": None}
+    result = {f"{name}_ci95": interval for name, interval in intervals.items()}
+    result["tpr_at_fpr"] = {f"{fpr:g}": tpr_at_fpr(labels, scores, fpr) if both else None for fpr in TPR_AT_FPRS}
+    result["ece"] = expected_calibration_error(labels, scores)
+    result["brier"] = brier_score(labels, scores) if labels else None
+    if calibration is not None:
+        probabilities = calibration.probability(scores)
+        result["calibrated"] = {"calibration": calibration.source, "method": calibration.method,
+                                "ece": expected_calibration_error(labels, probabilities),
+                                "brier": brier_score(labels, probabilities) if labels else None}
+    return result
+
+
+def subset_aucs(scored: list[tuple[dict, float]]) -> dict:
+    """AUC per FF++ manipulation (its fakes against all real videos) and per `group` of a folder CSV (within the
+    group when it holds both classes, else its videos against all videos of the other class)."""
+    result = {}
+    reals = [s for r, s in scored if r["label"] == 0]
+    fakes = [s for r, s in scored if r["label"] == 1]
+
+    def auc(group_rows):
+        labels = [r["label"] for r, _ in group_rows]
+        scores = [s for _, s in group_rows]
+        if len(set(labels)) < 2:  # one class: against every video of the other
+            other = reals if labels and labels[0] == 1 else fakes
+            labels, scores = labels + [1 - labels[0]] * len(other), scores + other
+        return detection_metrics(labels, scores)["auc"] if labels else None
+
+    if any(r["dataset"] == "ff++" for r, _ in scored):
+        methods = sorted({r["source"] for r, _ in scored if r["label"] == 1})
+        result["auc_by_manipulation"] = {m: auc([(r, s) for r, s in scored if r["label"] == 1 and r["source"] == m])
+                                         for m in methods}
+    groups = sorted({r.get("group", "") for r, _ in scored} - {""})
+    if groups:
+        result["auc_by_group"] = {g: auc([(r, s) for r, s in scored if r.get("group", "") == g]) for g in groups}
+    return result
 
 
 def scoring_settings(model: torch.nn.Module, options: EvaluationOptions) -> dict:
@@ -249,7 +309,7 @@ def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:
 
 def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Path,
              options: EvaluationOptions | None = None, ctx: Distributed | None = None, about: dict | None = None,
-             progress: bool = True) -> dict | None:
+             progress: bool = True, calibration: Calibration | None = None) -> dict | None:
     """Score `videos` (every rank its share: video i goes to rank i mod world size), then rank 0 writes the outputs
     and returns the summary (other ranks return None)."""
     options = options or EvaluationOptions()
@@ -263,4 +323,4 @@ def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Pat
     ctx.barrier()
     if not ctx.is_main:
         return None
-    return summarize(videos, out_dir, options, about or {})
+    return summarize(videos, out_dir, options, about or {}, calibration)

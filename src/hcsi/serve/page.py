@@ -8,6 +8,8 @@ body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 
 #drop{border:2px dashed #888;border-radius:8px;padding:2.5em;text-align:center;cursor:pointer}
 #drop.over{background:#eef}
 #verdict{font-size:1.6em;margin:.6em 0}
+.detail{font-size:.55em;color:#333;margin:.2em 0}
+.banner{font-size:.55em;background:#fff3cd;border:1px solid #e0c36a;padding:.4em .6em;margin:.4em 0}
 .fake{color:#b00}.real{color:#070}
 #progress{width:100%;display:none}
 svg{background:#fafafa;border:1px solid #ddd}
@@ -41,9 +43,15 @@ function show(r){
     $("verdict").className = ""; $("verdict").textContent = "No verdict: " + (r.reason || r.detail || r.status);
     plot([], []); $("heatmap").hidden = true; return;
   }
-  $("verdict").className = r.label;
-  $("verdict").innerHTML = `<span id="label">${r.label.toUpperCase()}</span> — score <span id="score">${r.score.toFixed(3)}</span>
-    <small>(${r.frames_used} frames with a face, ${r.faces_found} faces)</small>`;
+  const calibrated = r.calibration && r.calibration !== "uncalibrated";
+  const verdict = calibrated ? r.verdict : r.label, op = r.operating_point;
+  $("verdict").className = verdict;
+  $("verdict").innerHTML = `<span id="label">${verdict.toUpperCase()}</span> — ` + (calibrated
+    ? `probability <span id="probability">${r.probability.toFixed(3)}</span> <span class="detail">(raw score <span id="score">${r.score.toFixed(3)}</span>)</span>
+       <div class="detail">Decided at the operating point FPR ${100 * op.target_fpr} %: on the calibration videos ${(100 * op.fpr).toFixed(1)} % of real videos and ${(100 * op.tpr).toFixed(1)} % of fakes were called fake.</div>`
+    : `score <span id="score">${r.score.toFixed(3)}</span>
+       <div id="uncalibrated" class="banner">uncalibrated: a raw score, not a probability; the verdict compares it with 0.5. Run <code>hcsi calibrate</code> on labelled videos like these to get probabilities and operating points.</div>`)
+    + `<div class="detail">${r.frames_used} frame(s) with a face, ${r.faces_found} face(s).</div>`;
   $("status").textContent = "";
   plot(r.frame_indices, r.frame_scores);
   if(r.heatmap_url){ $("heatmap").src = r.heatmap_url + (token ? "?token=" + encodeURIComponent(token) : ""); $("heatmap").hidden = false; }

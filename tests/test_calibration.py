@@ -1,0 +1,189 @@
+"""Calibration, operating points and intervals: synthetic scores with known answers, the calibration file's checks,
+and the fields detect, serve and evaluate report."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from media import fixture
+from scipy.stats import norm
+
+from hcsi.cli import main
+from hcsi.evaluate.calibration import (
+    Calibration,
+    CalibrationError,
+    file_sha256,
+    fit_calibration,
+    fit_temperature,
+)
+from hcsi.evaluate.metrics import bootstrap_intervals, expected_calibration_error, threshold_at_fpr
+from hcsi.models import build_model, save_checkpoint
+
+
+def _overconfident(n, rng, sharpen=3.0):
+    """Labels drawn from a true probability p = sigmoid(z), and scores sigmoid(sharpen · z): overconfident."""
+    z = rng.normal(0, 1.5, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    return labels, 1 / (1 + np.exp(-sharpen * z))
+
+
+def _direct_ece(labels, probabilities, bins=15):
+    total = 0.0
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = [(y, p) for y, p in zip(labels, probabilities) if low <= p < high or (b == bins - 1 and p == 1.0)]
+        if inside:
+            ys, ps = zip(*inside)
+            total += len(inside) / len(labels) * abs(np.mean(ys) - np.mean(ps))
+    return total
+
+
+def test_ece_matches_a_direct_computation_and_falls_after_calibration():
+    rng = np.random.default_rng(0)
+    labels, scores = _overconfident(4000, rng)
+    fresh_labels, fresh_scores = _overconfident(4000, rng)
+    before = expected_calibration_error(fresh_labels, fresh_scores)
+    assert before == pytest.approx(_direct_ece(fresh_labels, fresh_scores), abs=1e-12)
+    assert fit_temperature(labels, scores) == pytest.approx(3.0, rel=0.15)  # the sharpening it undoes
+    for method in ("temperature", "isotonic"):
+        calibration = fit_calibration(labels, scores, method)
+        probabilities = calibration.probability(fresh_scores)
+        after = expected_calibration_error(fresh_labels, probabilities)
+        assert after == pytest.approx(_direct_ece(fresh_labels, probabilities), abs=1e-12)
+        assert after < before / 2, method
+        assert np.all(np.diff(calibration.probability(np.sort(fresh_scores))) >= -1e-12)  # keeps the order
+
+
+def test_the_threshold_for_a_target_fpr_gives_that_fpr_on_fresh_videos():
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(0, 1, 4000), rng.normal(1.5, 1, 4000)
+    labels = np.r_[np.zeros(4000, int), np.ones(4000, int)]
+    for target in (0.01, 0.05):
+        threshold, fpr, tpr = threshold_at_fpr(labels, np.r_[real, fake], target)
+        assert fpr <= target and fpr > target - 0.002  # as close to the target as the real scores allow
+        fresh_real, fresh_fake = rng.normal(0, 1, 100_000), rng.normal(1.5, 1, 100_000)
+        assert np.mean(fresh_real >= threshold) == pytest.approx(target, abs=0.25 * target)
+        assert np.mean(fresh_fake >= threshold) == pytest.approx(tpr, abs=0.03)
+
+
+def test_bootstrap_intervals_cover_the_true_auc_in_at_least_90_percent_of_experiments():
+    """Reals ~ N(0, 1), fakes ~ N(1, 1): true AUC = Φ(1/√2). 200 seeded experiments of 60 + 60 videos; 200
+    resamples each (the evaluation's 1,000 would only make this test slower, not different)."""
+    true_auc = norm.cdf(1 / np.sqrt(2))
+    covered = 0
+    for seed in range(200):
+        rng = np.random.default_rng(1000 + seed)
+        labels = np.r_[np.zeros(60, int), np.ones(60, int)]
+        scores = np.r_[rng.normal(0, 1, 60), rng.normal(1, 1, 60)]
+        low, high = bootstrap_intervals(labels, scores, resamples=200, seed=seed, metrics=("auc",))["auc"]
+        covered += low <= true_auc <= high
+    assert covered >= 180, covered
+
+
+def test_bad_calibration_sets_and_files_are_refused_with_the_reason(tmp_path):
+    rng = np.random.default_rng(2)
+    with pytest.raises(CalibrationError, match="needs real and fake videos; got 0 real and 30 fake"):
+        fit_calibration(np.ones(30, int), rng.random(30))
+    with pytest.warns(UserWarning, match=r"only 12 real and 40 fake videos .* interval on them is [\d.]+ points"):
+        fit_calibration(np.r_[np.zeros(12, int), np.ones(40, int)], rng.random(52))
+    calibration = fit_calibration(*_overconfident(400, rng), checkpoint_sha256="a" * 64)
+    path = calibration.save(tmp_path / "c.json")
+    assert Calibration.load(path, "a" * 64).probability([0.5]) == pytest.approx([0.5])
+    with pytest.raises(CalibrationError, match=f"made for the checkpoint with SHA-256 {'a' * 64}, not for this one "
+                                               f"\\({'b' * 64}\\)"):
+        Calibration.load(path, "b" * 64)
+    broken = json.loads(path.read_text())
+    broken["parameters"] = {"temperature": -1}
+    (tmp_path / "neg.json").write_text(json.dumps(broken))
+    with pytest.raises(CalibrationError, match="neg.json: malformed calibration .temperature missing or not positive"):
+        Calibration.load(tmp_path / "neg.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(CalibrationError, match="junk.json: not an hcsi calibration file"):
+        Calibration.load(tmp_path / "junk.json")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained hcsi_net_small at 64 px, and a calibration made for it (fitted on synthetic scores)."""
+    folder = tmp_path_factory.mktemp("calibrated")
+    path = folder / "model.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), path)
+    return path
+
+
+def test_detect_reports_probability_and_verdict_with_a_calibration_and_says_uncalibrated_without(checkpoint,
+                                                                                                 tmp_path, capsys):
+    image = fixture("face_recognition/obama.jpg")
+    plain = tmp_path / "plain.jsonl"
+    assert main(["detect", str(image), "--checkpoint", str(checkpoint), "--device", "cpu", "--frames", "1",
+                 "--out", str(plain)]) == 0
+    row = json.loads(plain.read_text())
+    assert row["calibration"] == "uncalibrated" and row["probability"] is None and row["verdict"] is None
+    assert "uncalibrated: verdicts by the raw-score threshold 0.5" in capsys.readouterr().err
+
+    calibration = fit_calibration(*_overconfident(400, np.random.default_rng(3)), target_fprs=(0.05, 0.01),
+                                  checkpoint_sha256=file_sha256(checkpoint))
+    beside = tmp_path / "model.safetensors"
+    shutil.copy(checkpoint, beside)
+    calibration.save(f"{beside}.calibration.json")  # found beside the checkpoint without an option
+    out = tmp_path / "calibrated.csv"
+    assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", "--frames", "1",
+                 "--operating-point", "fpr=0.01", "--out", str(out)]) == 0
+    header, line = out.read_text().splitlines()
+    row = dict(zip(header.split(","), line.split(",")))
+    score = float(row["score"])
+    assert float(row["probability"]) == pytest.approx(calibration.probability([score])[0], abs=1e-6)
+    point = calibration.operating_point(0.01)
+    assert row["verdict"] == ("fake" if score >= point.threshold else "real")
+    assert float(row["operating_fpr"]) == pytest.approx(point.fpr) and row["calibration"].endswith(".json")
+    assert "operating point fpr=0.01" in capsys.readouterr().err
+
+    other = tmp_path / "other.json"
+    fit_calibration(*_overconfident(400, np.random.default_rng(4)), checkpoint_sha256="0" * 64).save(other)
+    assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", "--calibration",
+                 str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"made for the checkpoint with SHA-256 {'0' * 64}, not for this one ({file_sha256(beside)})" in err
+    assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", "--operating-point",
+                 "fpr=0.2"]) == 2
+    assert "no operating point at fpr=0.2" in capsys.readouterr().err
+
+
+def test_evaluate_reports_intervals_and_calibration_errors_and_calibrate_reuses_only_its_own_results(
+        checkpoint, tmp_path, capsys):
+    root = tmp_path / "set"
+    for name, label in [("liveportrait/d0", "real"), ("ghost/orig_reencoded", "real"), ("liveportrait/d18", "real"),
+                        ("ghost/elon", "fake"), ("ghost/khabenskii", "fake"), ("ghost/dance", "fake")]:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(fixture(f"{name}.mp4"), root / label / f"{name.replace('/', '_')}.mp4")
+    out = tmp_path / "eval"
+    common = ["--checkpoint", str(checkpoint), "--frames", "2", "--workers", "0", "--device", "cpu"]
+    assert main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(out), *common]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    low, high = summary["auc_ci95"]
+    assert low <= summary["auc"] <= high and set(summary["tpr_at_fpr"]) == {"0.001", "0.01", "0.05"}
+    assert 0 <= summary["ece"] <= 1 and 0 <= summary["brier"] <= 1
+    assert (out / "reliability.png").stat().st_size > 1000 and (out / "reliability.svg").is_file()
+
+    cal = tmp_path / "cal.json"
+    with pytest.warns(UserWarning, match="fewer than 20 of a class"):
+        assert main(["calibrate", "--from-results", str(out), "--out", str(cal), "--method", "isotonic",
+                     *common]) == 0
+    made = Calibration.load(cal, file_sha256(checkpoint))
+    assert made.fitted_on["n_videos"] == 6 and made.n_real == 3 and made.n_fake == 3
+    assert [p.target_fpr for p in made.operating_points] == [0.01, 0.05]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["calibration"] == str(cal)
+
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), other)
+    assert main(["calibrate", "--from-results", str(out), "--checkpoint", str(other), "--frames", "2",
+                 "--device", "cpu"]) == 2
+    assert "was scored with another checkpoint or settings (weights_sha1 differ" in capsys.readouterr().err
+    assert main(["calibrate", "--from-results", str(out), "--out", str(cal), *common[:2], "--frames", "4"]) == 2
+    assert "frames differ" in capsys.readouterr().err
+
+    again = tmp_path / "eval-calibrated"
+    assert main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(again), "--calibration",
+                 str(cal), *common]) == 0
+    calibrated = json.loads((again / "summary.json").read_text())["calibrated"]
+    assert calibrated["method"] == "isotonic" and calibrated["ece"] <= summary["ece"] + 1e-12
