@@ -187,3 +187,27 @@ def test_evaluate_reports_intervals_and_calibration_errors_and_calibrate_reuses_
                  str(cal), *common]) == 0
     calibrated = json.loads((again / "summary.json").read_text())["calibrated"]
     assert calibrated["method"] == "isotonic" and calibrated["ece"] <= summary["ece"] + 1e-12
+
+
+def test_auc_per_ffpp_manipulation_and_per_folder_group():
+    from sklearn.metrics import roc_auc_score
+
+    from hcsi.evaluate.run import subset_aucs
+
+    def row(dataset, source, label, group=""):
+        return {"dataset": dataset, "source": source, "label": label, "group": group}
+
+    reals = [(row("ff++", "original", 0), s) for s in (0.1, 0.3, 0.5, 0.7)]
+    fakes = [(row("ff++", "Deepfakes", 1), s) for s in (0.9, 0.8, 0.6)] + \
+        [(row("ff++", "NeuralTextures", 1), s) for s in (0.2, 0.4, 0.65)]
+    result = subset_aucs(reals + fakes)
+    assert set(result["auc_by_manipulation"]) == {"Deepfakes", "NeuralTextures"}
+    expected = roc_auc_score([0] * 4 + [1] * 3, [0.1, 0.3, 0.5, 0.7, 0.2, 0.4, 0.65])
+    assert result["auc_by_manipulation"]["NeuralTextures"] == pytest.approx(expected)
+    assert "auc_by_group" not in result
+    folder = [(row("folder", "real", 0, "phones"), 0.2), (row("folder", "fake", 1, "phones"), 0.6),
+              (row("folder", "real", 0, "phones"), 0.7), (row("folder", "fake", 1, "tv"), 0.9),
+              (row("folder", "real", 0, ""), 0.1)]
+    groups = subset_aucs(folder)["auc_by_group"]
+    assert groups["phones"] == pytest.approx(0.5)  # within the group: 0.6 beats 0.2, loses to 0.7
+    assert groups["tv"] == pytest.approx(1.0)  # fakes only: against every real video
