@@ -483,9 +483,10 @@ def _import_weights(args: argparse.Namespace) -> int:
 
 
 def _fetch_models(args: argparse.Namespace) -> int:
-    from .faces.blazeface import blazeface_model_path
+    from .faces.blazeface import BLAZEFACE_MODELS, blazeface_model_path
 
-    print(f"BlazeFace (short range): {blazeface_model_path(download=True)}")
+    for name, model in BLAZEFACE_MODELS.items():  # the full-range model: for the torch module's parity test
+        print(f"BlazeFace ({name}): {blazeface_model_path(download=True, model=model)}")
     return 0
 
 

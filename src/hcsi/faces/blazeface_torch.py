@@ -18,11 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blazeface import INPUT_SIZE, ModelUnavailable, _stderr_silenced, blazeface_anchors, blazeface_model_path, \
-    tile_origins
+from .blazeface import (
+    BlazeFaceModel,
+    ModelUnavailable,
+    _stderr_silenced,
+    blazeface_anchors,
+    blazeface_model,
+    blazeface_model_path,
+    output_indices,
+    tile_origins,
+)
 
 SUPPORTED_OPS = {"DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "RELU", "ADD", "PAD", "MAX_POOL_2D", "RESHAPE",
-                 "CONCATENATION"}
+                 "CONCATENATION", "RESIZE_BILINEAR"}
 
 
 def _same_padding(size_in: int, size_out: int, kernel: int) -> tuple[int, int, int]:
@@ -35,18 +43,22 @@ def _same_padding(size_in: int, size_out: int, kernel: int) -> tuple[int, int, i
 
 
 class BlazeFaceNet(nn.Module):
-    """The short-range BlazeFace network of a .tflite file as a torch module.
+    """A BlazeFace network of a .tflite file as a torch module (short range: 128 px, 896 anchors; full range:
+    192 px, 2,304 anchors).
 
-    forward: (B, 3, 128, 128) float in [-1, 1] → (regressors B×896×16, logits B×896), the file's two outputs.
+    forward: (B, 3, S, S) float in [-1, 1] → (regressors B×anchors×16, logits B×anchors), the file's two outputs.
+    The full-range model's two 2× upsamplings (RESIZE_BILINEAR) run as bilinear with half-pixel centres, which
+    matches LiteRT's output to 1e-6.
     """
 
-    def __init__(self, model_path: str | Path | None = None) -> None:
+    def __init__(self, model_path: str | Path | None = None, model: BlazeFaceModel | None = None) -> None:
         super().__init__()
         try:
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError as error:
             raise ModelUnavailable("reading BlazeFace's .tflite file needs the `ai-edge-litert` package") from error
-        self.model_path = blazeface_model_path(model_path)
+        self.model = model or blazeface_model("short-range")
+        self.model_path = blazeface_model_path(model_path, model=self.model)
         with _stderr_silenced():
             interpreter = Interpreter(model_path=str(self.model_path),
                                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -54,11 +66,12 @@ class BlazeFaceNet(nn.Module):
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         shape = {i: tuple(int(s) for s in t["shape"]) for i, t in tensors.items()}
         (model_input,) = interpreter.get_input_details()
-        if shape[model_input["index"]] != (1, INPUT_SIZE, INPUT_SIZE, 3):
-            raise ModelUnavailable(f"{self.model_path}: not the short-range model (input {shape[model_input['index']]})")
-        outputs = {o["name"]: o["index"] for o in interpreter.get_output_details()}
-        self._input, self._regressors, self._logits = model_input["index"], outputs["regressors"], \
-            outputs["classificators"]
+        side = self.model.input_size
+        if shape[model_input["index"]] != (1, side, side, 3):
+            raise ModelUnavailable(f"{self.model_path}: not the {self.model.name} model "
+                                   f"(input {shape[model_input['index']]})")
+        self._input = model_input["index"]
+        self._regressors, self._logits = output_indices(interpreter.get_output_details())
         constants: dict[int, np.ndarray] = {}
         self._steps: list[tuple] = []
         for op in interpreter._get_ops_details():
@@ -87,6 +100,8 @@ class BlazeFaceNet(nn.Module):
                 self._steps.append(("max_pool", inputs[0], output, shape[inputs[0]][1] // shape[output][1]))
             elif kind == "RESHAPE":  # NHWC order, as the file lays the anchors out
                 self._steps.append(("reshape", inputs[0], output, shape[output][-1]))
+            elif kind == "RESIZE_BILINEAR":
+                self._steps.append(("resize", inputs[0], output, tuple(shape[output][1:3])))
             elif kind == "CONCATENATION":
                 axis = next(a for a in range(len(shape[output]))
                             if shape[output][a] == sum(shape[i][a] for i in inputs))
@@ -111,25 +126,27 @@ class BlazeFaceNet(nn.Module):
                 values[output] = F.max_pool2d(values[source], params, params)
             elif kind == "reshape":
                 values[output] = values[source].permute(0, 2, 3, 1).reshape(len(x), -1, params)
+            elif kind == "resize":
+                values[output] = F.interpolate(values[source], size=params, mode="bilinear", align_corners=False)
             elif kind == "concat":
                 values[output] = torch.cat([values[i] for i in source], dim=params)
         return values[self._regressors], values[self._logits][..., 0]
 
 
-def area_resize_matrix(origins: list[int], tile: int, length: int) -> np.ndarray:
-    """Rows that shrink each tile [o, o + tile) of a line of `length` pixels to INPUT_SIZE pixels by area averaging
+def area_resize_matrix(origins: list[int], tile: int, length: int, size: int) -> np.ndarray:
+    """Rows that shrink each tile [o, o + tile) of a line of `length` pixels to `size` pixels by area averaging
     (OpenCV's INTER_AREA when shrinking): output pixel i is the mean of source interval [i·s, (i+1)·s), s = tile /
-    INPUT_SIZE, pixels cut by an interval's ends weighted by the part inside. Pixels at or beyond `length` (the zero
+    size, pixels cut by an interval's ends weighted by the part inside. Pixels at or beyond `length` (the zero
     padding of a tile that overhangs the image) are left out, as they add nothing."""
-    scale = tile / INPUT_SIZE
-    edges = np.arange(INPUT_SIZE + 1) * scale
+    scale = tile / size
+    edges = np.arange(size + 1) * scale
     start, end = edges[:-1, None], edges[1:, None]
     pixels = np.arange(tile)[None, :]
     weights = np.clip(np.minimum(end, pixels + 1) - np.maximum(start, pixels), 0, None) / scale
-    matrix = np.zeros((len(origins) * INPUT_SIZE, length), np.float32)
+    matrix = np.zeros((len(origins) * size, length), np.float32)
     for k, origin in enumerate(origins):
         inside = min(tile, length - origin)
-        matrix[k * INPUT_SIZE:(k + 1) * INPUT_SIZE, origin:origin + inside] = weights[:, :inside]
+        matrix[k * size:(k + 1) * size, origin:origin + inside] = weights[:, :inside]
     return matrix
 
 
@@ -137,20 +154,23 @@ class BatchedBlazeFace:
     """BlazeFace's tile-pyramid search (`hcsi.faces.blazeface.BlazeFace`) over many frames in one call, in torch.
 
     Args:
-        model_path: the .tflite file (default: `blazeface_model_path()`).
+        model_path: the .tflite file (default: `blazeface_model_path(model=...)`).
         device: where the network, the tile resizing, decoding and suppression run.
-        min_score, min_tile, overlap, nms_iou: as `BlazeFace`.
-        tiles_per_batch: 128×128 tiles the network scores per forward pass.
+        min_score, min_tile, overlap, nms_iou, model: as `BlazeFace`.
+        tiles_per_batch: tiles (128 px; full range 192 px) the network scores per forward pass.
         pixels_per_call: frames are resized in groups of at most this many pixels (bounds memory).
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | torch.device = "cpu",
                  min_score: float = 0.75, min_tile: int = 256, overlap: float = 0.25, nms_iou: float = 0.3,
-                 tiles_per_batch: int = 512, pixels_per_call: int = 32 * 1920 * 1080) -> None:
+                 tiles_per_batch: int = 512, pixels_per_call: int = 32 * 1920 * 1080,
+                 model: str = "short-range") -> None:
         self.device = torch.device(device)
-        self.net = BlazeFaceNet(model_path).to(self.device).eval()
+        self.model = blazeface_model(model)
+        self.side = self.model.input_size
+        self.net = BlazeFaceNet(model_path, self.model).to(self.device).eval()
         self.model_path = self.net.model_path
-        self.anchors = torch.from_numpy(blazeface_anchors()).to(self.device)
+        self.anchors = torch.from_numpy(blazeface_anchors(self.model)).to(self.device)
         self.min_score, self.min_tile, self.overlap, self.nms_iou = min_score, min_tile, overlap, nms_iou
         self.tiles_per_batch, self.pixels_per_call = tiles_per_batch, pixels_per_call
         self._matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[int], list[int]]] = {}
@@ -164,8 +184,10 @@ class BatchedBlazeFace:
             if key not in self._matrices:
                 stride = max(1, round(tile * (1 - self.overlap)))
                 ys, xs = tile_origins(height, tile, stride), tile_origins(width, tile, stride)
-                self._matrices[key] = (torch.from_numpy(area_resize_matrix(ys, tile, height)).to(self.device),
-                                       torch.from_numpy(area_resize_matrix(xs, tile, width)).to(self.device), ys, xs)
+                rows = area_resize_matrix(ys, tile, height, self.side)
+                columns = area_resize_matrix(xs, tile, width, self.side)
+                self._matrices[key] = (torch.from_numpy(rows).to(self.device),
+                                       torch.from_numpy(columns).to(self.device), ys, xs)
             levels.append((tile, *self._matrices[key]))
             if tile // 2 < self.min_tile:
                 return levels
@@ -173,16 +195,16 @@ class BatchedBlazeFace:
 
     @torch.no_grad()
     def _tiles(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every pyramid tile of N same-size frames (N×H×W×3 uint8) as 128×128 network inputs, and each tile's
-        (frame, side, x, y)."""
+        """Every pyramid tile of N same-size frames (N×H×W×3 uint8) as network inputs (S×S, S the model's side),
+        and each tile's (frame, side, x, y)."""
         n, height, width = frames.shape[:3]
         images = frames.permute(0, 3, 1, 2).float()
         tiles, where = [], []
         for tile, rows, columns, ys, xs in self._levels(height, width):
-            shrunk = rows @ images @ columns.T  # N×3×(ny·128)×(nx·128)
+            shrunk = rows @ images @ columns.T  # N×3×(ny·S)×(nx·S)
             shrunk = torch.floor(shrunk + 0.5).clamp_(0, 255)  # stored as uint8, as OpenCV's resize does
-            shrunk = shrunk.reshape(n, 3, len(ys), INPUT_SIZE, len(xs), INPUT_SIZE).permute(0, 2, 4, 1, 3, 5)
-            tiles.append(shrunk.reshape(-1, 3, INPUT_SIZE, INPUT_SIZE))
+            shrunk = shrunk.reshape(n, 3, len(ys), self.side, len(xs), self.side).permute(0, 2, 4, 1, 3, 5)
+            tiles.append(shrunk.reshape(-1, 3, self.side, self.side))
             grid = torch.tensor([(tile, x, y) for y in ys for x in xs], dtype=torch.float32, device=self.device)
             frame_ids = torch.arange(n, device=self.device).repeat_interleave(len(grid))[:, None].float()
             where.append(torch.cat([frame_ids, grid.repeat(n, 1)], dim=1))
@@ -210,7 +232,7 @@ class BatchedBlazeFace:
                     regressors, logits = self.net(inputs[first:first + self.tiles_per_batch])
                     score = torch.sigmoid(logits.clamp(-100, 100))
                     tile_k, anchor_k = torch.nonzero(score > self.min_score, as_tuple=True)
-                    raw = regressors[tile_k, anchor_k, :4] / INPUT_SIZE
+                    raw = regressors[tile_k, anchor_k, :4] / self.side
                     centre = self.anchors[anchor_k] + raw[:, :2]
                     box = torch.cat([centre - raw[:, 2:] / 2, centre + raw[:, 2:] / 2], dim=1)
                     tile_where = where[first + tile_k]
