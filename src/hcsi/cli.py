@@ -332,7 +332,36 @@ NO_CHECKPOINT = (
     "An untrained model's scores are noise, so none are shown."
 )
 DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
-                     "calibration", "probability", "verdict", "operating_fpr", "operating_tpr"]
+                     "calibration", "probability", "verdict", "operating_fpr", "operating_tpr", "report"]
+
+
+def _write_case_report(result, row: dict, detector, args: argparse.Namespace, out: Path) -> Path:
+    """`hcsi detect --report DIR`: one self-contained HTML case report per input, written atomically."""
+    import datetime
+
+    import cv2
+
+    from .detect.explain import gate_strip
+    from .detect.report import case_report_html, media_facts
+    from .files import atomic_path
+    from .train.checkpoints import git_commit
+
+    heatmap = None
+    if result.gates:
+        ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
+        heatmap = png.tobytes() if ok else None
+    point = detector.operating_point
+    settings = {"frames": detector.frames, "face detector": detector.face_detector.name}
+    settings.update({"operating point": f"fpr={point.target_fpr:g} (raw-score threshold {point.threshold:.4f})"}
+                    if point else {"threshold": args.threshold})
+    about = {"file_name": Path(result.source).name, **media_facts(result.source),
+             "analysed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "model": detector.model.config.name, "checkpoint_sha256": detector.checkpoint_sha256,
+             "commit": git_commit(), "settings": settings}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(case_report_html(row, about, heatmap))
+    return out
 
 
 def _write_detections(rows: list[dict], out: str) -> None:
@@ -363,8 +392,9 @@ def _detect(args: argparse.Namespace) -> int:
     if args.backend == "onnxruntime":
         if not args.model:
             raise ValueError("--backend onnxruntime needs --model FILE.onnx (made by `hcsi export --format onnx`)")
-        if args.explain:
-            raise ValueError("--explain needs the PyTorch backend (gates are not in the ONNX graph's outputs)")
+        if args.explain or args.report:
+            raise ValueError("--explain and --report need the PyTorch backend (gates are not in the ONNX graph's "
+                             "outputs)")
         if args.calibration or args.operating_point:
             raise ValueError("a calibration belongs to the checkpoint it was fitted for (its SHA-256): use the "
                              "PyTorch backend with that --checkpoint")
@@ -384,7 +414,8 @@ def _detect(args: argparse.Namespace) -> int:
     calibration_name = detector.calibration.source if detector.calibration is not None else "uncalibrated"
     rows = []
     # the readable inputs' crops are pooled into full model batches across files; results come back in order
-    results = detector.score_many([e.path for e in entries if not e.problem], explain=bool(args.explain))
+    explain = bool(args.explain or args.report)  # a case report shows the gate heatmaps
+    results = detector.score_many([e.path for e in entries if not e.problem], explain=explain)
     for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
         if entry.problem:
             rows.append({"path": entry.path, "score": None, "label": None, "calibration": calibration_name,
@@ -397,6 +428,9 @@ def _detect(args: argparse.Namespace) -> int:
         if args.explain and result.gates:
             strip = Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"
             row["heatmap"] = str(save_gate_strip(result, strip))
+        if args.report:
+            row["report"] = str(_write_case_report(result, row, detector, args, Path(args.report) /
+                                                   f"{n:04d}-{Path(result.source).stem}.html"))
         rows.append(row)
         if args.out:
             _write_detections(rows, args.out)  # rewritten after every file: a killed run keeps what it scored
@@ -462,8 +496,15 @@ def _serve(args: argparse.Namespace) -> int:
                                         face_detector=args.face_detector, calibration=args.calibration,
                                         operating_fpr=_operating_point(args.operating_point))
     app = create_app(detector, max_upload_mb=args.max_upload_mb, token=token, workers=args.workers,
-                     queue_size=args.queue)
-    print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs)"
+                     queue_size=args.queue, data_dir=args.data_dir, keep_media=args.keep_media,
+                     keep_days=args.keep_days)
+    import logging
+
+    handler = logging.StreamHandler()  # one JSON line per job event on stderr
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("hcsi.serve").addHandler(handler)
+    logging.getLogger("hcsi.serve").setLevel(logging.INFO)
+    print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs); jobs in {args.data_dir}"
           + ("; API token required" if token else ""), file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -707,6 +748,8 @@ def _add_deployment_commands(commands: argparse._SubParsersAction) -> None:
     detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
     detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
+    detect.add_argument("--report", metavar="DIR",
+                        help="write a case report per input into DIR: one self-contained HTML file (images embedded)")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
     detect.add_argument("--calibration", metavar="FILE",
@@ -731,7 +774,13 @@ def _add_deployment_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     serve.add_argument("--port", type=at_least(1), default=8000)
     serve.add_argument("--workers", type=at_least(1), default=1, help="analyses run at once")
-    serve.add_argument("--queue", type=at_least(0), default=8, help="requests that may wait; beyond that: 503")
+    serve.add_argument("--queue", type=at_least(0), default=8, help="jobs that may wait; beyond that: 503")
+    serve.add_argument("--data-dir", default="hcsi-serve",
+                       help="the job store: database, uploads until analysed, results and heatmaps (default "
+                            "./hcsi-serve); one data directory belongs to one server process")
+    serve.add_argument("--keep-media", action="store_true", help="keep uploads after their analysis")
+    serve.add_argument("--keep-days", type=positive_float,
+                       help="remove finished jobs (and their files) older than this many days")
     serve.add_argument("--max-upload-mb", type=positive_float, default=500)
     serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
     serve.set_defaults(run=_serve)

@@ -116,6 +116,7 @@ class Detector:
                                                   device=str(self.device))
         self.calibration = calibration
         self.operating_point = calibration.operating_point(operating_fpr) if calibration is not None else None
+        self.checkpoint_sha256: str | None = None  # set by from_checkpoint (reports, the service's deduplication)
         if calibration is None and operating_fpr is not None:
             raise CalibrationError("an operating point needs a calibration (`hcsi calibrate`, then --calibration)")
 
@@ -125,9 +126,12 @@ class Detector:
         """A detector for an hcsi checkpoint, with the calibration given or found beside it (`<checkpoint>
         .calibration.json`); a calibration made for another checkpoint is refused."""
         beside = calibration_path_for(path)
+        digest = file_sha256(path)
         if calibration is not None or beside.is_file():
-            options["calibration"] = Calibration.load(calibration or beside, file_sha256(path))
-        return cls(model_from_checkpoint(path), device=device, **options)
+            options["calibration"] = Calibration.load(calibration or beside, digest)
+        detector = cls(model_from_checkpoint(path), device=device, **options)
+        detector.checkpoint_sha256 = digest
+        return detector
 
     @classmethod
     def from_onnx(cls, path: str | Path, **options) -> Detector:
@@ -184,10 +188,11 @@ class Detector:
         result.gates = gates
         return result
 
-    def score(self, source: str | Path | np.ndarray, explain: bool = False,
-              frames: int | None = None) -> DetectionResult:
+    def score(self, source: str | Path | np.ndarray, explain: bool = False, frames: int | None = None,
+              progress=None) -> DetectionResult:
         """Score a video or image file, or an RGB uint8 H×W×3 array (one frame). Problems with the input are
-        reported in the result's status and reason, not raised. `frames` overrides the detector's frame count."""
+        reported in the result's status and reason, not raised. `frames` overrides the detector's frame count;
+        `progress(stage, frames_done, frames_total)` is told when faces are being found and when they are scored."""
         if frames is not None:
             require_at_least("frames", frames, 1)
         if isinstance(source, np.ndarray):
@@ -200,7 +205,12 @@ class Detector:
                 faces = VideoFaces(frame_indices=[0], status=STATUS_ERROR,
                                    reason=failure_reason("<array>", "face detection or cropping", error))
             return self._result("<array>", faces, explain)
-        faces = extract_test_faces(source, self.face_detector, frames or self.frames, self.model.config.input_size)
+        total = frames or self.frames
+        if progress:
+            progress("finding faces", 0, total)
+        faces = extract_test_faces(source, self.face_detector, total, self.model.config.input_size)
+        if progress:
+            progress("scoring faces", len(faces.frame_indices), len(faces.frame_indices))
         return self._result(str(source), faces, explain)
 
     def score_face_crop(self, crop: np.ndarray, name: str = "<crop>", explain: bool = False) -> DetectionResult:

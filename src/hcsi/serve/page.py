@@ -14,13 +14,23 @@ body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 
 #progress{width:100%;display:none}
 svg{background:#fafafa;border:1px solid #ddd}
 img{max-width:100%;margin-top:1em}
+#history{border-collapse:collapse;width:100%;font-size:.9em}
+#history th,#history td{text-align:left;padding:.25em .5em;border-bottom:1px solid #eee}
+#history tbody tr{cursor:pointer}#history tbody tr:hover{background:#f3f3ff}
 </style></head><body>
 <h1>hcsi — is this face video real?</h1>
 <div id="drop">Drop a video or image here, or <label><u>choose a file</u>
 <input id="file" type="file" accept="video/*,image/*" hidden></label></div>
 <p><label>Frames <input id="frames" type="number" min="1" max="300" value="32"></label></p>
 <progress id="progress" max="100"></progress><div id="status"></div>
-<div id="verdict"></div><div id="plot"></div><img id="heatmap" alt="" hidden>
+<div id="verdict"></div><div id="plot"></div><p id="report"></p><img id="heatmap" alt="" hidden>
+<h2>History</h2>
+<p><select id="filter-status"><option value="">any status</option><option>queued</option><option>running</option>
+<option>done</option><option>failed</option></select>
+<select id="filter-verdict"><option value="">any verdict</option><option>fake</option><option>real</option></select>
+<input id="search" type="search" placeholder="file name or SHA-256"> <button id="refresh">search</button></p>
+<table id="history"><thead><tr><th>time</th><th>file</th><th>status</th><th>verdict</th><th>score</th><th>model</th>
+</tr></thead><tbody></tbody></table><p id="paging"></p>
 <script>
 const token = new URLSearchParams(location.search).get("token");
 const $ = id => document.getElementById(id);
@@ -54,21 +64,62 @@ function show(r){
     + `<div class="detail">${r.frames_used} frame(s) with a face, ${r.faces_found} face(s).</div>`;
   $("status").textContent = "";
   plot(r.frame_indices, r.frame_scores);
-  if(r.heatmap_url){ $("heatmap").src = r.heatmap_url + (token ? "?token=" + encodeURIComponent(token) : ""); $("heatmap").hidden = false; }
+  if(r.heatmap_url){ $("heatmap").src = withToken(r.heatmap_url); $("heatmap").hidden = false; }
+  else $("heatmap").hidden = true;
+  $("report").innerHTML = r.report_url ? `<a id="report-link" href="${withToken(r.report_url)}" target="_blank">case report (HTML)</a>` : "";
+}
+function withToken(url){ return url + (token ? (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : ""); }
+function esc(t){ return String(t).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
+async function getJson(url){ const r = await fetch(url, {headers: headers()}); return r.json(); }
+async function follow(id){
+  while(true){
+    const job = await getJson("/v1/jobs/" + id);
+    if(job.status === "done" || job.status === "failed"){
+      $("status").textContent = ""; show(job.result || {status: job.status, reason: job.reason}); loadHistory(); return;
+    }
+    const p = job.progress || {};
+    $("status").textContent = job.status === "queued" ? "queued ..." :
+      `running: ${p.stage || "starting"}` + (p.frames_total ? ` (${p.frames_done} of ${p.frames_total} frames)` : "");
+    $("progress").removeAttribute("value");
+    await new Promise(ok => setTimeout(ok, 500));
+  }
 }
 function send(file){
   const form = new FormData(); form.append("file", file); form.append("frames", $("frames").value);
-  const xhr = new XMLHttpRequest(); xhr.open("POST", "/v1/analyze");
+  const xhr = new XMLHttpRequest(); xhr.open("POST", "/v1/jobs");
   for(const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
   $("progress").style.display = "block"; $("progress").value = 0; $("verdict").textContent = "";
   $("status").textContent = "uploading " + file.name + " ...";
-  xhr.upload.onprogress = e => { if(e.lengthComputable){ $("progress").value = 100 * e.loaded / e.total;
-    if(e.loaded === e.total) $("status").textContent = "analysing (frames, faces, model) ..."; } };
+  xhr.upload.onprogress = e => { if(e.lengthComputable) $("progress").value = 100 * e.loaded / e.total; };
   xhr.onload = () => { let r; try { r = JSON.parse(xhr.responseText); } catch(e) { r = {detail: xhr.statusText}; }
+    if(xhr.status === 202 || xhr.status === 200) { loadHistory(); follow(r.id); return; }
     if(xhr.status === 503) r.detail = "server busy, try again in a moment"; show(r); };
   xhr.onerror = () => show({detail: "network error"});
   xhr.send(form);
 }
+let offset = 0;
+async function loadHistory(){
+  const q = new URLSearchParams({limit: 20, offset});
+  if($("filter-status").value) q.set("status", $("filter-status").value);
+  if($("filter-verdict").value) q.set("verdict", $("filter-verdict").value);
+  if($("search").value) q.set("q", $("search").value);
+  const page = await getJson("/v1/jobs?" + q);
+  $("history").tBodies[0].innerHTML = (page.jobs || []).map(j => `<tr data-id="${esc(j.id)}">
+    <td>${new Date(j.created * 1000).toLocaleString()}</td><td>${esc(j.file_name)}</td><td>${esc(j.status)}</td>
+    <td class="${esc(j.verdict || "")}">${esc(j.verdict || "–")}</td><td>${j.score === null ? "–" : j.score.toFixed(3)}</td>
+    <td>${esc(j.model)}</td></tr>`).join("");
+  for(const row of $("history").tBodies[0].rows) row.onclick = () => follow(row.dataset.id);
+  const shown = (page.jobs || []).length;
+  $("paging").innerHTML = `${page.total || 0} job(s)` + (offset ? ' <button id="newer">newer</button>' : "")
+    + (offset + shown < page.total ? ' <button id="older">older</button>' : "");
+  if($("newer")) $("newer").onclick = () => { offset = Math.max(0, offset - 20); loadHistory(); };
+  if($("older")) $("older").onclick = () => { offset += 20; loadHistory(); };
+}
+$("refresh").onclick = () => { offset = 0; loadHistory(); };
+$("filter-status").onchange = $("filter-verdict").onchange = $("refresh").onclick;
+$("search").onkeydown = e => { if(e.key === "Enter") $("refresh").onclick(); };
+loadHistory();
+setInterval(() => { if(document.visibilityState === "visible") loadHistory(); }, 5000);
 $("file").onchange = e => e.target.files[0] && send(e.target.files[0]);
 const drop = $("drop");
 drop.ondragover = e => { e.preventDefault(); drop.classList.add("over"); };

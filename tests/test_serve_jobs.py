@@ -1,0 +1,182 @@
+"""`hcsi serve` as a service: jobs in SQLite over a real server process (uvicorn), deduplication, deletion, history,
+metrics, case reports, 20 parallel submissions, and recovery after SIGKILL."""
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from media import fixture
+
+from hcsi.models import build_model, save_checkpoint
+
+PROJECT = Path(__file__).resolve().parents[1]
+TOKEN = "t0k"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), path)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`hcsi serve` in its own process on a free loopback port."""
+
+    def __init__(self, checkpoint: Path, data_dir: Path, *options: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"), OMP_NUM_THREADS="1")
+        self.log = open(data_dir.parent / f"server-{self.port}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hcsi.cli", "serve", "--checkpoint", str(checkpoint), "--data-dir", str(data_dir),
+             "--port", str(self.port), "--device", "cpu", "--token", TOKEN, *options],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert self.process.poll() is None, Path(self.log.name).read_text()
+            try:
+                if httpx.get(f"{self.url}/health", headers=AUTH, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(Path(self.log.name).read_text())
+
+    def post(self, path: str, data: bytes, name: str = "photo.jpg", **fields) -> httpx.Response:
+        return httpx.post(self.url + path, headers=AUTH, files={"file": (name, data)}, data=fields, timeout=300)
+
+    def get(self, path: str, **params) -> httpx.Response:
+        return httpx.get(self.url + path, headers=AUTH, params=params, timeout=60)
+
+    def wait_done(self, job_id: str, timeout: float = 300) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in ("done", "failed"):
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(job_id)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    data = tmp_path_factory.mktemp("service") / "data"
+    running = Server(checkpoint, data, "--frames", "2", "--queue", "40", "--keep-media")
+    yield running
+    running.stop()
+
+
+def test_jobs_are_stored_deduplicated_listed_reported_and_deleted(server):
+    image = fixture("face_recognition/obama.jpg").read_bytes()
+    created = server.post("/v1/jobs", image, "obama.jpg")
+    assert created.status_code == 202, created.text
+    job = server.wait_done(created.json()["id"])
+    assert job["status"] == "done" and job["result"]["score"] is not None and job["result"]["file_name"] == "obama.jpg"
+    assert job["progress"]["stage"] == "scoring faces"
+    again = server.post("/v1/jobs", image, "copy.jpg")
+    assert again.status_code == 200 and again.json()["id"] == job["id"]  # the same bytes and settings: stored result
+    forced = server.post("/v1/jobs", image, "copy.jpg", force="true")
+    assert forced.status_code == 202 and forced.json()["id"] != job["id"]
+    server.wait_done(forced.json()["id"])
+
+    history = server.get("/v1/jobs", q="obama", status="done").json()
+    assert history["total"] == 1 and history["jobs"][0]["id"] == job["id"]
+    assert server.get("/v1/jobs", q=job["sha256"][:12]).json()["total"] == 2
+    assert server.get("/v1/jobs", limit=1, offset=1).json()["jobs"][0]["id"] == job["id"]  # newest first
+    metrics = server.get("/metrics").text
+    assert 'hcsi_jobs{status="done"} 2.0' in metrics and "hcsi_analysis_seconds_count 2.0" in metrics
+    assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401  # the token covers everything
+    assert httpx.get(f"{server.url}/v1/jobs/{job['id']}/report.html", timeout=10).status_code == 401
+
+    report = server.get(f"/v1/jobs/{job['id']}/report.html").text
+    assert job["sha256"] in report and "uncalibrated" in report and report.count('src="data:image/png;base64,') == 2
+    assert "://" not in report.replace("data:image/png;base64,", "")  # nothing to fetch: opens offline
+
+    data = Path(server.process.args[server.process.args.index("--data-dir") + 1])
+    files = [data / "results" / f"{job['id']}.json", data / "results" / f"{job['id']}.png",
+             data / "uploads" / f"{job['sha256']}.jpg"]
+    assert all(f.is_file() for f in files)
+    assert httpx.delete(f"{server.url}/v1/jobs/{job['id']}", headers=AUTH).status_code == 204
+    assert server.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert not files[0].exists() and not files[1].exists() and files[2].exists()  # the forced job still needs it
+    assert httpx.delete(f"{server.url}/v1/jobs/{forced.json()['id']}", headers=AUTH).status_code == 204
+    assert not files[2].exists() and not list((data / "uploads").iterdir())
+    refused = server.post("/v1/jobs", b"not a video at all", "notes.txt")
+    assert refused.status_code == 415 and server.get("/v1/jobs").json()["total"] == 0  # nothing stored for it
+    assert 'hcsi_uploads_refused_total{reason="unsupported_type"} 1.0' in server.get("/metrics").text
+
+
+def test_twenty_parallel_submissions_all_finish_once(server):
+    image = fixture("face_recognition/biden.jpg").read_bytes()
+    uploads = [image + os.urandom(16) for _ in range(20)]  # bytes after the JPEG's end: 20 distinct files
+
+    def submit(data):
+        return server.post("/v1/jobs", data, "biden.jpg")
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(submit, uploads))
+    assert [a.status_code for a in answers] == [202] * 20
+    ids = [a.json()["id"] for a in answers]
+    assert len(set(ids)) == 20
+    for job_id in ids:
+        assert server.wait_done(job_id)["status"] == "done"
+    data = Path(server.process.args[server.process.args.index("--data-dir") + 1])
+    with sqlite3.connect(data / "hcsi.db") as db:
+        rows = db.execute("SELECT id, attempts FROM jobs WHERE file_name = 'biden.jpg'").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(ids) and all(r[1] == 1 for r in rows)
+
+
+def test_jobs_survive_a_sigkill_and_run_again_exactly_once(checkpoint, tmp_path):
+    data = tmp_path / "data"
+    first = Server(checkpoint, data, "--frames", "16")
+    try:
+        ids = [first.post("/v1/jobs", fixture(f"liveportrait/{clip}.mp4").read_bytes(), f"{clip}.mp4").json()["id"]
+               for clip in ("d0", "d12", "d18")]
+        deadline = time.time() + 120
+        while time.time() < deadline and first.get(f"/v1/jobs/{ids[0]}").json()["status"] != "running":
+            time.sleep(0.05)
+        first.kill()
+    finally:
+        first.stop()
+    with sqlite3.connect(data / "hcsi.db") as db:
+        before = dict(db.execute("SELECT id, status FROM jobs").fetchall())
+    assert before[ids[0]] == "running" and set(before.values()) <= {"running", "queued", "done"}
+    assert list((data / "uploads").glob("*.mp4"))  # the queued uploads were kept
+    second = Server(checkpoint, data, "--frames", "16")
+    try:
+        jobs = [second.wait_done(job_id) for job_id in ids]
+    finally:
+        second.stop()
+    assert [j["status"] for j in jobs] == ["done"] * 3
+    assert jobs[0]["attempts"] == 2  # interrupted once, run again once
+    assert all(j["attempts"] == (2 if before[j["id"]] == "running" else 1) for j in jobs)
+    assert sorted(p.stem for p in (data / "results").glob("*.json")) == sorted(ids)
+    assert not list((data / "uploads").iterdir())  # analysed: uploads deleted (no --keep-media)
