@@ -180,3 +180,73 @@ def test_jobs_survive_a_sigkill_and_run_again_exactly_once(checkpoint, tmp_path)
     assert all(j["attempts"] == (2 if before[j["id"]] == "running" else 1) for j in jobs)
     assert sorted(p.stem for p in (data / "results").glob("*.json")) == sorted(ids)
     assert not list((data / "uploads").iterdir())  # analysed: uploads deleted (no --keep-media)
+
+
+def test_the_history_page_lists_jobs_opens_one_and_its_report_renders(server):
+    from test_serve import CHROMIUM, CHROMIUM_FLAGS, _browser
+
+    image = fixture("face_recognition/two_people.jpg").read_bytes()
+    job = server.wait_done(server.post("/v1/jobs", image, "two_people.jpg").json()["id"])
+    playwright = _browser()
+    with playwright as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto(f"{server.url}/?token={TOKEN}")
+        row = page.locator(f'#history tbody tr[data-id="{job["id"]}"]')
+        row.wait_for(timeout=60_000)
+        assert "two_people.jpg" in row.inner_text() and "done" in row.inner_text()
+        page.fill("#search", "two_people")
+        page.click("#refresh")
+        page.wait_for_function("document.querySelectorAll('#history tbody tr').length === 1", timeout=30_000)
+        row.click()
+        page.wait_for_selector("#score", timeout=60_000)
+        assert abs(float(page.inner_text("#score")) - job["result"]["score"]) < 1e-3
+        page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=60_000)
+        with page.expect_popup() as popup:
+            page.click("#report-link")
+        report = popup.value
+        report.wait_for_load_state()
+        assert "hcsi case report" in report.inner_text("h1") and job["sha256"] in report.content()
+        report.wait_for_function("[...document.images].length === 2 && "
+                                 "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+        browser.close()
+
+
+def test_detect_writes_a_self_contained_case_report_per_input(checkpoint, tmp_path):
+    from hcsi.cli import main
+
+    assert main(["detect", str(fixture("ghost/elon.mp4")), "--checkpoint", str(checkpoint), "--device", "cpu",
+                 "--frames", "2", "--report", str(tmp_path / "cases"), "--out", str(tmp_path / "rows.jsonl")]) == 0
+    (report,) = (tmp_path / "cases").glob("*.html")
+    text = report.read_text()
+    assert "elon.mp4" in text and "raw score" in text and text.count('src="data:image/png;base64,') == 2
+    assert "setting: frames" in text and "checkpoint SHA-256" in text and "What this means" in text
+    assert str(report) in (tmp_path / "rows.jsonl").read_text()
+
+
+def test_a_locked_database_answers_503_and_loses_nothing(checkpoint, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from hcsi.detect import Detector
+    from hcsi.serve import create_app
+    from hcsi.serve.store import JobStore, StoreUnavailable
+
+    app = create_app(Detector.from_checkpoint(checkpoint, device="cpu", frames=1), data_dir=tmp_path / "data")
+    client = TestClient(app)
+    image = fixture("face_recognition/obama.jpg").read_bytes()
+    first = client.post("/v1/analyze", files={"file": ("a.jpg", image)}).json()
+    holder = sqlite3.connect(tmp_path / "data" / "hcsi.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    store = app.state.service.store
+    store._db.execute("PRAGMA busy_timeout = 100")
+    try:
+        answer = client.post("/v1/jobs", files={"file": ("b.jpg", image + b"x")})
+        assert answer.status_code == 503 and "job store unavailable" in answer.text
+        assert answer.headers["retry-after"] == "5"
+        with pytest.raises(StoreUnavailable):
+            JobStore(tmp_path / "data", timeout_s=0.1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert client.get(f"/v1/jobs/{first['id']}").json()["status"] == "done"  # what was stored is still there
+    assert not list((tmp_path / "data" / "uploads").iterdir())  # nothing kept of the refused upload

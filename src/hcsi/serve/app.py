@@ -243,7 +243,12 @@ class ScoringService:
                     raise self.refuse(503, "busy", "busy: the analysis queue is full, retry later")
                 media = self.store.media_path(sha256, staged.suffix)
                 os.replace(staged, media)  # the same bytes share one file
-                job = self.store.create(name, sha256, size, staged.suffix, frames, settings, self.settings["model"])
+                try:
+                    job = self.store.create(name, sha256, size, staged.suffix, frames, settings,
+                                            self.settings["model"])
+                except StoreUnavailable:
+                    self.store.drop_unreferenced_media(sha256, staged.suffix)  # nothing stored for a refused upload
+                    raise
         except StoreUnavailable as error:
             raise self.refuse(503, "store", str(error)) from error
         finally:

@@ -179,6 +179,13 @@ class JobStore:
             self._drop_media(job_id)
         return bool(updated)
 
+    def drop_unreferenced_media(self, sha256: str, suffix: str) -> None:
+        """Delete the upload of these bytes unless a job refers to it."""
+        with self._lock:
+            jobs = self._db.execute("SELECT COUNT(*) FROM jobs WHERE sha256 = ?", (sha256,)).fetchone()[0]
+        if not jobs:
+            self.media_path(sha256, suffix).unlink(missing_ok=True)
+
     def _drop_media(self, job_id: str) -> None:
         """Delete a finished job's upload unless keep_media, or another unfinished job still needs the same bytes."""
         job = self.get(job_id)
