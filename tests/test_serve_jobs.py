@@ -250,3 +250,18 @@ def test_a_locked_database_answers_503_and_loses_nothing(checkpoint, tmp_path):
         holder.close()
     assert client.get(f"/v1/jobs/{first['id']}").json()["status"] == "done"  # what was stored is still there
     assert not list((tmp_path / "data" / "uploads").iterdir())  # nothing kept of the refused upload
+
+
+def test_the_api_passes_schemathesis(server):
+    """An independent fuzzer (schemathesis) generates requests from /openapi.json, valid and invalid, and checks
+    every answer against the schema: documented statuses, content types and bodies, Allow headers, valid requests
+    accepted and invalid ones refused. tests/schemathesis.toml lets the uploads answer 415/422 to schema-valid bytes
+    (their type is read from the content, which a schema cannot express)."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(PROJECT / "tests" /
+                                                                                     "schemathesis.toml"),
+         "run", f"{server.url}/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {TOKEN}",
+         "--max-examples", "15", "--workers", "1", "--phases", "examples,coverage,fuzzing", "--seed", "1",
+         "--request-timeout", "120"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "passed" in result.stdout and "failures" not in result.stdout.lower().split("summary")[-1]

@@ -34,8 +34,10 @@ import cv2
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..checks import require_at_least, require_positive
 from ..detect.api import Detector
@@ -187,6 +189,10 @@ class ScoringService:
             raise self.refuse(400, "malformed", f"could not parse the multipart form: {error}") from error
         staged = None
         try:
+            unexpected = sorted(set(form.keys()) - {"file", "frames", "force"})
+            if unexpected:
+                raise self.refuse(400, "unexpected_field", f"unexpected form fields {unexpected}; the form takes "
+                                                           "file, frames and force")
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise self.refuse(400, "no_file", "expected a multipart form with a 'file' field holding the video "
@@ -194,8 +200,8 @@ class ScoringService:
             frames = form.get("frames")
             if frames is not None and (not str(frames).isdigit() or not 1 <= int(frames) <= 300):
                 raise self.refuse(400, "bad_frames", "frames must be an integer from 1 to 300")
-            force = str(form.get("force") or "false").lower()
-            if force not in ("true", "false", "1", "0"):
+            force = str(form.get("force") or "false")
+            if force not in ("true", "false"):
                 raise self.refuse(400, "bad_force", "force must be true or false")
             head = await upload.read(16)
             if not head:
@@ -226,7 +232,7 @@ class ScoringService:
             await form.close()
         shown_name = Path(str(upload.filename or "")).name or "the upload"
         return staged, int(frames) if frames is not None else self.detector.frames, shown_name, digest.hexdigest(), \
-            size, force in ("true", "1")
+            size, force == "true"
 
     async def submit(self, request: Request) -> tuple[dict, bool]:
         """Store an upload as a queued job, or find the stored job for the same bytes and settings: (job, new)."""
@@ -346,13 +352,10 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-class Problem(BaseModel):
-    detail: str
-
-
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "the video or image (type read from its bytes)"},
+    "type": "object", "required": ["file"], "additionalProperties": False, "properties": {
+        "file": {"type": "string", "format": "binary", "minLength": 1,
+                 "description": "the video or image (type read from its bytes)"},
         "frames": {"type": "integer", "minimum": 1, "maximum": 300, "description": "evenly spaced frames to score"},
         "force": {"type": "boolean", "description": "analyse again even if these bytes were analysed before"}}}}}}}
 
@@ -362,7 +365,8 @@ def _errors(*codes: int) -> dict:
             404: "no such job", 413: "upload larger than the limit", 415: "content is not a known video or image",
             422: "recognised but unreadable (the analysis failed; the job is stored as failed)",
             503: "busy (queue full) or the store is unavailable; retry later"}
-    return {code: {"model": Problem, "description": text[code]} for code in codes}
+    problem = {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
+    return {code: {"description": text[code], "content": {"application/json": {"schema": problem}}} for code in codes}
 
 
 def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None = None, workers: int = 1,
@@ -391,6 +395,17 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
             if not given or not secrets.compare_digest(given, token):
                 return JSONResponse({"detail": "missing or wrong API token"}, status_code=401)
         return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Errors as {"detail": ...}; a 405 lists in Allow every method the path supports (several routes may
+        share a path, which Starlette's own answer leaves out)."""
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(sorted({method for route in app.routes if isinstance(route, APIRoute)
+                                                 and route.matches(request.scope)[0] != Match.NONE
+                                                 for method in route.methods}))
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
     @app.get("/docs", include_in_schema=False)
     def docs(request: Request) -> HTMLResponse:
