@@ -201,6 +201,24 @@ def face_stage_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+def serve_section(result: dict) -> list[str]:
+    t, h = result["throughput"], result["history"]
+    lines = [f"### `hcsi serve` on {result['device']}: {result['model']}",
+             "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}). Random "
+             "weights (timing only), one worker, a real server process over loopback.",
+             "",
+             f"- Throughput: {t['jobs']} jobs of {t['frames']} frames ({', '.join(t['clips'])}) posted at once: "
+             f"**{t['jobs_per_min']:.1f} jobs/min** ({t['wall_s']:.0f} s, {t['failed']} failed).",
+             f"- History with {h['jobs_in_store']:,} finished jobs in the store (filled in {h['fill_s']:.0f} s), "
+             "`GET /v1/jobs`, median of 20 requests:",
+             "",
+             "| request | median (ms) | jobs matching |", "|---|---|---|"]
+    for name, r in h["list"].items():
+        lines.append(f"| {name} | {r['median_ms']:.1f} | {r['total_matching']:,} |")
+    return lines + [""]
+
+
 def main() -> None:
     lines = [INTRO]
     files = sorted(RESULTS.glob("*.json"))
@@ -210,7 +228,8 @@ def main() -> None:
                 ("sbi-", "## SBI synthesis", sbi_section),
                 ("train-", "## Training", train_section),
                 ("evaluate-", "## End-to-end evaluation", evaluate_section),
-                ("face-stage-", "## Before the model: decode, faces, landmarks, crop", face_stage_section))
+                ("face-stage-", "## Before the model: decode, faces, landmarks, crop", face_stage_section),
+                ("serve-", "## The service", serve_section))
     for group, heading, render in sections:
         lines += [heading, ""]
         for path in (p for p in files if p.name.startswith(group)):

@@ -1,0 +1,139 @@
+"""`hcsi serve` as a service: jobs per minute over a real server process, and the time to answer the history list
+with 10,000 jobs in the store.
+
+Usage: python benchmarks/bench_serve.py [--model hcsi_net_small] [--frames 32] [--jobs 12] [--history 10000]
+Writes benchmarks/results/serve-<device>.json; `python benchmarks/report.py` renders the table.
+
+1. Throughput: the shared clips (../shared/data, cycled to --jobs uploads, each made distinct by a trailing byte
+   pattern so that none is deduplicated) are posted to /v1/jobs at once; jobs/min = jobs / (last finished − first
+   posted). Random weights (timing only), one worker, CPU.
+2. History: a store filled with --history synthetic finished jobs, then GET /v1/jobs (newest 50), with a status
+   filter, and with a text search; median of 20 requests each, over HTTP on loopback.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, SHARED_DATA, provenance, write_results  # noqa: E402
+
+from hcsi.models import build_model, save_checkpoint  # noqa: E402
+from hcsi.serve.store import JobStore  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def start_server(checkpoint: Path, data_dir: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"))
+    process = subprocess.Popen([sys.executable, "-m", "hcsi.cli", "serve", "--checkpoint", str(checkpoint),
+                                "--data-dir", str(data_dir), "--port", str(port), "--device", "cpu", *options],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(900):
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise TimeoutError("the server did not start")
+
+
+def throughput(checkpoint: Path, frames: int, n_jobs: int, data: Path) -> dict:
+    with open(data / "manifest.csv") as f:
+        clips = [data / r["file"] for r in csv.DictReader(f) if r["file"].endswith(".mp4")]
+    uploads = [(clips[i % len(clips)], clips[i % len(clips)].read_bytes() + i.to_bytes(4, "big")) for i in range(n_jobs)]
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start_server(checkpoint, Path(tmp) / "data", "--frames", str(frames), "--queue", str(n_jobs))
+        try:
+            start = time.perf_counter()
+            ids = [httpx.post(f"{url}/v1/jobs", files={"file": (path.name, data_bytes)}, timeout=600).json()["id"]
+                   for path, data_bytes in uploads]
+            pending = set(ids)
+            statuses = {}
+            while pending:
+                for job_id in list(pending):
+                    job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=60).json()
+                    if job["status"] in ("done", "failed"):
+                        statuses[job_id] = job["status"]
+                        pending.discard(job_id)
+                time.sleep(0.5)
+            wall = time.perf_counter() - start
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    return {"jobs": n_jobs, "frames": frames, "wall_s": round(wall, 1), "jobs_per_min": round(60 * n_jobs / wall, 2),
+            "failed": sum(s == "failed" for s in statuses.values()), "clips": sorted({p.name for p, _ in uploads})}
+
+
+def history(checkpoint: Path, n_jobs: int) -> dict:
+    rng = random.Random(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = JobStore(Path(tmp) / "data")
+        start = time.perf_counter()
+        for i in range(n_jobs):
+            job = store.create(f"clip_{i:05d}.mp4", f"{rng.getrandbits(256):064x}", 1000 + i, ".mp4", 32, "{}",
+                               "hcsi_net_small")
+            claimed, token = store.claim_next()
+            score = rng.random()
+            store.finish(claimed["id"], token, {"status": "ok", "score": score, "label": "fake" if score >= 0.5
+                                                else "real", "reason": ""}, None)
+        fill_s = time.perf_counter() - start
+        store.close()
+        process, url = start_server(checkpoint, Path(tmp) / "data")
+        try:
+            timings = {}
+            for name, params in (("newest 50", {"limit": 50}), ("status=done, newest 50", {"status": "done"}),
+                                 ("text search", {"q": "clip_0999"}), ("page 100 of 50", {"limit": 50,
+                                                                                          "offset": 4950})):
+                seconds = []
+                for _ in range(20):
+                    begin = time.perf_counter()
+                    answer = httpx.get(f"{url}/v1/jobs", params=params, timeout=60)
+                    seconds.append(time.perf_counter() - begin)
+                    assert answer.status_code == 200, answer.text
+                timings[name] = {"median_ms": round(1000 * statistics.median(seconds), 1),
+                                 "total_matching": answer.json()["total"]}
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    return {"jobs_in_store": n_jobs, "fill_s": round(fill_s, 1), "list": timings}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="hcsi_net_small")
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--history", type=int, default=10_000)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--out-dir", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "model.safetensors"
+        save_checkpoint(build_model(args.model, pretrained=False), checkpoint)
+        record = {**provenance("python benchmarks/bench_serve.py " + " ".join(sys.argv[1:])), "device": "cpu",
+                  "model": args.model, "throughput": throughput(checkpoint, args.frames, args.jobs, args.data)}
+        print(record["throughput"], flush=True)
+        record["history"] = history(checkpoint, args.history)
+        print(record["history"], flush=True)
+    print("wrote", write_results("serve-cpu", [record], out_dir=args.out_dir or RESULTS))
+
+
+if __name__ == "__main__":
+    main()
