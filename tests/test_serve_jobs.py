@@ -265,3 +265,24 @@ def test_the_api_passes_schemathesis(server):
          "--request-timeout", "120"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "passed" in result.stdout and "failures" not in result.stdout.lower().split("summary")[-1]
+
+
+def test_retention_removes_old_finished_jobs_and_their_files_only(tmp_path):
+    from hcsi.serve.store import JobStore
+
+    store = JobStore(tmp_path / "data")
+    ids = []
+    for n, age_days in enumerate((10, 3, 10)):
+        store.media_path(f"{n:064x}", ".jpg").write_bytes(b"x")
+        job = store.create(f"f{n}.jpg", f"{n:064x}", 1, ".jpg", 2, "{}", "m")
+        store._db.execute("UPDATE jobs SET created = ? WHERE id = ?", (time.time() - age_days * 86400, job["id"]))
+        ids.append(job["id"])
+    claims = {}
+    while (claimed := store.claim_next()) is not None:
+        claims[claimed[0]["id"]] = claimed[1]
+    for job_id in ids[:2]:  # the first two finish; the third is still running
+        store.finish(job_id, claims[job_id], {"status": "ok", "score": 0.7, "label": "fake", "reason": ""}, b"png")
+    assert store.purge_older_than(7) == 1  # old and finished: removed; recent, or old but running: kept
+    assert store.get(ids[0]) is None and store.get(ids[1]) and store.get(ids[2])["status"] == "running"
+    assert not (store.results / f"{ids[0]}.json").exists() and (store.results / f"{ids[1]}.json").exists()
+    assert store.media_path(f"{2:064x}", ".jpg").exists()  # the running job's upload stays

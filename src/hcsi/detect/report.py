@@ -62,7 +62,7 @@ def frame_plot_png(indices: list[int], scores: list[float]) -> bytes | None:
 
     fig, ax = plt.subplots(figsize=(8, 2.4))
     ax.plot(indices, scores, marker="o", ms=3, lw=1.2, color="#c33")
-    ax.set(ylim=(0, 1), xlabel="frame index", ylabel="p(fake) of the frame's top face")
+    ax.set(ylim=(0, 1), xlabel="frame index", ylabel="p(fake)", title="highest face score in each sampled frame")
     ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
     ax.grid(alpha=0.3)
     fig.tight_layout()

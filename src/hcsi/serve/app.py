@@ -305,7 +305,7 @@ class ScoringService:
                  "model": record.get("settings", {}).get("model"),
                  "checkpoint_sha256": record.get("settings", {}).get("checkpoint_sha256"),
                  "commit": _commit(), "settings": {k: v for k, v in record.get("settings", {}).items()
-                                                   if k not in ("model", "checkpoint_sha256")}}
+                                                   if k not in ("model", "checkpoint_sha256", "calibration")}}
         return case_report_html(record, about, heatmap.read_bytes() if heatmap.is_file() else None)
 
 
