@@ -160,15 +160,15 @@ def test_jobs_survive_a_sigkill_and_run_again_exactly_once(checkpoint, tmp_path)
     try:
         ids = [first.post("/v1/jobs", fixture(f"liveportrait/{clip}.mp4").read_bytes(), f"{clip}.mp4").json()["id"]
                for clip in ("d0", "d12", "d18")]
-        deadline = time.time() + 120
-        while time.time() < deadline and first.get(f"/v1/jobs/{ids[0]}").json()["status"] != "running":
+        deadline = time.time() + 120  # kill while a job runs (whichever: a fast machine may be past the first)
+        while time.time() < deadline and "running" not in [first.get(f"/v1/jobs/{i}").json()["status"] for i in ids]:
             time.sleep(0.05)
         first.kill()
     finally:
         first.stop()
     with sqlite3.connect(data / "hcsi.db") as db:
         before = dict(db.execute("SELECT id, status FROM jobs").fetchall())
-    assert before[ids[0]] == "running" and set(before.values()) <= {"running", "queued", "done"}
+    assert list(before.values()).count("running") == 1 and set(before.values()) <= {"running", "queued", "done"}
     assert list((data / "uploads").glob("*.mp4"))  # the queued uploads were kept
     second = Server(checkpoint, data, "--frames", "16")
     try:
@@ -176,7 +176,7 @@ def test_jobs_survive_a_sigkill_and_run_again_exactly_once(checkpoint, tmp_path)
     finally:
         second.stop()
     assert [j["status"] for j in jobs] == ["done"] * 3
-    assert jobs[0]["attempts"] == 2  # interrupted once, run again once
+    # the interrupted job ran again exactly once, every other job once
     assert all(j["attempts"] == (2 if before[j["id"]] == "running" else 1) for j in jobs)
     assert sorted(p.stem for p in (data / "results").glob("*.json")) == sorted(ids)
     assert not list((data / "uploads").iterdir())  # analysed: uploads deleted (no --keep-media)
