@@ -12,11 +12,11 @@ from hcsi.cli import main
 from hcsi.evaluate.calibration import (
     Calibration,
     CalibrationError,
-    file_sha256,
     fit_calibration,
     fit_temperature,
 )
 from hcsi.evaluate.metrics import bootstrap_intervals, expected_calibration_error, threshold_at_fpr
+from hcsi.files import file_sha256
 from hcsi.models import build_model, save_checkpoint
 
 

@@ -21,7 +21,8 @@ from hcsi.cli import main
 from hcsi.detect import Detector
 from hcsi.evaluate.protocol import aggregate_video, extract_test_faces
 from hcsi.models import HCSINet, get_config, save_checkpoint
-from hcsi.models.published import build_published_model, file_sha256
+from hcsi.files import file_sha256
+from hcsi.models.published import build_published_model
 from hcsi.models.builder import model_from_checkpoint
 from hcsi.normalization import IMAGENET_MEAN, IMAGENET_STD
 

@@ -121,7 +121,8 @@ def _evaluate(args: argparse.Namespace) -> int:
              "git_commit": git_commit(), "command": "hcsi " + " ".join(sys.argv[1:])}
     calibration = None
     if args.calibration:
-        from .evaluate.calibration import Calibration, file_sha256
+        from .evaluate.calibration import Calibration
+        from .files import file_sha256
 
         calibration = Calibration.load(args.calibration, file_sha256(args.checkpoint))
     ctx = setup_distributed(args.device)
@@ -137,10 +138,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from .distributed import resolve_device, setup_distributed, shutdown_distributed
-    from .evaluate.calibration import calibration_path_for, file_sha256, fit_calibration, video_list_sha256
+    from .evaluate.calibration import calibration_path_for, fit_calibration, video_list_sha256
     from .evaluate.datasets import test_videos
     from .evaluate.run import EvaluationOptions, evaluate, scoring_settings
-    from .files import options_to_continue, settings_mismatch
+    from .files import file_sha256, options_to_continue, settings_mismatch
     from .models.builder import model_from_checkpoint
 
     require_hcsi_checkpoint(args.checkpoint, "calibrate")
@@ -335,7 +336,7 @@ DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used"
                      "calibration", "probability", "verdict", "operating_fpr", "operating_tpr", "report"]
 
 
-def _write_case_report(result, row: dict, detector, args: argparse.Namespace, out: Path) -> Path:
+def _write_case_report(result, row: dict, detector, args: argparse.Namespace, commit: str | None, out: Path) -> Path:
     """`hcsi detect --report DIR`: one self-contained HTML case report per input, written atomically."""
     import datetime
 
@@ -344,7 +345,6 @@ def _write_case_report(result, row: dict, detector, args: argparse.Namespace, ou
     from .detect.explain import gate_strip
     from .detect.report import case_report_html, media_facts
     from .files import atomic_path
-    from .train.checkpoints import git_commit
 
     heatmap = None
     if result.gates:
@@ -357,7 +357,7 @@ def _write_case_report(result, row: dict, detector, args: argparse.Namespace, ou
     about = {"file_name": Path(result.source).name, **media_facts(result.source),
              "analysed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "model": detector.model.config.name, "checkpoint_sha256": detector.checkpoint_sha256,
-             "commit": git_commit(), "settings": settings}
+             "commit": commit, "settings": settings}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         Path(tmp).write_text(case_report_html(row, about, heatmap))
@@ -415,6 +415,10 @@ def _detect(args: argparse.Namespace) -> int:
     rows = []
     # the readable inputs' crops are pooled into full model batches across files; results come back in order
     explain = bool(args.explain or args.report)  # a case report shows the gate heatmaps
+    if args.report:
+        from .train.checkpoints import git_commit
+
+        commit = git_commit()  # named in every report; asked once
     results = detector.score_many([e.path for e in entries if not e.problem], explain=explain)
     for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
         if entry.problem:
@@ -429,7 +433,7 @@ def _detect(args: argparse.Namespace) -> int:
             strip = Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"
             row["heatmap"] = str(save_gate_strip(result, strip))
         if args.report:
-            row["report"] = str(_write_case_report(result, row, detector, args, Path(args.report) /
+            row["report"] = str(_write_case_report(result, row, detector, args, commit, Path(args.report) /
                                                    f"{n:04d}-{Path(result.source).stem}.html"))
         rows.append(row)
         if args.out:

@@ -21,7 +21,6 @@ from ..evaluate.calibration import (
     CalibrationError,
     OperatingPoint,
     calibration_path_for,
-    file_sha256,
 )
 from ..evaluate.protocol import (
     STATUS_ERROR,
@@ -36,6 +35,7 @@ from ..evaluate.protocol import (
     score_in_batches,
 )
 from ..faces import create_face_detector, default_face_detector
+from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
@@ -116,7 +116,8 @@ class Detector:
                                                   device=str(self.device))
         self.calibration = calibration
         self.operating_point = calibration.operating_point(operating_fpr) if calibration is not None else None
-        self.checkpoint_sha256: str | None = None  # set by from_checkpoint (reports, the service's deduplication)
+        self.checkpoint_path: Path | None = None  # set by from_checkpoint (reports, the service's deduplication)
+        self._checkpoint_sha256: str | None = None
         if calibration is None and operating_fpr is not None:
             raise CalibrationError("an operating point needs a calibration (`hcsi calibrate`, then --calibration)")
 
@@ -126,12 +127,20 @@ class Detector:
         """A detector for an hcsi checkpoint, with the calibration given or found beside it (`<checkpoint>
         .calibration.json`); a calibration made for another checkpoint is refused."""
         beside = calibration_path_for(path)
-        digest = file_sha256(path)
+        digest = None
         if calibration is not None or beside.is_file():
+            digest = file_sha256(path)
             options["calibration"] = Calibration.load(calibration or beside, digest)
         detector = cls(model_from_checkpoint(path), device=device, **options)
-        detector.checkpoint_sha256 = digest
+        detector.checkpoint_path, detector._checkpoint_sha256 = Path(path), digest
         return detector
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        """SHA-256 of the checkpoint file (None for a model given directly), hashed on first use."""
+        if self._checkpoint_sha256 is None and self.checkpoint_path is not None:
+            self._checkpoint_sha256 = file_sha256(self.checkpoint_path)
+        return self._checkpoint_sha256
 
     @classmethod
     def from_onnx(cls, path: str | Path, **options) -> Detector:

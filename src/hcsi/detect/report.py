@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import html
 import io
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import av
 
 from .. import __version__
+from ..files import file_sha256
 
 MEANING_CALIBRATED = (
     "The probability is the model's score mapped by a calibration fitted on labelled videos ({fitted}). It says "
@@ -30,21 +30,20 @@ MEANING_LIMITS = (
     "can escape it.")
 
 
-def media_facts(path: str | Path) -> dict:
-    """SHA-256, size and (for videos) duration in seconds of a file."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    duration = None
+def video_duration(path: str | Path) -> float | None:
+    """A video's duration in seconds from its container (None for still images and unreadable files)."""
     try:
         with av.open(str(path)) as container:
             if container.streams.video and container.duration:
-                duration = container.duration / 1_000_000
+                return container.duration / 1_000_000
     except av.error.FFmpegError:
         pass
-    return {"sha256": digest.hexdigest(), "size": path.stat().st_size, "duration_s": duration}
+    return None
+
+
+def media_facts(path: str | Path) -> dict:
+    """SHA-256, size and (for videos) duration in seconds of a file."""
+    return {"sha256": file_sha256(path), "size": Path(path).stat().st_size, "duration_s": video_duration(path)}
 
 
 def _png_data_url(data: bytes) -> str:

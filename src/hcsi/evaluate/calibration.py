@@ -31,14 +31,6 @@ class CalibrationError(ValueError):
     """A calibration that cannot be fitted or used; the message says why."""
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def calibration_path_for(checkpoint: str | Path) -> Path:
     """Where `hcsi calibrate` writes, and detect and serve look, by default: beside the checkpoint."""
     return Path(f"{checkpoint}.calibration.json")

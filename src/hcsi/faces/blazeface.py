@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files import atomic_path
+from ..files import atomic_path, file_sha256
 
 INPUT_SIZE = 128  # the short-range model's input side
 # SSD anchor layout of the short-range model: 16×16 cells with 2 anchors (stride 8), then 8×8 cells with 6 anchors
@@ -94,10 +94,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hcsi"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _installed_copy(model: BlazeFaceModel) -> Path | None:
     for distribution, member in model.installed:
         try:
@@ -154,7 +150,7 @@ def blazeface_model_path(path: str | Path | None = None, download: bool | None =
         return installed
     cached = cache_dir() / "models" / spec.name
     if cached.is_file():
-        if _sha256(cached) != spec.sha256:
+        if file_sha256(cached) != spec.sha256:
             raise ModelUnavailable(f"{cached}: SHA-256 differs from {spec.requirement}'s file "
                                    "(damaged download?); delete it to fetch it again")
         return cached

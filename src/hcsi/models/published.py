@@ -13,7 +13,6 @@ torch.load(weights_only=True) only. The model variants are registered in `hcsi.m
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 
+from ..files import file_sha256
 from .config import get_config
 from .hcsi_net import HCSINet
 from .weights import read_state_dict, save_checkpoint, strip_prefix
@@ -130,14 +130,6 @@ def build_published_model(path: str | os.PathLike, fmt: str, input_size: int | N
                          + "; ".join(problems))
     model.load_state_dict({ours: state[theirs] for ours, theirs in names.items()}, strict=True)
     return model.eval()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def import_weights(path: str | os.PathLike, fmt: str, out: str | os.PathLike,

@@ -42,7 +42,7 @@ from starlette.routing import Match
 from ..checks import require_at_least, require_positive
 from ..detect.api import Detector
 from ..detect.explain import gate_strip
-from ..detect.report import case_report_html, media_facts
+from ..detect.report import case_report_html, video_duration
 from .store import STATUSES, JobStore, StoreUnavailable
 
 CHUNK = 1 << 20
@@ -97,6 +97,9 @@ class ScoringService:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._submit_lock = threading.Lock()
+        from ..train.checkpoints import git_commit
+
+        self.commit = git_commit()  # for case reports: asked once, not per report
         config = detector.model.config
         self.settings = {"model": config.name, "checkpoint_sha256": detector.checkpoint_sha256,
                          "face_detector": detector.face_detector.name,
@@ -157,7 +160,7 @@ class ScoringService:
             record.update(id=job["id"], file_name=job["file_name"], sha256=job["sha256"], size=job["size"],
                           analysed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                           settings={**self.settings, "frames": job["frames"]},
-                          duration_s=media_facts(media)["duration_s"],
+                          duration_s=video_duration(media),  # its SHA-256 and size are the job's
                           heatmap_url=f"/v1/jobs/{job['id']}/heatmap.png" if heatmap else None,
                           report_url=f"/v1/jobs/{job['id']}/report.html")
             finished = self.store.finish(job["id"], token, record, heatmap)
@@ -217,7 +220,8 @@ class ScoringService:
                 while chunk := await upload.read(CHUNK):
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise self.refuse(413, "too_large", f"upload larger than the limit of {self.max_upload_mb:g} MB")
+                        raise self.refuse(413, "too_large",
+                                          f"upload larger than the limit of {self.max_upload_mb:g} MB")
                     digest.update(chunk)
                     out.write(chunk)
         except OSError as error:  # a full disk: nothing is stored, the client may retry
@@ -304,15 +308,10 @@ class ScoringService:
                  "duration_s": record.get("duration_s"), "analysed_at": record.get("analysed_at"),
                  "model": record.get("settings", {}).get("model"),
                  "checkpoint_sha256": record.get("settings", {}).get("checkpoint_sha256"),
-                 "commit": _commit(), "settings": {k: v for k, v in record.get("settings", {}).items()
+                 "commit": self.commit, "settings": {k: v for k, v in record.get("settings", {}).items()
                                                    if k not in ("model", "checkpoint_sha256", "calibration")}}
         return case_report_html(record, about, heatmap.read_bytes() if heatmap.is_file() else None)
 
-
-def _commit() -> str | None:
-    from ..train.checkpoints import git_commit
-
-    return git_commit()
 
 
 class ServiceMetrics:
