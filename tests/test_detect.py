@@ -199,3 +199,30 @@ def test_an_input_that_breaks_the_face_detector_gets_status_error_and_the_batch_
     odd, ok = detector.score_many([tmp_path / "odd.mp4", tmp_path / "ok.mp4"])
     assert odd.status == "error" and "IndexError: landmark index out of range" in odd.reason and odd.score is None
     assert ok.status == "ok" and ok.score is not None
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_progress_counts_every_frame_searched_and_scored(checkpoint, explain):
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=10)
+    calls = []
+    result = detector.score(fixture("ghost/elon.mp4"), explain=explain, progress=lambda *call: calls.append(call))
+    assert result.status == "ok" and len(result.frame_indices) == 10
+    searching = [(done, total) for stage, done, total in calls if stage == "finding faces"]
+    scoring = [(done, total) for stage, done, total in calls if stage == "scoring faces"]
+    assert searching == [(0, 10), (4, 10), (8, 10), (10, 10)]  # PROGRESS_FRAMES at a time
+    assert scoring == [(0, 10), (8, 10), (10, 10)]  # PROGRESS_CROPS at a time, one face per frame
+    assert calls.index(("scoring faces", 0, 10)) == len(searching)  # faces are found first
+    plain = detector.score(fixture("ghost/elon.mp4"), explain=explain)
+    assert result.frame_scores == pytest.approx(plain.frame_scores, abs=1e-5)
+
+
+def test_a_frame_counts_as_scored_once_all_its_faces_are():
+    from hcsi.detect.api import _frames_scored
+    from hcsi.evaluate.protocol import VideoFaces
+
+    calls = []
+    scored = _frames_scored(VideoFaces(crop_frame=[0, 0, 1, 3, 3, 3]), lambda *call: calls.append(call))
+    for n in range(7):
+        scored(n)
+    assert [done for _, done, _ in calls] == [0, 0, 0, 1, 2, 2, 2, 3]
+    assert {total for _, _, total in calls} == {3}

@@ -1,6 +1,7 @@
 """`hcsi serve` as a service: jobs in SQLite over a real server process (uvicorn), deduplication, deletion, history,
 metrics, case reports, 20 parallel submissions, and recovery after SIGKILL."""
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -37,7 +38,9 @@ def _free_port() -> int:
 class Server:
     """`hcsi serve` in its own process on a free loopback port."""
 
-    def __init__(self, checkpoint: Path, data_dir: Path, *options: str) -> None:
+    def __init__(self, checkpoint: Path, data_dir: Path, *options: str, max_file_bytes: int | None = None) -> None:
+        """`max_file_bytes`: no file the process writes may grow beyond it (RLIMIT_FSIZE; Python ignores SIGXFSZ,
+        so a write past it fails with OSError as on a full disk)."""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"), OMP_NUM_THREADS="1")
@@ -45,7 +48,9 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hcsi.cli", "serve", "--checkpoint", str(checkpoint), "--data-dir", str(data_dir),
              "--port", str(self.port), "--device", "cpu", "--token", TOKEN, *options],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes)))
+            if max_file_bytes else None)
         deadline = time.time() + 180
         while time.time() < deadline:
             assert self.process.poll() is None, Path(self.log.name).read_text()
@@ -252,7 +257,29 @@ def test_a_locked_database_answers_503_and_loses_nothing(checkpoint, tmp_path):
     assert not list((tmp_path / "data" / "uploads").iterdir())  # nothing kept of the refused upload
 
 
-def test_the_api_passes_schemathesis(server):
+def test_a_full_disk_answers_503_and_loses_nothing(checkpoint, tmp_path):
+    """A real server process whose files may not grow past 8 MB: an upload larger than that cannot be written (as
+    on a full disk), is refused with 503 and leaves nothing behind; what was stored stays, later uploads work."""
+    data = tmp_path / "data"
+    server = Server(checkpoint, data, "--frames", "1", max_file_bytes=8_000_000)
+    try:
+        image = fixture("face_recognition/obama.jpg").read_bytes()
+        first = server.wait_done(server.post("/v1/jobs", image, "a.jpg").json()["id"])
+        too_big = image + bytes(9_000_000)  # still a JPEG by its first bytes
+        answer = server.post("/v1/jobs", too_big, "big.jpg")
+        assert answer.status_code == 503 and "could not store the upload" in answer.text, answer.text
+        assert answer.headers["retry-after"] == "5"
+        assert not list((data / "uploads").iterdir())  # no partial upload left
+        assert server.get(f"/v1/jobs/{first['id']}").json()["status"] == "done"
+        assert server.get("/v1/jobs").json()["total"] == 1  # nothing stored for the refused upload
+        assert 'hcsi_uploads_refused_total{reason="storage"} 1.0' in server.get("/metrics").text
+        again = server.post("/v1/jobs", image + b"x", "b.jpg")
+        assert again.status_code == 202 and server.wait_done(again.json()["id"])["status"] == "done"
+    finally:
+        server.stop()
+
+
+def test_the_api_passes_schemathesis(server, tmp_path):
     """An independent fuzzer (schemathesis) generates requests from /openapi.json, valid and invalid, and checks
     every answer against the schema: documented statuses, content types and bodies, Allow headers, valid requests
     accepted and invalid ones refused. tests/schemathesis.toml lets the uploads answer 415/422 to schema-valid bytes
@@ -262,7 +289,8 @@ def test_the_api_passes_schemathesis(server):
                                                                                      "schemathesis.toml"),
          "run", f"{server.url}/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {TOKEN}",
          "--max-examples", "15", "--workers", "1", "--phases", "examples,coverage,fuzzing", "--seed", "1",
-         "--request-timeout", "120"], capture_output=True, text=True, timeout=900)
+         "--request-timeout", "120"], capture_output=True, text=True, timeout=900,
+        cwd=tmp_path)  # its crash cache (.schemathesis/) goes there, not into the working tree
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "passed" in result.stdout and "failures" not in result.stdout.lower().split("summary")[-1]
 

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
 
+PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
 
 @dataclass
 class FaceResult:
@@ -150,13 +151,20 @@ class Detector:
         return cls(OnnxRuntimeModel(path), device="cpu", **options)
 
     @torch.no_grad()
-    def _score_crops(self, crops: list[np.ndarray], explain: bool) -> tuple[np.ndarray, list[dict] | None]:
-        if not explain:  # the evaluation protocol's own scoring, so detect and evaluate cannot drift apart
-            return score_crops(self.model, crops, self.device, self.batch_size), None
+    def _score_crops(self, crops: list[np.ndarray], explain: bool,
+                     scored: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[dict] | None]:
+        """Scores (and with `explain` the gates and Grad-CAM) of crops, a model batch at a time; `scored(n)` is told
+        after each batch how many crops are scored (then batches hold at most PROGRESS_CROPS crops)."""
         config = self.model.config
         scores, gates = [], []
-        for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start:start + self.batch_size]
+        batch_size = min(self.batch_size, PROGRESS_CROPS) if scored else self.batch_size
+        for start in range(0, len(crops), batch_size):
+            chunk = crops[start:start + batch_size]
+            if not explain:  # the evaluation protocol's own scoring, so detect and evaluate cannot drift apart
+                scores.append(score_crops(self.model, chunk, self.device, batch_size))
+                if scored:
+                    scored(start + len(chunk))
+                continue
             x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in chunk]).to(self.device)
             logits, stage_gates = self.model(x, return_gates=True)
             scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
@@ -166,12 +174,14 @@ class Detector:
                               "cnn": [g[i, 0].float().cpu().numpy() for g in stage_gates.cnn],
                               "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit],
                               "gradcam": cams[i] if cams is not None else None})
-        return (np.concatenate(scores) if scores else np.zeros(0)), gates
+            if scored:
+                scored(start + len(chunk))
+        return (np.concatenate(scores) if scores else np.zeros(0)), (gates if explain else None)
 
     def _result(self, source: str, faces: VideoFaces, explain: bool,
-                crop_scores: np.ndarray | Exception | None = None) -> DetectionResult:
+                crop_scores: np.ndarray | Exception | None = None, progress=None) -> DetectionResult:
         """The result of one input from its faces; `crop_scores` when they were scored already (or the exception
-        scoring them raised)."""
+        scoring them raised). `progress("scoring faces", frames_done, frames_with_a_face)` follows the scoring."""
         result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices))
         if faces.status != STATUS_OK:
             return result
@@ -180,7 +190,7 @@ class Detector:
             if isinstance(crop_scores, Exception):
                 raise crop_scores
             if crop_scores is None:
-                crop_scores, gates = self._score_crops(faces.crops, explain)
+                crop_scores, gates = self._score_crops(faces.crops, explain, _frames_scored(faces, progress))
         except Exception as error:  # this input fails with the reason; the next one is scored
             result.status, result.reason = STATUS_ERROR, failure_reason(source, "scoring", error)
             return result
@@ -217,10 +227,12 @@ class Detector:
         total = frames or self.frames
         if progress:
             progress("finding faces", 0, total)
-        faces = extract_test_faces(source, self.face_detector, total, self.model.config.input_size)
-        if progress:
-            progress("scoring faces", len(faces.frame_indices), len(faces.frame_indices))
-        return self._result(str(source), faces, explain)
+
+        def searched(done: int, decoded: int) -> None:
+            progress("finding faces", done, decoded)
+        faces = extract_test_faces(source, self.face_detector, total, self.model.config.input_size,
+                                   searched if progress else None)
+        return self._result(str(source), faces, explain, progress=progress)
 
     def score_face_crop(self, crop: np.ndarray, name: str = "<crop>", explain: bool = False) -> DetectionResult:
         """Score an image that already is a face crop of the model's input size (no detection), as a one-frame
@@ -243,6 +255,22 @@ class Detector:
         extracted = ((str(s), extract_test_faces(s, self.face_detector, self.frames, size)) for s in sources)
         for source, faces, crop_scores in score_in_batches(self.model, extracted, self.device, self.batch_size):
             yield self._result(source, faces, False, crop_scores)
+
+
+def _frames_scored(faces: VideoFaces, progress) -> Callable[[int], None] | None:
+    """A `scored(n)` callback that tells `progress` how many frames with a face have every crop scored once n
+    crops are (crops are in frame order)."""
+    if progress is None:
+        return None
+    frames_with_face = len(set(faces.crop_frame))
+    progress("scoring faces", 0, frames_with_face)
+
+    def scored(n: int) -> None:
+        done = len(set(faces.crop_frame[:n]))
+        if 0 < n < len(faces.crop_frame) and faces.crop_frame[n] == faces.crop_frame[n - 1]:
+            done -= 1  # that frame has crops still to score
+        progress("scoring faces", done, frames_with_face)
+    return scored
 
 
 def _token_gate_grid(gate: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,7 @@ Split in two so that the CPU part (decode, detect, crop) can run in worker proce
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +40,24 @@ class VideoFaces:
 MAX_DETECTION_SIDE = 1920  # frames with a longer side are shrunk before detection (bounded memory and time)
 
 
+PROGRESS_FRAMES = 4  # with a progress callback, faces are found this many frames at a time
+
+
 def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector: FaceDetector,
-                    input_size: int) -> VideoFaces:
+                    input_size: int, progress: Callable[[int, int], None] | None = None) -> VideoFaces:
     """Detect every face of each frame, keep those at least half the largest's area, crop each with SBI's test crop
-    (12.5 % margins) and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first (boxes refer to
-    the shrunk frame)."""
+    (12.5 % margins) and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first
+    (boxes refer to the shrunk frame). `progress(frames_searched, frames_total)` is told after every
+    PROGRESS_FRAMES frames; without it a batched finder sees every frame in one call."""
     shown = [detection_frame(frame) for frame in frames]
-    detect_many = getattr(detector, "detect_many", None)  # batched finders see every frame in one call
-    found = detect_many(shown) if detect_many else [detector.detect(frame) for frame in shown]
+    detect_many = getattr(detector, "detect_many", None)  # batched finders see a whole chunk in one call
+    chunk = PROGRESS_FRAMES if progress else max(1, len(shown))
+    found = []
+    for start in range(0, len(shown), chunk):
+        part = shown[start:start + chunk]
+        found += detect_many(part) if detect_many else [detector.detect(frame) for frame in part]
+        if progress:
+            progress(len(found), len(shown))
     return crop_test_faces(list(zip(shown, found)), frame_indices, input_size)
 
 
@@ -107,9 +117,10 @@ def decoding_failure(path: str | Path, error: Exception) -> VideoFaces:
     return VideoFaces(status=STATUS_ERROR, reason=failure_reason(path, "decoding", error))
 
 
-def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, input_size: int) -> VideoFaces:
-    """`faces_in_frames` of `frames` evenly spaced frames of a file. Failures of this input (unreadable, detector or
-    crop errors) become a status with a reason that names the file, never an exception."""
+def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, input_size: int,
+                       progress: Callable[[int, int], None] | None = None) -> VideoFaces:
+    """`faces_in_frames` of `frames` evenly spaced frames of a file (`progress` as there). Failures of this input
+    (unreadable, detector or crop errors) become a status with a reason that names the file, never an exception."""
     path = Path(path)
     if not path.is_file():
         return VideoFaces(status=STATUS_UNREADABLE, reason=f"{path}: file not found")
@@ -118,7 +129,7 @@ def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, in
     except Exception as error:  # this input fails, the batch goes on
         return decoding_failure(path, error)
     try:
-        result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size)
+        result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size, progress)
     except Exception as error:
         return VideoFaces(frame_indices=list(sampled.indices), status=STATUS_ERROR,
                           reason=failure_reason(path, "face detection or cropping", error))

@@ -188,6 +188,8 @@ class ScoringService:
             raise self.refuse(413, "too_large", f"upload larger than the limit of {self.max_upload_mb:g} MB")
         try:
             form = await request.form(max_files=1, max_fields=4)
+        except OSError as error:  # the parser spools large files to a temporary file: a full disk, not a bad body
+            raise self.refuse(503, "storage", f"could not store the upload: {error.strerror or error}") from error
         except Exception as error:  # malformed multipart bodies
             raise self.refuse(400, "malformed", f"could not parse the multipart form: {error}") from error
         staged = None
