@@ -80,7 +80,8 @@ async function follow(id){
     const p = job.progress || {};
     $("status").textContent = job.status === "queued" ? "queued ..." :
       `running: ${p.stage || "starting"}` + (p.frames_total ? ` (${p.frames_done} of ${p.frames_total} frames)` : "");
-    $("progress").removeAttribute("value");
+    if(p.frames_total) $("progress").value = 100 * p.frames_done / p.frames_total;  // of the current stage
+    else $("progress").removeAttribute("value");
     await new Promise(ok => setTimeout(ok, 500));
   }
 }
