@@ -1,0 +1,256 @@
+"""`hcsi detect`, `hcsi export`, `hcsi serve`: a trained checkpoint put to use."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .options import (
+    at_least,
+    checkpoint_option,
+    device_option,
+    face_detector_option,
+    frames_option,
+    operating_point,
+    positive_float,
+    require_hcsi_checkpoint,
+    threshold_option,
+)
+
+NO_CHECKPOINT = (
+    "hcsi detect needs a trained checkpoint: --checkpoint FILE.safetensors (e.g. "
+    "runs/hcsi_net/checkpoints/best.safetensors). Train one with the paper's recipe (README, 'Training': "
+    "hcsi train --config configs/stage1_cnn.yaml, stage1_vit.yaml, then hcsi_net.yaml), import SBI's published "
+    "EfficientNet-B4 (README, 'A detector in two commands': hcsi import-weights --format sbi FFc23.tar --out "
+    "sbi.safetensors) or use one you were given. "
+    "An untrained model's scores are noise, so none are shown."
+)
+
+DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
+                     "calibration", "probability", "verdict", "operating_fpr", "operating_tpr", "report"]
+
+
+def _write_case_report(result, row: dict, detector, args: argparse.Namespace, commit: str | None, out: Path) -> Path:
+    """`hcsi detect --report DIR`: one self-contained HTML case report per input, written atomically."""
+    import datetime
+
+    import cv2
+
+    from ..detect.explain import gate_strip
+    from ..detect.report import case_report_html, media_facts
+    from ..files import atomic_path
+
+    heatmap = None
+    if result.gates:
+        ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
+        heatmap = png.tobytes() if ok else None
+    point = detector.operating_point
+    settings = {"frames": detector.frames, "face detector": detector.face_detector.name}
+    settings.update({"operating point": f"fpr={point.target_fpr:g} (raw-score threshold {point.threshold:.4f})"}
+                    if point else {"threshold": args.threshold})
+    about = {"file_name": Path(result.source).name, **media_facts(result.source),
+             "analysed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "model": detector.model.config.name, "checkpoint_sha256": detector.checkpoint_sha256,
+             "commit": commit, "settings": settings}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(case_report_html(row, about, heatmap))
+    return out
+
+
+def _write_detections(rows: list[dict], out: str) -> None:
+    import csv as csv_module
+
+    from ..files import atomic_path
+
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        if out.lower().endswith(".csv"):
+            writer = csv_module.DictWriter(f, DETECT_CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                point = row.get("operating_point") or {}
+                writer.writerow({**row, "operating_fpr": point.get("fpr"), "operating_tpr": point.get("tpr")})
+        else:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..detect import Detector
+    from ..detect.explain import save_gate_strip
+    from ..detect.inputs import expand_inputs
+
+    if args.backend == "onnxruntime":
+        if not args.model:
+            raise ValueError("--backend onnxruntime needs --model FILE.onnx (made by `hcsi export --format onnx`)")
+        if args.explain or args.report:
+            raise ValueError("--explain and --report need the PyTorch backend (gates are not in the ONNX graph's "
+                             "outputs)")
+        if args.calibration or args.operating_point:
+            raise ValueError("a calibration belongs to the checkpoint it was fitted for (its SHA-256): use the "
+                             "PyTorch backend with that --checkpoint")
+    elif not args.checkpoint:
+        print(NO_CHECKPOINT, file=sys.stderr)
+        return 2
+    if args.out and not args.out.lower().endswith((".jsonl", ".csv")):
+        raise ValueError(f"--out {args.out}: expected a .jsonl (one JSON object per input) or .csv file name")
+    entries = expand_inputs(args.paths)
+    if args.backend == "onnxruntime":
+        detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector)
+    else:
+        require_hcsi_checkpoint(args.checkpoint, "detect")
+        detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
+                                            face_detector=args.face_detector, calibration=args.calibration,
+                                            operating_fpr=operating_point(args.operating_point))
+    calibration_name = detector.calibration.source if detector.calibration is not None else "uncalibrated"
+    rows = []
+    # the readable inputs' crops are pooled into full model batches across files; results come back in order
+    explain = bool(args.explain or args.report)  # a case report shows the gate heatmaps
+    if args.report:
+        from ..train.checkpoints import git_commit
+
+        commit = git_commit()  # named in every report; asked once
+    results = detector.score_many([e.path for e in entries if not e.problem], explain=explain)
+    for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
+        if entry.problem:
+            rows.append({"path": entry.path, "score": None, "label": None, "calibration": calibration_name,
+                         "probability": None, "verdict": None, "operating_point": None,
+                         "status": "skipped" if entry.skipped else "unreadable", "reason": entry.problem,
+                         "frames_used": 0, "faces_found": 0})
+            continue
+        result = next(results)
+        row = result.to_dict(args.threshold)
+        if args.explain and result.gates:
+            strip = Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"
+            row["heatmap"] = str(save_gate_strip(result, strip))
+        if args.report:
+            row["report"] = str(_write_case_report(result, row, detector, args, commit, Path(args.report) /
+                                                   f"{n:04d}-{Path(result.source).stem}.html"))
+        rows.append(row)
+        if args.out:
+            _write_detections(rows, args.out)  # rewritten after every file: a killed run keeps what it scored
+    if args.out:
+        _write_detections(rows, args.out)
+    width = min(60, max([len(r["path"]) for r in rows] + [4]))
+    calibrated = detector.calibration is not None
+    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<7}  status" if calibrated else
+          f"{'file':<{width}}  {'score':>6}  {'verdict':<7}  status  (uncalibrated: raw scores)")
+    for r in rows:
+        score = "" if r["score"] is None else f"{r['score']:.3f}"
+        status = r["status"] + (f" ({r['reason']})" if r["status"] != "ok" and r["reason"] else "")
+        if calibrated:
+            probability = "" if r.get("probability") is None else f"{r['probability']:.3f}"
+            print(f"{r['path'][-width:]:<{width}}  {score:>6}  {probability:>6}  {r.get('verdict') or '-':<7}  "
+                  f"{status}")
+        else:
+            print(f"{r['path'][-width:]:<{width}}  {score:>6}  {r['label'] or '-':<7}  {status}")
+    processed = sum(1 for r in rows if r["status"] in ("ok", "no_face"))
+    if calibrated:
+        point = detector.operating_point
+        decided = (f"verdicts at the operating point fpr={point.target_fpr:g} (raw-score threshold "
+                   f"{point.threshold:.4f}; on the calibration videos FPR {point.fpr:.3f}, TPR {point.tpr:.3f}); "
+                   f"calibration {detector.calibration.source}")
+    else:
+        decided = f"uncalibrated: verdicts by the raw-score threshold {args.threshold}"
+    print(f"{processed} of {len(rows)} input(s) processed; {decided}"
+          + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+    return 0 if processed else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..detect.export import add_onnx_metadata, export_model
+    from ..models.builder import model_from_checkpoint
+
+    expected = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}[args.format]
+    if not args.out.lower().endswith(expected):
+        raise ValueError(f"--out {args.out}: the {args.format} export is written to a *{' or *'.join(expected)} file")
+    require_hcsi_checkpoint(args.checkpoint, "export")
+    model = model_from_checkpoint(args.checkpoint)
+    path = export_model(model, args.out, args.format)
+    if args.format == "onnx":
+        add_onnx_metadata(path, json.dumps(dataclasses.asdict(model.config)))
+    print(f"wrote {path}: input 'images' B×3×{model.config.input_size}×{model.config.input_size} (normalised), "
+          "output 'probabilities' B×2 (column 1 = fake)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not args.checkpoint:
+        print(NO_CHECKPOINT.replace("hcsi detect", "hcsi serve"), file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from ..detect import Detector
+    from ..serve import create_app
+
+    token = args.token or os.environ.get("HCSI_API_TOKEN")
+    require_hcsi_checkpoint(args.checkpoint, "serve")
+    detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
+                                        face_detector=args.face_detector, calibration=args.calibration,
+                                        operating_fpr=operating_point(args.operating_point))
+    app = create_app(detector, max_upload_mb=args.max_upload_mb, token=token, workers=args.workers,
+                     queue_size=args.queue, data_dir=args.data_dir, keep_media=args.keep_media,
+                     keep_days=args.keep_days)
+    import logging
+
+    handler = logging.StreamHandler()  # one JSON line per job event on stderr
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("hcsi.serve").addHandler(handler)
+    logging.getLogger("hcsi.serve").setLevel(logging.INFO)
+    print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs); jobs in {args.data_dir}"
+          + ("; API token required" if token else ""), file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """detect, export, serve."""
+    detect = commands.add_parser("detect", help="score videos and images with a trained checkpoint",
+                                 description="Scores every file (folders recursively, glob patterns) with the "
+                                             "evaluation protocol; per-file problems are reported, not fatal.",
+                                 parents=[checkpoint_option(required=False), frames_option(), device_option(),
+                                          threshold_option(), face_detector_option()])
+    detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
+    detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
+    detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
+    detect.add_argument("--report", metavar="DIR",
+                        help="write a case report per input into DIR: one self-contained HTML file (images embedded)")
+    detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
+    detect.add_argument("--calibration", metavar="FILE",
+                        help="calibration file (default: <checkpoint>.calibration.json when it exists)")
+    detect.add_argument("--operating-point", metavar="fpr=RATE",
+                        help="decide at this operating point of the calibration (default: its first target FPR)")
+    detect.set_defaults(run=_detect)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)",
+                                 parents=[checkpoint_option(required=True)])
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--out", required=True, help="output file (.onnx / .pt)")
+    export.set_defaults(run=_export)
+
+    serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint",
+                                parents=[checkpoint_option(required=False), frames_option(), device_option(),
+                                         face_detector_option()])
+    serve.add_argument("--calibration", metavar="FILE",
+                       help="calibration file (default: <checkpoint>.calibration.json when it exists)")
+    serve.add_argument("--operating-point", metavar="fpr=RATE",
+                       help="decide at this operating point of the calibration (default: its first target FPR)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    serve.add_argument("--port", type=at_least(1), default=8000)
+    serve.add_argument("--workers", type=at_least(1), default=1, help="analyses run at once")
+    serve.add_argument("--queue", type=at_least(0), default=8, help="jobs that may wait; beyond that: 503")
+    serve.add_argument("--data-dir", default="hcsi-serve",
+                       help="the job store: database, uploads until analysed, results and heatmaps (default "
+                            "./hcsi-serve); one data directory belongs to one server process")
+    serve.add_argument("--keep-media", action="store_true", help="keep uploads after their analysis")
+    serve.add_argument("--keep-days", type=positive_float,
+                       help="remove finished jobs (and their files) older than this many days")
+    serve.add_argument("--max-upload-mb", type=positive_float, default=500)
+    serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
+    serve.set_defaults(run=_serve)
