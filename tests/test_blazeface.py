@@ -13,6 +13,7 @@ from hcsi.faces.blazeface import (
     blazeface_anchors,
     blazeface_model_path,
     decode_blazeface,
+    shrunk_tiles,
     tile_origins,
 )
 from hcsi.faces.detect import blazeface_to_hog_box
@@ -59,6 +60,30 @@ def test_tiles_cover_the_whole_side(length, tile, stride):
     assert covered.all()
     assert origins[0] == 0 and origins[-1] == max(length - tile, 0)
     assert all(b - a <= stride for a, b in zip(origins, origins[1:]))
+
+
+@pytest.mark.parametrize("height,width,shrunk_once", [(1080, 1920, 3), (720, 1280, 3), (480, 640, 2), (360, 640, 2),
+                                                     (560, 464, 1), (404, 720, 1), (1437, 1001, 1)])
+def test_tiles_cut_from_a_level_shrunk_once_equal_tiles_shrunk_one_by_one(height, width, shrunk_once):
+    """The pyramid shrinks a level once when every tile starts on a whole pixel of the shrunk level (and each tile
+    alone otherwise, as 464 px wide frames at the 280 px level): the network sees the same pixels either way."""
+    image = np.random.default_rng(height + width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    tile = max(height, width)
+    padded = cv2.copyMakeBorder(image, 0, tile - height, 0, tile - width, cv2.BORDER_CONSTANT, value=0)
+    levels_shrunk_once = 0
+    while True:
+        stride = round(tile * 0.75)
+        origins = tile_origins(height, tile, stride) + tile_origins(width, tile, stride)
+        levels_shrunk_once += not any(o * 128 % tile for o in origins)
+        tiles = list(shrunk_tiles(padded, height, width, tile, stride, 128))
+        assert len(tiles) == len(tile_origins(height, tile, stride)) * len(tile_origins(width, tile, stride))
+        for x, y, shrunk in tiles:
+            one_by_one = cv2.resize(padded[y:y + tile, x:x + tile], (128, 128), interpolation=cv2.INTER_AREA)
+            assert np.array_equal(shrunk, one_by_one), (tile, x, y)
+        if tile // 2 < 256:
+            break
+        tile //= 2
+    assert levels_shrunk_once == shrunk_once
 
 
 def test_blazeface_box_maps_to_hog_convention():

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,27 @@ def tile_origins(length: int, tile: int, stride: int) -> list[int]:
     return sorted(set(range(0, last + 1, stride)) | {last})
 
 
+def shrunk_tiles(padded: np.ndarray, height: int, width: int, tile: int, stride: int,
+                 side: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(x, y, tile) for the tiles of one pyramid level of a frame (`padded`: the height×width frame padded with zeros
+    to a square): each tile of side `tile` at (x, y), shrunk to side×side with OpenCV's area interpolation. When every
+    tile starts on a whole pixel of the shrunk level (all common frame sizes) the level is shrunk once and the tiles
+    are cut from it: the same pixels as shrinking each tile, in half the time, since neighbouring tiles overlap."""
+    ys, xs = tile_origins(height, tile, stride), tile_origins(width, tile, stride)
+    if any(origin * side % tile for origin in ys + xs):
+        for y in ys:
+            for x in xs:
+                yield x, y, cv2.resize(padded[y:y + tile, x:x + tile], (side, side), interpolation=cv2.INTER_AREA)
+        return
+    bottom, right = ys[-1] + tile, xs[-1] + tile
+    level = cv2.resize(padded[:bottom, :right], (right * side // tile, bottom * side // tile),
+                       interpolation=cv2.INTER_AREA)
+    for y in ys:
+        for x in xs:
+            top, left = y * side // tile, x * side // tile
+            yield x, y, level[top:top + side, left:left + side]
+
+
 def output_indices(outputs: list[dict]) -> tuple[int, int]:
     """(regressors, logits) tensor indices of a BlazeFace model's two outputs, told apart by their last dimension
     (16 box and keypoint values per anchor, 1 logit): the short- and full-range files name them differently."""
@@ -268,14 +290,14 @@ class BlazeFace:
         self._anchors = blazeface_anchors(self.model)
         self.min_score, self.min_tile, self.overlap, self.nms_iou = min_score, min_tile, overlap, nms_iou
 
-    def _run(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        side = self.model.input_size
-        x = cv2.resize(tile, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    def _run(self, shrunk_tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network on one tile already shrunk to its input size."""
+        x = shrunk_tile.astype(np.float32)
         self._interpreter.set_tensor(self._input, (x / 127.5 - 1.0)[None])
         self._interpreter.invoke()
         regressors = self._interpreter.get_tensor(self._regressors)[0]
         logits = self._interpreter.get_tensor(self._logits)[0, :, 0]
-        return decode_blazeface(regressors, logits, self._anchors, self.min_score, side)
+        return decode_blazeface(regressors, logits, self._anchors, self.min_score, self.model.input_size)
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (N×4, x0 y0 x1 y1 in image pixels, clipped) and scores (N), best first, of an RGB uint8 image."""
@@ -285,11 +307,10 @@ class BlazeFace:
         boxes, scores = [], []
         while True:
             stride = max(1, round(tile * (1 - self.overlap)))
-            for y in tile_origins(height, tile, stride):
-                for x in tile_origins(width, tile, stride):
-                    found, score = self._run(padded[y:y + tile, x:x + tile])
-                    boxes.append(found * tile + [x, y, x, y])
-                    scores.append(score)
+            for x, y, shrunk in shrunk_tiles(padded, height, width, tile, stride, self.model.input_size):
+                found, score = self._run(shrunk)
+                boxes.append(found * tile + [x, y, x, y])
+                scores.append(score)
             if tile // 2 < self.min_tile:
                 break
             tile //= 2
