@@ -42,6 +42,7 @@ from .gradcam import grad_cam_maps
 
 PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
 
+
 @dataclass
 class FaceResult:
     frame_index: int

@@ -38,8 +38,6 @@ class VideoFaces:
 
 
 MAX_DETECTION_SIDE = 1920  # frames with a longer side are shrunk before detection (bounded memory and time)
-
-
 PROGRESS_FRAMES = 4  # with a progress callback, faces are found this many frames at a time
 
 
