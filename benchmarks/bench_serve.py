@@ -57,7 +57,8 @@ def start_server(checkpoint: Path, data_dir: Path, *options: str) -> tuple[subpr
 def throughput(checkpoint: Path, frames: int, n_jobs: int, data: Path) -> dict:
     with open(data / "manifest.csv") as f:
         clips = [data / r["file"] for r in csv.DictReader(f) if r["file"].endswith(".mp4")]
-    uploads = [(clips[i % len(clips)], clips[i % len(clips)].read_bytes() + i.to_bytes(4, "big")) for i in range(n_jobs)]
+    uploads = [(clips[i % len(clips)], clips[i % len(clips)].read_bytes() + i.to_bytes(4, "big"))
+               for i in range(n_jobs)]
     with tempfile.TemporaryDirectory() as tmp:
         process, url = start_server(checkpoint, Path(tmp) / "data", "--frames", str(frames), "--queue", str(n_jobs))
         try:
@@ -87,8 +88,8 @@ def history(checkpoint: Path, n_jobs: int) -> dict:
         store = JobStore(Path(tmp) / "data")
         start = time.perf_counter()
         for i in range(n_jobs):
-            job = store.create(f"clip_{i:05d}.mp4", f"{rng.getrandbits(256):064x}", 1000 + i, ".mp4", 32, "{}",
-                               "hcsi_net_small")
+            store.create(f"clip_{i:05d}.mp4", f"{rng.getrandbits(256):064x}", 1000 + i, ".mp4", 32, "{}",
+                         "hcsi_net_small")
             claimed, token = store.claim_next()
             score = rng.random()
             store.finish(claimed["id"], token, {"status": "ok", "score": score, "label": "fake" if score >= 0.5

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -228,11 +229,8 @@ class Detector:
         total = frames or self.frames
         if progress:
             progress("finding faces", 0, total)
-
-        def searched(done: int, decoded: int) -> None:
-            progress("finding faces", done, decoded)
         faces = extract_test_faces(source, self.face_detector, total, self.model.config.input_size,
-                                   searched if progress else None)
+                                   partial(progress, "finding faces") if progress else None)
         return self._result(str(source), faces, explain, progress=progress)
 
     def score_face_crop(self, crop: np.ndarray, name: str = "<crop>", explain: bool = False) -> DetectionResult:
