@@ -35,6 +35,7 @@ class VideoFaces:
     boxes: list[list[float]] = field(default_factory=list)  # crop boxes in frame pixels
     status: str = STATUS_OK
     reason: str = ""
+    full_frames: bool = False  # boxes refer to the frames at their own size, not shrunk by `detection_frame`
 
 
 MAX_DETECTION_SIDE = 1920  # frames with a longer side are shrunk before detection (bounded memory and time)
@@ -45,9 +46,11 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
                     input_size: int, progress: Callable[[int, int], None] | None = None) -> VideoFaces:
     """Detect every face of each frame, keep those at least half the largest's area, crop each with SBI's test crop
     (12.5 % margins) and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first
-    (boxes refer to the shrunk frame). `progress(frames_searched, frames_total)` is told after every
+    (boxes refer to the shrunk frame), except for a detector that wants full frames (sbi-retinaface, which resizes
+    them itself as SBI does). `progress(frames_searched, frames_total)` is told after every
     PROGRESS_FRAMES frames; without it a batched finder sees every frame in one call."""
-    shown = [detection_frame(frame) for frame in frames]
+    full_frames = getattr(detector, "full_frames", False)
+    shown = frames if full_frames else [detection_frame(frame) for frame in frames]
     detect_many = getattr(detector, "detect_many", None)  # batched finders see a whole chunk in one call
     chunk = PROGRESS_FRAMES if progress else max(1, len(shown))
     found = []
@@ -56,7 +59,9 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
         found += detect_many(part) if detect_many else [detector.detect(frame) for frame in part]
         if progress:
             progress(len(found), len(shown))
-    return crop_test_faces(list(zip(shown, found)), frame_indices, input_size)
+    result = crop_test_faces(list(zip(shown, found)), frame_indices, input_size)
+    result.full_frames = full_frames
+    return result
 
 
 def crop_test_faces(detected: list[tuple[np.ndarray, list]], frame_indices: list[int],
@@ -94,11 +99,12 @@ def detection_frame(frame: np.ndarray) -> np.ndarray:
 def crops_at(frames: list[np.ndarray], faces: VideoFaces, input_size: int) -> VideoFaces:
     """The crops of `faces` (found in other frames of the same size) cut from `frames` at the same boxes."""
     result = VideoFaces(frame_indices=list(faces.frame_indices), crop_frame=list(faces.crop_frame),
-                        boxes=[list(b) for b in faces.boxes], status=faces.status, reason=faces.reason)
+                        boxes=[list(b) for b in faces.boxes], status=faces.status, reason=faces.reason,
+                        full_frames=faces.full_frames)
     for position, box in zip(faces.crop_frame, faces.boxes):
         x0, y0, x1, y1 = (int(v) for v in box)
-        result.crops.append(cv2.resize(detection_frame(frames[position])[y0:y1, x0:x1], (input_size, input_size),
-                                       interpolation=cv2.INTER_LINEAR))
+        frame = frames[position] if faces.full_frames else detection_frame(frames[position])
+        result.crops.append(cv2.resize(frame[y0:y1, x0:x1], (input_size, input_size), interpolation=cv2.INTER_LINEAR))
     return result
 
 

@@ -7,6 +7,10 @@ a 540-px shorter side; "hog+blazeface-every-frame" gives HOG the full frame, "ho
 where HOG finds nothing). SBI used codeniko's 81-point model
 (68 + 13 forehead points fitted with a 3D morphable model), which cannot be installed here; `synthesize_forehead`
 places 13 points on an arc above the brows instead (docs/protocol.md says how that differs).
+
+RetinaFace (`hcsi.faces.retinaface`) gives the test-time finders "sbi-retinaface" (SBI's face stage exactly, with the
+ResNet-50 weights a user installs), "retinaface" (the shipped MobileNet-0.25) and "retinaface-r50"; they return its
+box and five keypoints, no dlib landmarks (test-time crops need only the box).
 """
 from __future__ import annotations
 
@@ -28,14 +32,16 @@ class Face:
     """One detected face, in the pixel coordinates of the image it was found in.
 
     Attributes:
-        box: (x0, y0, x1, y1), the face box used for crops: detector box ∪ landmark box, its top raised halfway
-            to the forehead arc (SBI crops with RetinaFace boxes, which include the lower forehead).
-        detector_box: the box the finder returned, in HOG's box convention.
-        score: finder confidence (HOG: SVM margin, > 0 means detected at the default threshold; BlazeFace:
-            probability).
-        landmarks: 81×2 float32: iBUG-68 points, then 13 forehead points in contour order from the side of jaw
-            point 0 to the side of jaw point 16.
-        found_by: the finder that found it ("hog" or "blazeface").
+        box: (x0, y0, x1, y1), the face box used for crops. dlib-based finders: detector box ∪ landmark box, its
+            top raised halfway to the forehead arc (SBI crops with RetinaFace boxes, which include the lower
+            forehead); RetinaFace finders: RetinaFace's box itself, unclipped, as SBI crops by it.
+        detector_box: the box the finder returned (HOG and BlazeFace: in HOG's box convention).
+        score: finder confidence (HOG: SVM margin, > 0 means detected at the default threshold; BlazeFace and
+            RetinaFace: probability).
+        landmarks: dlib-based finders: 81×2 float32, iBUG-68 points, then 13 forehead points in contour order from
+            the side of jaw point 0 to the side of jaw point 16; RetinaFace finders: its 5 keypoints (5×2: eyes,
+            nose tip, mouth corners).
+        found_by: the finder that found it ("hog", "blazeface" or "retinaface").
     """
 
     box: np.ndarray
@@ -207,6 +213,44 @@ class DlibFaceDetector:
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
 
+class RetinaFaceDetector:
+    """Faces found by RetinaFace (`hcsi.faces.retinaface`), batched over the frames given to `detect_many`.
+
+    Each Face's `box` and `detector_box` are RetinaFace's box, unclipped (SBI crops by it), its `landmarks` the five
+    RetinaFace keypoints (eyes, nose tip, mouth corners), not dlib's 81 points: test-time crops need only the box.
+
+    Args:
+        weights: "sbi" (the ResNet-50 weights a user installed: `resnet50_weights`), "resnet50" (the same file at
+            this finder's practical settings) or "mobilenet0.25" (shipped with hcsi).
+        device: where the network runs (the model's device).
+        longest_side, min_score, nms_iou, rounding, amp: as `BatchedRetinaFace`.
+        full_frames: whether the evaluation protocol gives it frames at their own size (SBI's stage) rather than
+            shrunk to MAX_DETECTION_SIDE first.
+    """
+
+    def __init__(self, weights: str = "mobilenet0.25", device: str | None = None, longest_side: int | None = 2048,
+                 min_score: float = 0.7, nms_iou: float = 0.4, rounding: int | None = 2, amp: str | None = None,
+                 full_frames: bool = False, name: str = "retinaface") -> None:
+        from .retinaface import BatchedRetinaFace, resnet50_weights, shipped_weights
+
+        loaded = shipped_weights() if weights == "mobilenet0.25" else resnet50_weights("sbi" if weights == "sbi"
+                                                                                       else None)
+        self.finder = BatchedRetinaFace(loaded, device or "cpu", longest_side, min_score, nms_iou, rounding, amp)
+        self.name = name
+        self.full_frames = full_frames
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.detect_many([image])[0]
+
+    def detect_many(self, images: list[np.ndarray]) -> list[list[Face]]:
+        faces = []
+        for found in self.finder.detect_many(images):
+            faces.append(sorted((Face(box, box.copy(), float(score), marks, "retinaface")
+                                 for box, score, marks in zip(found.boxes, found.scores, found.landmarks)),
+                                key=lambda f: f.area, reverse=True))
+        return faces
+
+
 FINDERS = ("hog", "blazeface")
 MERGE_IOU = 0.3  # a later finder's box overlapping an earlier one's this much is the same face
 
@@ -232,6 +276,9 @@ def blazeface_to_hog_box(box: np.ndarray) -> np.ndarray:
     return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
 
 
+RETINAFACE_SIDE = 960  # `retinaface`: frames resized to this longer side (docs/benchmarks.md, "RetinaFace")
+RETINAFACE_MIN_SCORE = 0.7
+
 FACE_DETECTORS = {
     # default: both finders on every frame, merged (every face of a multi-face frame), HOG on a copy shrunk to a
     # 540-px shorter side (its cost, the detector's main one, grows with the pixels); the same faces on the shared
@@ -247,6 +294,15 @@ FACE_DETECTORS = {
     "hog540+blazeface-torch-every-frame": partial(DlibFaceDetector, finders=("hog", "blazeface"), every_frame=True,
                                                   hog_short_side=540, blazeface_device="cpu"),
     "blazeface-torch": partial(DlibFaceDetector, finders=("blazeface",), blazeface_device="cpu"),
+    # SBI's face stage exactly (retinaface_pytorch 0.0.8's predict_jsons: frames resized to a 2048-px longer side,
+    # score > 0.7, NMS 0.4, boxes rounded to 2 decimals), with SBI's ResNet-50 weights, which a user installs
+    "sbi-retinaface": partial(RetinaFaceDetector, weights="sbi", longest_side=2048, full_frames=True,
+                              name="sbi-retinaface"),
+    # a practical finder on any device: the shipped MobileNet-0.25, or the installed ResNet-50, at a measured size
+    "retinaface": partial(RetinaFaceDetector, weights="mobilenet0.25", longest_side=RETINAFACE_SIDE,
+                          min_score=RETINAFACE_MIN_SCORE, name="retinaface"),
+    "retinaface-r50": partial(RetinaFaceDetector, weights="resnet50", longest_side=RETINAFACE_SIDE,
+                              min_score=RETINAFACE_MIN_SCORE, name="retinaface-r50"),
 }
 # Defaults per device (docs/protocol.md, "Faces: a default per device"): the same faces on both. BlazeFace alone
 # found 197 of the 199 test-time faces of the shared media (HOG adds two background faces), so HOG stays.
@@ -267,4 +323,6 @@ def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, device: str | None =
     factory = FACE_DETECTORS[name]
     if device is not None and "blazeface_device" in factory.keywords:
         options.setdefault("blazeface_device", str(device))
+    if device is not None and factory.func is RetinaFaceDetector:
+        options.setdefault("device", str(device))
     return factory(**options)
