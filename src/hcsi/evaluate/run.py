@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
-from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector
+from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector, require_face_detector
 from ..files import atomic_path, options_to_continue, settings_mismatch, write_json_atomic
 from .calibration import Calibration
 from .datasets import TestVideo
@@ -99,6 +99,7 @@ def map_in_workers(function, jobs: list, workers: int, detector_name: str, devic
     """`function` over `jobs`, results in order, in `workers` spawned processes that each hold a face detector
     (`worker_detector()`), or here with workers=0. A torch-backed detector (e.g. blazeface-torch) runs on `device`:
     with a CUDA device each worker decodes on the CPU and finds faces on the GPU, a whole video's frames per call."""
+    require_face_detector(detector_name)  # missing weights stop here, not in a worker's initializer
     if workers <= 0:
         _init_worker(detector_name, device, worker_process=False)
         yield from map(function, jobs)

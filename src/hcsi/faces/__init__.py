@@ -18,6 +18,7 @@ from .detect import (
     DlibFaceDetector,
     create_face_detector,
     default_face_detector,
+    require_face_detector,
     synthesize_forehead,
 )
 from .frames import MediaError, SampledFrames, is_image, read_image, sample_frame_indices, sample_frames
@@ -26,6 +27,6 @@ __all__ = [
     "FaceCrop", "clip_box", "cut_stored_crop", "context_crop_box", "face_crop_box", "keep_large_faces",
     "sbi_test_crop_box", "stored_crop_box", "train_margin_factors", "DEFAULT_FACE_DETECTOR", "FACE_DETECTORS",
     "Face", "FaceDetector", "DlibFaceDetector", "create_face_detector", "default_face_detector",
-    "synthesize_forehead", "MediaError",
+    "require_face_detector", "synthesize_forehead", "MediaError",
     "SampledFrames", "is_image", "read_image", "sample_frame_indices", "sample_frames",
 ]

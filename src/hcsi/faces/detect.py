@@ -223,19 +223,24 @@ class RetinaFaceDetector:
         weights: "sbi" (the ResNet-50 weights a user installed: `resnet50_weights`), "resnet50" (the same file at
             this finder's practical settings) or "mobilenet0.25" (shipped with hcsi).
         device: where the network runs (the model's device).
-        longest_side, min_score, nms_iou, rounding, amp: as `BatchedRetinaFace`.
+        longest_side, upscale, min_score, nms_iou, rounding, amp: as `BatchedRetinaFace`.
         full_frames: whether the evaluation protocol gives it frames at their own size (SBI's stage) rather than
             shrunk to MAX_DETECTION_SIDE first.
     """
 
     def __init__(self, weights: str = "mobilenet0.25", device: str | None = None, longest_side: int | None = 2048,
-                 min_score: float = 0.7, nms_iou: float = 0.4, rounding: int | None = 2, amp: str | None = None,
-                 full_frames: bool = False, name: str = "retinaface") -> None:
+                 upscale: bool = True, min_score: float = 0.7, nms_iou: float = 0.4, rounding: int | None = 2,
+                 amp: str | None = None, full_frames: bool = False, name: str = "retinaface") -> None:
+        from .blazeface import ModelUnavailable
         from .retinaface import BatchedRetinaFace, resnet50_weights, shipped_weights
 
-        loaded = shipped_weights() if weights == "mobilenet0.25" else resnet50_weights("sbi" if weights == "sbi"
-                                                                                       else None)
-        self.finder = BatchedRetinaFace(loaded, device or "cpu", longest_side, min_score, nms_iou, rounding, amp)
+        loaded = shipped_weights() if weights == "mobilenet0.25" else resnet50_weights()
+        if weights == "sbi" and loaded.layout != "sbi":
+            raise ModelUnavailable(f"sbi-retinaface needs retinaface_pytorch's weights (SBI's), but the installed "
+                                   f"ResNet-50 file {loaded.path} has the {loaded.layout} layout; use retinaface-r50 "
+                                   "with it")
+        self.finder = BatchedRetinaFace(loaded, device or "cpu", longest_side, upscale, min_score, nms_iou,
+                                        rounding, amp)
         self.name = name
         self.full_frames = full_frames
 
@@ -314,6 +319,18 @@ def default_face_detector(device: str | None = None) -> str:
     """The default backend for scoring on `device` (docs/protocol.md, "Faces", says how each was chosen)."""
     return DEFAULT_GPU_FACE_DETECTOR if device is not None and str(device).startswith("cuda") else \
         DEFAULT_FACE_DETECTOR
+
+
+def require_face_detector(name: str) -> None:
+    """Stop before any video is read when `name`'s model files are missing or unreadable (RetinaFace weights are
+    read and checked here, in the calling process, not first in a worker process)."""
+    if name not in FACE_DETECTORS:
+        raise KeyError(f"unknown face detector {name!r}; available: {', '.join(sorted(FACE_DETECTORS))}")
+    factory = FACE_DETECTORS[name]
+    if factory.func is RetinaFaceDetector:
+        from .retinaface import resnet50_weights, shipped_weights
+
+        shipped_weights() if factory.keywords["weights"] == "mobilenet0.25" else resnet50_weights()
 
 
 def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, device: str | None = None, **options) -> FaceDetector:

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -272,9 +273,12 @@ def _read_state_dict(path: Path) -> dict:
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ModelUnavailable(f"{path}: refused, it needs code to unpickle (not a plain state dict of tensors): "
-                               f"{str(error).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        needs = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if needs:
+            raise ModelUnavailable(f"{path}: refused, it needs code to unpickle ({needs.group(1)}), not only "
+                                   "tensors; hcsi reads weights with torch.load(weights_only=True)") from None
+        raise ModelUnavailable(f"{path}: not a readable PyTorch weights file (truncated or another format)") from None
+    except Exception as error:  # torch.load's many ways to fail on a file that is not a checkpoint
         raise ModelUnavailable(f"{path}: not a readable PyTorch weights file (truncated or another format): "
                                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
@@ -291,7 +295,8 @@ def _infer_layout(path: Path, prefixed: bool, backbone: str) -> str:
         return "sbi"
     raise ModelUnavailable(f"{path}: ResNet-50 RetinaFace weights, but whose? retinaface_pytorch's "
                            f"({SBI_WEIGHTS_NAME}, SBI's) and biubug6's Resnet50_Final.pth share key names and need "
-                           "different input normalisation; name the layout (--retinaface-layout sbi or biubug6)")
+                           "different input normalisation; name the layout: `hcsi fetch-models --retinaface FILE "
+                           "--retinaface-layout sbi` (or biubug6)")
 
 
 def read_retinaface_weights(path: str | os.PathLike, layout: str | None = None) -> RetinaFaceWeights:
@@ -381,10 +386,11 @@ def shipped_weights() -> RetinaFaceWeights:
 # ---- detection ----------------------------------------------------------------------------------------------------
 
 
-def longest_side_size(height: int, width: int, longest: int | None) -> tuple[int, int]:
+def longest_side_size(height: int, width: int, longest: int | None, upscale: bool = True) -> tuple[int, int]:
     """(height, width) after albumentations' LongestMaxSize(longest): scale = longest / max side, each side
-    multiplied and rounded half to even (albumentations 1.0's py3round, which Python's round is); None: unchanged."""
-    if longest is None:
+    multiplied and rounded half to even (albumentations 1.0's py3round, which Python's round is); None, or a frame
+    already within `longest` when upscale is False: unchanged."""
+    if longest is None or (not upscale and max(height, width) <= longest):
         return height, width
     scale = longest / float(max(width, height))
     if scale == 1.0:
@@ -409,6 +415,8 @@ class BatchedRetinaFace:
         device: where the network, decoding and suppression run.
         longest_side: frames are resized (OpenCV bilinear, on the CPU, as albumentations does) so that their longer
             side is this many pixels; None keeps their size.
+        upscale: whether frames smaller than longest_side are enlarged (SBI's stage does; the practical finder
+            does not, its anchors stop at 256 px).
         min_score: a face's softmax score must exceed it.
         nms_iou: IoU above which the lower-scoring of two boxes is suppressed.
         rounding: decimals of the returned boxes, scores and landmarks (retinaface_pytorch rounds to 2), or None.
@@ -417,8 +425,8 @@ class BatchedRetinaFace:
     """
 
     def __init__(self, weights: RetinaFaceWeights, device: str | torch.device = "cpu", longest_side: int | None = 2048,
-                 min_score: float = 0.7, nms_iou: float = 0.4, rounding: int | None = 2, amp: str | None = None,
-                 pixels_per_batch: int = 4 * 2048 * 1152) -> None:
+                 upscale: bool = True, min_score: float = 0.7, nms_iou: float = 0.4, rounding: int | None = 2,
+                 amp: str | None = None, pixels_per_batch: int = 4 * 2048 * 1152) -> None:
         if amp not in (None, "fp16", "bf16"):
             raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
         self.device = torch.device(device)
@@ -433,7 +441,7 @@ class BatchedRetinaFace:
         self._mean = torch.tensor(np.float32(convention.mean) * np.float32(scale), device=self.device)
         self._inverse_std = torch.tensor(np.reciprocal(np.float32(convention.std) * np.float32(scale)),
                                          device=self.device)
-        self.longest_side, self.min_score, self.nms_iou = longest_side, min_score, nms_iou
+        self.longest_side, self.upscale, self.min_score, self.nms_iou = longest_side, upscale, min_score, nms_iou
         self.rounding, self.amp, self.pixels_per_batch = rounding, amp, pixels_per_batch
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -446,7 +454,7 @@ class BatchedRetinaFace:
         """Same-size RGB uint8 frames → the normalised B×3×h×w batch (resized on the CPU, normalised on the device):
         (x − mean) · (1 / std) in float32, as albumentations' Normalize computes it."""
         height, width = frames[0].shape[:2]
-        size = longest_side_size(height, width, self.longest_side)
+        size = longest_side_size(height, width, self.longest_side, self.upscale)
         if size != (height, width):
             frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for f in frames]
         batch = torch.from_numpy(np.stack(frames)).to(self.device)
@@ -476,7 +484,7 @@ class BatchedRetinaFace:
                 raise ValueError(f"expected RGB uint8 H×W×3 frames, got {frame.dtype} {frame.shape}")
             by_size.setdefault(frame.shape[:2], []).append(k)
         for (height, width), members in by_size.items():
-            in_height, in_width = longest_side_size(height, width, self.longest_side)
+            in_height, in_width = longest_side_size(height, width, self.longest_side, self.upscale)
             per_batch = max(1, self.pixels_per_batch // (in_height * in_width))
             priors = self.priors(in_height, in_width)
             for start in range(0, len(members), per_batch):
