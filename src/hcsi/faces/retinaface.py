@@ -416,7 +416,10 @@ class BatchedRetinaFace:
         longest_side: frames are resized (OpenCV bilinear, on the CPU, as albumentations does) so that their longer
             side is this many pixels; None keeps their size.
         upscale: whether frames smaller than longest_side are enlarged (SBI's stage does; the practical finder
-            does not, its anchors stop at 256 px).
+            does not).
+        levels: sizes searched per frame: the first, then each half the previous one's longer side; overlapping
+            boxes of all levels are suppressed as within one (faces larger than the largest anchors at the first
+            size are found at the next).
         min_score: a face's softmax score must exceed it.
         nms_iou: IoU above which the lower-scoring of two boxes is suppressed.
         rounding: decimals of the returned boxes, scores and landmarks (retinaface_pytorch rounds to 2), or None.
@@ -425,8 +428,8 @@ class BatchedRetinaFace:
     """
 
     def __init__(self, weights: RetinaFaceWeights, device: str | torch.device = "cpu", longest_side: int | None = 2048,
-                 upscale: bool = True, min_score: float = 0.7, nms_iou: float = 0.4, rounding: int | None = 2,
-                 amp: str | None = None, pixels_per_batch: int = 4 * 2048 * 1152) -> None:
+                 upscale: bool = True, levels: int = 1, min_score: float = 0.7, nms_iou: float = 0.4,
+                 rounding: int | None = 2, amp: str | None = None, pixels_per_batch: int = 4 * 2048 * 1152) -> None:
         if amp not in (None, "fp16", "bf16"):
             raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
         self.device = torch.device(device)
@@ -441,7 +444,10 @@ class BatchedRetinaFace:
         self._mean = torch.tensor(np.float32(convention.mean) * np.float32(scale), device=self.device)
         self._inverse_std = torch.tensor(np.reciprocal(np.float32(convention.std) * np.float32(scale)),
                                          device=self.device)
-        self.longest_side, self.upscale, self.min_score, self.nms_iou = longest_side, upscale, min_score, nms_iou
+        if levels < 1:
+            raise ValueError(f"levels must be at least 1, got {levels}")
+        self.longest_side, self.upscale, self.levels = longest_side, upscale, levels
+        self.min_score, self.nms_iou = min_score, nms_iou
         self.rounding, self.amp, self.pixels_per_batch = rounding, amp, pixels_per_batch
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -450,11 +456,16 @@ class BatchedRetinaFace:
             self._priors[height, width] = prior_boxes(height, width, self.weights.min_sizes).to(self.device)
         return self._priors[height, width]
 
-    def network_input(self, frames: list[np.ndarray]) -> torch.Tensor:
+    def input_size(self, height: int, width: int, level: int = 0) -> tuple[int, int]:
+        """(height, width) the network sees a height×width frame at, at a level of the search."""
+        size = longest_side_size(height, width, self.longest_side, self.upscale)
+        return size if level == 0 else longest_side_size(height, width, max(size) // 2 ** level)
+
+    def network_input(self, frames: list[np.ndarray], level: int = 0) -> torch.Tensor:
         """Same-size RGB uint8 frames → the normalised B×3×h×w batch (resized on the CPU, normalised on the device):
         (x − mean) · (1 / std) in float32, as albumentations' Normalize computes it."""
         height, width = frames[0].shape[:2]
-        size = longest_side_size(height, width, self.longest_side, self.upscale)
+        size = self.input_size(height, width, level)
         if size != (height, width):
             frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for f in frames]
         batch = torch.from_numpy(np.stack(frames)).to(self.device)
@@ -475,21 +486,31 @@ class BatchedRetinaFace:
     @torch.no_grad()
     def detect_many(self, frames: list[np.ndarray]) -> list[RetinaFaceBoxes]:
         """The faces of each RGB uint8 frame, frames of one size in batched forward passes."""
+        for frame in frames:
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"expected RGB uint8 H×W×3 frames, got {frame.dtype} {frame.shape}")
+        found = self._detect_at(frames, 0)
+        for level in range(1, self.levels):
+            found = [merge_faces(a, b, self.nms_iou) for a, b in zip(found, self._detect_at(frames, level))]
+        if self.rounding is not None:
+            found = [RetinaFaceBoxes(*(np.round(a, self.rounding) for a in (f.boxes, f.scores, f.landmarks)))
+                     for f in found]
+        return found
+
+    def _detect_at(self, frames: list[np.ndarray], level: int) -> list[RetinaFaceBoxes]:
         from torchvision.ops import batched_nms
 
         results: list[RetinaFaceBoxes | None] = [None] * len(frames)
         by_size: dict[tuple[int, int], list[int]] = {}
         for k, frame in enumerate(frames):
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise ValueError(f"expected RGB uint8 H×W×3 frames, got {frame.dtype} {frame.shape}")
             by_size.setdefault(frame.shape[:2], []).append(k)
         for (height, width), members in by_size.items():
-            in_height, in_width = longest_side_size(height, width, self.longest_side, self.upscale)
+            in_height, in_width = self.input_size(height, width, level)
             per_batch = max(1, self.pixels_per_batch // (in_height * in_width))
             priors = self.priors(in_height, in_width)
             for start in range(0, len(members), per_batch):
                 group = members[start:start + per_batch]
-                offsets, logits, points = self._forward(self.network_input([frames[k] for k in group]))
+                offsets, logits, points = self._forward(self.network_input([frames[k] for k in group], level))
                 scores = F.softmax(logits, dim=-1)[..., 1]
                 owner, index = torch.nonzero(scores > self.min_score, as_tuple=True)
                 size = torch.tensor([in_width, in_height], dtype=torch.float32, device=self.device)
@@ -501,25 +522,33 @@ class BatchedRetinaFace:
                 boxes, marks = boxes[kept].cpu().numpy(), marks[kept].cpu().numpy()
                 for position, k in enumerate(group):
                     mine = owner == position
-                    results[k] = self._to_frame(boxes[mine], kept_scores[mine], marks[mine], height, in_height,
-                                                width)
+                    results[k] = to_frame_pixels(boxes[mine], kept_scores[mine], marks[mine], height, in_height,
+                                                 width)
         return results
 
-    def _to_frame(self, boxes: np.ndarray, scores: np.ndarray, marks: np.ndarray, height: int, in_height: int,
-                  width: int) -> RetinaFaceBoxes:
-        """Input pixels → frame pixels (both axes by height / input height, float32, as retinaface_pytorch does),
-        rounded; boxes kept unclipped, but dropped when clipping them into the frame would leave nothing
-        (predict_jsons' validity test)."""
-        coefficient = height / in_height
-        boxes = boxes.astype(np.float32) * np.float32(coefficient)
-        marks = marks.astype(np.float32) * np.float32(coefficient)
-        x_min = np.minimum(np.maximum(boxes[:, 0], 0), width - 1)
-        x_max = np.minimum(np.maximum(boxes[:, 2], x_min + 1), width - 1)
-        y_min = np.minimum(np.maximum(boxes[:, 1], 0), height - 1)
-        y_max = np.minimum(np.maximum(boxes[:, 3], y_min + 1), height - 1)
-        valid = (x_min < x_max) & (y_min < y_max)
-        boxes, scores, marks = boxes[valid].astype(np.float64), scores[valid].astype(np.float64), marks[valid]
-        marks = marks.astype(np.float64)
-        if self.rounding is not None:
-            boxes, scores, marks = (np.round(a, self.rounding) for a in (boxes, scores, marks))
-        return RetinaFaceBoxes(boxes.reshape(-1, 4), scores, marks.reshape(-1, 5, 2))
+
+def to_frame_pixels(boxes: np.ndarray, scores: np.ndarray, marks: np.ndarray, height: int, in_height: int,
+                    width: int) -> RetinaFaceBoxes:
+    """Input pixels → frame pixels (both axes by height / input height, float32, as retinaface_pytorch does); boxes
+    kept unclipped, but dropped when clipping them into the frame would leave nothing (predict_jsons' validity
+    test)."""
+    coefficient = np.float32(height / in_height)
+    boxes = boxes.astype(np.float32) * coefficient
+    marks = marks.astype(np.float32) * coefficient
+    x_min = np.minimum(np.maximum(boxes[:, 0], 0), width - 1)
+    x_max = np.minimum(np.maximum(boxes[:, 2], x_min + 1), width - 1)
+    y_min = np.minimum(np.maximum(boxes[:, 1], 0), height - 1)
+    y_max = np.minimum(np.maximum(boxes[:, 3], y_min + 1), height - 1)
+    valid = (x_min < x_max) & (y_min < y_max)
+    return RetinaFaceBoxes(boxes[valid].astype(np.float64).reshape(-1, 4), scores[valid].astype(np.float64),
+                           marks[valid].astype(np.float64).reshape(-1, 5, 2))
+
+
+def merge_faces(first: RetinaFaceBoxes, second: RetinaFaceBoxes, nms_iou: float) -> RetinaFaceBoxes:
+    """The faces of two searches of one frame, overlapping ones suppressed (best score first)."""
+    from torchvision.ops import nms
+
+    boxes = np.concatenate([first.boxes, second.boxes])
+    scores = np.concatenate([first.scores, second.scores])
+    keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), nms_iou).numpy()
+    return RetinaFaceBoxes(boxes[keep], scores[keep], np.concatenate([first.landmarks, second.landmarks])[keep])
