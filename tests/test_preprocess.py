@@ -134,3 +134,49 @@ def test_ffpp_sources_follow_the_official_splits(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="raw"):
         ffpp_real_videos(root, "raw")
+
+
+def test_retinaface_boxes_are_stored_beside_the_landmarks(tmp_path, capsys):
+    """Each face keeps the RetinaFace box SBI would crop it by (the larger-IoU of the frame's two largest), in crop
+    pixels; the stored crop holds the widest training crop around it; the store records the finder."""
+    from hcsi.faces import create_face_detector, face_crop_box, sample_frames
+    from hcsi.faces.crops import TRAIN_MARGIN_FACTOR, matching_retina_box
+
+    root = tmp_path / "media"
+    root.mkdir()
+    os.symlink(fixture("liveportrait/s18.mp4"), root / "s18.mp4")
+    out = tmp_path / "out"
+    assert run(root, out, "--retinaface-boxes", "retinaface") == 0
+    assert json.loads((out / "store.json").read_text())["retinaface"] == "retinaface"
+    meta = json.loads((out / "videos" / "s18" / "meta.json").read_text())
+    assert meta["retinaface"] == "retinaface"
+    frames = sample_frames(fixture("liveportrait/s18.mp4"), 4).frames
+    found = create_face_detector("retinaface").detect_many(frames)
+    for frame, stored, faces in zip(frames, meta["frames"], found):
+        face = stored["faces"][0]
+        origin = np.array(face["origin"] * 2, dtype=float)
+        expected = matching_retina_box(np.array(face["landmarks"]) + origin[:2], [f.box for f in faces])
+        assert expected is not None
+        assert np.allclose(np.ravel(face["retina_box"]) + origin, expected, atol=0.006)  # stored to 2 decimals
+        crop = cv2.imread(str(out / "videos" / "s18" / face["file"]))
+        widest = face_crop_box(expected, frame.shape[1], frame.shape[0], (TRAIN_MARGIN_FACTOR[1],) * 4)
+        assert np.all(widest[:2] >= origin[:2]) and np.all(widest[2:] <= origin[:2] + crop.shape[1::-1])
+    capsys.readouterr()
+    assert run(root, out, "--retinaface-boxes", "none") != 0  # the store was made with boxes
+    assert "--retinaface-boxes retinaface" in capsys.readouterr().err
+    assert run(root, tmp_path / "plain", "--retinaface-boxes", "none") == 0
+    plain = json.loads((tmp_path / "plain" / "videos" / "s18" / "meta.json").read_text())
+    assert plain["retinaface"] is None and "retina_box" not in plain["frames"][0]["faces"][0]
+
+
+def test_the_retinaface_box_is_chosen_as_sbi_chooses_it():
+    from hcsi.faces.crops import iou_inclusive, matching_retina_box
+
+    landmarks = np.array([[100, 100], [200, 220]], dtype=float)
+    assert iou_inclusive((0, 0, 9, 9), (0, 0, 9, 9)) == 1.0
+    assert iou_inclusive((0, 0, 9, 9), (5, 0, 14, 9)) == pytest.approx(50 / 150)  # +1 pixel per side
+    near, nearer, third = (90, 80, 210, 230), (98, 95, 202, 222), (100, 100, 200, 220)
+    assert np.array_equal(matching_retina_box(landmarks, [near, nearer]), nearer)
+    assert np.array_equal(matching_retina_box(landmarks, [near, (0, 0, 10, 10), third]), near)  # two largest only
+    assert matching_retina_box(landmarks, [(300, 300, 400, 400)]) is None
+    assert matching_retina_box(landmarks, []) is None

@@ -123,3 +123,33 @@ def test_a_failed_synthesis_draws_another_sample_and_is_counted(store, monkeypat
     loader = DataLoader(dataset, batch_size=3, num_workers=2, collate_fn=sbi_collate)
     images, labels = next(iter(loader))  # the worker processes survive and report their redraws
     assert images.shape[0] == 6 and dataset.redrawn_samples >= 1
+
+
+def test_training_crops_follow_the_stores_retinaface_boxes(store, tmp_path):
+    """A store with RetinaFace boxes: crops are cut around them (SBI's sbi.py) and frames without one are left out;
+    data.crop_box=face keeps hcsi's face box; a store without boxes cannot be asked for them."""
+    import shutil
+
+    from hcsi.data.sbi_dataset import load_stored_faces, training_crop_box
+
+    assert json.loads((store / "store.json").read_text())["retinaface"] is not None
+    assert training_crop_box(store) == "retinaface"
+    by_retina = load_stored_faces(store, "train", None, crop_box="retinaface")
+    by_face = load_stored_faces(store, "train", None, crop_box="face")
+    metas = {p.parent.name: json.loads(p.read_text()) for p in (store / "videos").rglob("meta.json")}
+    with_box = {(m["video_id"], f["index"]): f["faces"][0] for m in metas.values() for f in m["frames"]
+                if m["split"] == "train" and f["faces"] and f["faces"][0]["retina_box"] is not None}
+    assert {(f.video_id, f.frame_index) for f in by_retina} == set(with_box)
+    for face in by_retina:
+        assert face.box == tuple(np.ravel(with_box[face.video_id, face.frame_index]["retina_box"]))
+    assert len(by_face) >= len(by_retina) and all(f.box != g.box for f, g in zip(by_face, by_retina)
+                                                  if (f.video_id, f.frame_index) == (g.video_id, g.frame_index))
+    assert SBIDataset(store, "train", train=True).crop_box == "retinaface"
+    assert SBIDataset(store, "train", train=True, crop_box="face").crop_box == "face"
+    plain = tmp_path / "plain"
+    shutil.copytree(store, plain)
+    settings = json.loads((plain / "store.json").read_text())
+    (plain / "store.json").write_text(json.dumps({**settings, "retinaface": None}))
+    assert training_crop_box(plain) == "face"
+    with pytest.raises(ValueError, match="holds no RetinaFace boxes"):
+        training_crop_box(plain, "retinaface")

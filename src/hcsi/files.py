@@ -78,11 +78,11 @@ def settings_mismatch(path: str | os.PathLike, settings: dict) -> dict[str, tupl
 
 
 # The command-line option that sets each recorded setting a user can choose (for the hints of the refusals above).
-SETTING_OPTIONS = {"frames": "--frames", "detector": "--face-detector"}
+SETTING_OPTIONS = {"frames": "--frames", "detector": "--face-detector", "retinaface": "--retinaface-boxes"}
 
 
 def options_to_continue(changed: dict[str, tuple]) -> str:
     """The options that give back the recorded values of `changed`, e.g. "--frames 4 --face-detector hog"; empty
     when none of them is a setting a user chooses on the command line."""
-    return " ".join(f"{SETTING_OPTIONS[k]} {old}" for k, (old, _) in changed.items()
-                    if k in SETTING_OPTIONS and old is not None)
+    return " ".join(f"{SETTING_OPTIONS[k]} {'none' if old is None else old}" for k, (old, _) in changed.items()
+                    if k in SETTING_OPTIONS and (old is not None or k == "retinaface"))

@@ -25,8 +25,9 @@ def _preprocess(args: argparse.Namespace) -> int:
         sources = ffpp_real_videos(args.root, args.compression)
     else:
         sources = folder_videos(args.root)
-    summary = preprocess(sources, args.out, PreprocessOptions(args.frames, args.detector or DEFAULT_FACE_DETECTOR),
-                         args.workers)
+    boxes = None if args.retinaface_boxes == "none" else args.retinaface_boxes
+    summary = preprocess(sources, args.out,
+                         PreprocessOptions(args.frames, args.detector or DEFAULT_FACE_DETECTOR, boxes), args.workers)
     print(json.dumps(summary))
     if summary["failed"]:
         print(f"{summary['failed']} file(s) could not be read; reasons in {args.out}/failures.json "
@@ -75,6 +76,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prep.add_argument("--root", required=True, help="dataset root")
     prep.add_argument("--out", required=True, help="output folder (a rerun skips finished videos)")
     prep.add_argument("--workers", type=at_least(1), default=1, help="videos processed in parallel")
+    prep.add_argument("--retinaface-boxes", default="auto",
+                      choices=["auto", "sbi-retinaface", "retinaface", "retinaface-r50", "none"],
+                      help="RetinaFace finder whose box is stored beside each face, as SBI's crop_retina_ff.py does; "
+                           "training crops by it (data.crop_box). auto: sbi-retinaface when its weights are installed "
+                           "(hcsi fetch-models --retinaface FILE), else the shipped retinaface; none: no boxes")
     prep.set_defaults(run=_preprocess)
 
     preview = commands.add_parser("sbi-preview", help="grid of real | mask | fake triplets made from a face",

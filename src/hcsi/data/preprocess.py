@@ -3,7 +3,8 @@
 Layout of the output folder:
     videos/<video_id>/meta.json            what was sampled and found (written last; its presence = done)
     videos/<video_id>/<frame:05d>_<face>.png  context crop of each face (SBI's blending region + room for the
-                                           widest training crop), with the coordinates to map it back
+                                           widest training crop), with the coordinates to map it back, and
+                                           the face's RetinaFace box (`retina_box`) when the store keeps them
     index.json                             every finished video: split, status, frames with a face
     store.json                             the options the store was made with (a rerun with others is refused)
     failures.json                          videos that could not be read this run (retried by the next run)
@@ -26,8 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checks import require_at_least
-from ..faces.crops import cut_stored_crop
-from ..faces.detect import DEFAULT_FACE_DETECTOR, FaceDetector, create_face_detector
+from ..faces.crops import cut_stored_crop, matching_retina_box
+from ..faces.detect import DEFAULT_FACE_DETECTOR, FaceDetector, RetinaFaceDetector, create_face_detector,\
+    require_face_detector
 from ..files import options_to_continue, settings_mismatch, write_json_atomic
 from ..faces.frames import MediaError, sample_frames
 from .sources import SourceVideo
@@ -35,23 +37,50 @@ from .sources import SourceVideo
 STORE_VERSION = 1
 
 
+RETINAFACE_BOX_FINDERS = ("sbi-retinaface", "retinaface", "retinaface-r50")
+
+
 @dataclass(frozen=True)
 class PreprocessOptions:
     frames: int = 32  # evenly spaced frames per video (SBI: 32)
-    detector: str = DEFAULT_FACE_DETECTOR  # face detector backend (hcsi.faces.FACE_DETECTORS)
+    detector: str = DEFAULT_FACE_DETECTOR  # face detector backend with landmarks (hcsi.faces.FACE_DETECTORS)
+    # RetinaFace finder whose box is stored beside each face, as SBI's crop_retina_ff.py stores them (training crops
+    # by it); "auto": sbi-retinaface when its weights are installed, else the shipped retinaface; None: no boxes
+    retinaface: str | None = "auto"
 
     def __post_init__(self) -> None:
         require_at_least("frames", self.frames, 1)
+        if self.detector.startswith(("sbi-retinaface", "retinaface")):
+            raise ValueError(f"preprocess needs landmarks, which {self.detector!r} does not give: choose a dlib-based "
+                             f"detector (default {DEFAULT_FACE_DETECTOR}); RetinaFace boxes are stored beside its faces "
+                             "(the retinaface option, --retinaface-boxes)")
+        if self.retinaface not in (None, "auto", *RETINAFACE_BOX_FINDERS):
+            raise ValueError(f"retinaface boxes: expected one of auto, {', '.join(RETINAFACE_BOX_FINDERS)} or none, "
+                             f"got {self.retinaface!r}")
+
+    def resolved_retinaface(self) -> str | None:
+        """The RetinaFace finder "auto" stands for on this machine."""
+        if self.retinaface != "auto":
+            return self.retinaface
+        from ..faces.blazeface import ModelUnavailable
+        from ..faces.retinaface import resnet50_weights
+
+        try:
+            return "sbi-retinaface" if resnet50_weights().layout == "sbi" else "retinaface"
+        except ModelUnavailable:
+            return "retinaface"
 
 
 def _round(array: np.ndarray) -> list:
     return np.round(np.asarray(array, dtype=np.float64), 2).tolist()
 
 
-def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions, detector: FaceDetector) -> dict:
+def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions, detector: FaceDetector,
+                     retinaface: RetinaFaceDetector | None = None) -> dict:
     """Process one video into out/videos/<video_id>; returns its index entry (status "ok", "no_faces" or "failed").
 
-    "failed" means the file could not be read: nothing is written, and the next run tries again.
+    "failed" means the file could not be read: nothing is written, and the next run tries again. With `retinaface`,
+    each face also gets the RetinaFace box SBI would crop it by (`matching_retina_box`; null when none overlaps).
     """
     final = out / "videos" / source.video_id
     try:
@@ -63,7 +92,13 @@ def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions,
     frames, failures = [], []
     if sampled.failure:
         failures.append({"frame": None, "reason": sampled.failure})
-    for image, index in zip(sampled.frames, sampled.indices):
+    retina_faces = [None] * len(sampled.frames)
+    if retinaface is not None:
+        try:  # one batched call over the video's frames
+            retina_faces = [[f.box for f in faces] for faces in retinaface.detect_many(sampled.frames)]
+        except Exception as error:  # the boxes are missing for this video, its landmarks are still stored
+            failures.append({"frame": None, "reason": f"RetinaFace failed: {type(error).__name__}: {error}"})
+    for image, index, retina_boxes in zip(sampled.frames, sampled.indices, retina_faces):
         height, width = image.shape[:2]
         try:
             faces = detector.detect(image)
@@ -74,7 +109,8 @@ def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions,
             failures.append({"frame": index, "reason": "no face found"})
         records = []
         for j, face in enumerate(faces):
-            crop = cut_stored_crop(image, face)
+            retina_box = None if retina_boxes is None else matching_retina_box(face.landmarks, retina_boxes)
+            crop = cut_stored_crop(image, face, retina_box)
             name = f"{index:05d}_{j}.png"
             if not cv2.imwrite(str(work / name), cv2.cvtColor(crop.image, cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write {work / name}")
@@ -86,6 +122,8 @@ def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions,
                 "landmarks": _round(crop.landmarks),
                 "score": round(face.score, 4),
                 "found_by": face.found_by,
+                **({} if retinaface is None else
+                   {"retina_box": None if crop.retina_box is None else _round(crop.retina_box.reshape(2, 2))}),
             })
         frames.append({"index": index, "size": [width, height], "faces": records})
     with_face = sum(1 for f in frames if f["faces"])
@@ -93,7 +131,8 @@ def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions,
     meta = {
         "version": STORE_VERSION, "video_id": source.video_id, "source": str(source.path), "split": source.split,
         "status": status, "frame_count": sampled.frame_count, "sampled_indices": sampled.indices,
-        "detector": detector.name, "frames": frames, "failures": failures,
+        "detector": detector.name, "retinaface": None if retinaface is None else retinaface.name,
+        "frames": frames, "failures": failures,
     }
     write_json_atomic(work / "meta.json", meta)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -106,18 +145,20 @@ def preprocess_video(source: SourceVideo, out: Path, options: PreprocessOptions,
 
 
 _worker_detector: FaceDetector | None = None
+_worker_retinaface: RetinaFaceDetector | None = None
 
 
-def _init_worker(detector_name: str) -> None:
-    global _worker_detector
+def _init_worker(detector_name: str, retinaface: str | None) -> None:
+    global _worker_detector, _worker_retinaface
     cv2.setNumThreads(1)
     _worker_detector = create_face_detector(detector_name)
+    _worker_retinaface = None if retinaface is None else create_face_detector(retinaface)
 
 
 def _run_in_worker(job: tuple[SourceVideo, Path, PreprocessOptions]) -> dict:
     source, out, options = job
     try:
-        return preprocess_video(source, out, options, _worker_detector)
+        return preprocess_video(source, out, options, _worker_detector, _worker_retinaface)
     except Exception as error:  # keep the batch going; the video is reported and retried next run
         return {"video_id": source.video_id, "split": source.split, "status": "failed",
                 "reason": f"{source.path}: {type(error).__name__}: {error}"}
@@ -134,11 +175,13 @@ def load_index(out: Path) -> dict[str, dict]:
     return entries
 
 
-def claim_store(out: Path, options: PreprocessOptions) -> None:
+def claim_store(out: Path, options: PreprocessOptions, retinaface: str | None) -> None:
     """Record the options in out/store.json, or check that the store was made with the same ones (a rerun skips
-    finished videos, so other options would leave a store whose videos were made in two ways)."""
+    finished videos, so other options would leave a store whose videos were made in two ways). `retinaface`: the
+    finder of the stored RetinaFace boxes (options.retinaface resolved)."""
     path = out / "store.json"
-    settings = {"version": STORE_VERSION, "frames": options.frames, "detector": options.detector}
+    settings = {"version": STORE_VERSION, "frames": options.frames, "detector": options.detector,
+                "retinaface": retinaface}
     changed = settings_mismatch(path, settings)
     if changed:
         raise ValueError(f"{out} was made with " + ", ".join(f"{k}={old!r}" for k, (old, _) in changed.items())
@@ -158,15 +201,18 @@ def preprocess(sources: list[SourceVideo], out: str | Path, options: PreprocessO
     """
     require_at_least("workers", workers, 1)
     out = Path(out)
+    retinaface = options.resolved_retinaface()
+    if retinaface is not None:
+        require_face_detector(retinaface)  # missing weights stop here, before any video is read
     out.mkdir(parents=True, exist_ok=True)
-    claim_store(out, options)
+    claim_store(out, options, retinaface)
     shutil.rmtree(out / ".partial", ignore_errors=True)  # leftovers of a killed run
     todo = [s for s in sources if not (out / "videos" / s.video_id / "meta.json").is_file()]
     jobs = [(s, out, options) for s in todo]
     results: list[dict] = []
     bar = tqdm(total=len(jobs), desc="preprocess", unit="video", disable=not progress)
     if workers <= 1:
-        _init_worker(options.detector)
+        _init_worker(options.detector, retinaface)
         for job in jobs:
             results.append(_run_in_worker(job))
             bar.update()
@@ -174,7 +220,7 @@ def preprocess(sources: list[SourceVideo], out: str | Path, options: PreprocessO
         # spawn, not fork: a fork of a process whose threads (torch, PyAV) hold locks can deadlock in the child
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(options.detector,)) as pool:
+                                 initargs=(options.detector, retinaface)) as pool:
             for result in pool.map(_run_in_worker, jobs):
                 results.append(result)
                 bar.update()

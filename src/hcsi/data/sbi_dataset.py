@@ -18,6 +18,7 @@ from ..sbi import SBIConfig, SelfBlendedImageGenerator
 TRAIN_FRAMES_PER_VIDEO = 8  # SBI: 8 evenly spaced frames of each training video
 VALIDATION_SEED = 5  # SBI seeds its validation pass with 5; any fixed value makes it repeatable
 MAX_REDRAWS = 10  # a sample whose synthesis fails is replaced by another face this many times at most
+CROP_BOXES = ("auto", "retinaface", "face")  # the box the final training crop is cut around (`training_crop_box`)
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,28 @@ def held_out_videos(video_ids: list[str], val_fraction: float) -> set[str]:
     return {ids[i] for i in picks}
 
 
+def training_crop_box(store: str | Path, crop_box: str = "auto") -> str:
+    """The box a store's training crops are cut around: "retinaface" (each face's stored RetinaFace box, as SBI's
+    sbi.py crops) or "face" (hcsi's face box: detector ∪ landmark box, top raised towards the forehead). "auto" is
+    "retinaface" when the store was made with RetinaFace boxes (`hcsi preprocess --retinaface-boxes`)."""
+    if crop_box not in CROP_BOXES:
+        raise ValueError(f"crop box must be one of {', '.join(CROP_BOXES)}, got {crop_box!r}")
+    settings = Path(store) / "store.json"
+    finder = json.loads(settings.read_text()).get("retinaface") if settings.is_file() else None
+    if crop_box == "retinaface" and finder is None:
+        raise ValueError(f"{store}: crop box 'retinaface' asked for, but the store holds no RetinaFace boxes (made "
+                         "without --retinaface-boxes); preprocess again with them, or use data.crop_box=face")
+    if crop_box == "auto":
+        return "retinaface" if finder is not None else "face"
+    return crop_box
+
+
 def load_stored_faces(store: str | Path, split: str | None, frames_per_video: int | None,
-                      val_fraction: float = 0.0) -> list[StoredFace]:
+                      val_fraction: float = 0.0, crop_box: str = "face") -> list[StoredFace]:
     """Faces of the finished videos of `split` (None: all), `frames_per_video` evenly spaced frames per video
-    among those with a face (None: every such frame).
+    among those with a face (None: every such frame), each with the box its training crop is cut around
+    (`crop_box`: "face", or "retinaface", which leaves out the frames whose face has no RetinaFace box, as SBI
+    leaves out frames without one).
 
     Videos stored without a split (folder datasets) count as "train", except the `val_fraction` share that
     `held_out_videos` picks, which counts as "val".
@@ -68,14 +87,17 @@ def load_stored_faces(store: str | Path, split: str | None, frames_per_video: in
                                     "the store is inconsistent; rerun `hcsi preprocess` on it")
         meta = json.loads(meta_path.read_text())
         frames = [f for f in meta["frames"] if f["faces"]]
+        if crop_box == "retinaface":
+            frames = [f for f in frames if f["faces"][0].get("retina_box") is not None]
         if frames_per_video is not None:
             keep = np.unique(np.linspace(0, len(frames) - 1, frames_per_video, dtype=int))
             frames = [frames[i] for i in keep]
         for frame in frames:
             face = frame["faces"][0]
+            box = face["retina_box"] if crop_box == "retinaface" else face["box"]
             faces.append(StoredFace(store / "videos" / video_id / face["file"],
                                     np.asarray(face["landmarks"], dtype=np.float32),
-                                    tuple(float(v) for v in np.ravel(face["box"])), video_id, frame["index"]))
+                                    tuple(float(v) for v in np.ravel(box)), video_id, frame["index"]))
     if not faces:
         hint = (" (a store without splits needs val_fraction > 0 for a val split: the argument of SBIDataset / "
                 "sbi_validation_set, data.val_fraction in a training config)") if split == "val" else ""
@@ -105,13 +127,15 @@ class SBIDataset(Dataset):
         val_fraction: share of the videos of a store without splits that form the "val" split.
         pair_augmentation: applied to each (real, fake) uint8 pair after synthesis, e.g. `PostProcessingAugmentation`
             (the paper's stage-2 augmentations); called as f(real, fake, rng) -> (real, fake).
+        crop_box: the box the final crop is cut around (`training_crop_box`); `self.crop_box` is the one used.
     """
 
     def __init__(self, store: str | Path, split: str | None = "train",
                  frames_per_video: int | None = TRAIN_FRAMES_PER_VIDEO, train: bool = True,
                  config: SBIConfig | None = None, seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 val_fraction: float = 0.0, pair_augmentation=None) -> None:
-        self.faces = load_stored_faces(store, split, frames_per_video, val_fraction)
+                 val_fraction: float = 0.0, pair_augmentation=None, crop_box: str = "auto") -> None:
+        self.crop_box = training_crop_box(store, crop_box)
+        self.faces = load_stored_faces(store, split, frames_per_video, val_fraction, self.crop_box)
         self.generator = SelfBlendedImageGenerator(config or SBIConfig())
         self.pair_augmentation = pair_augmentation
         self.train = train

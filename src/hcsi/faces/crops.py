@@ -56,13 +56,40 @@ def sbi_test_crop_box(box, width: int, height: int) -> np.ndarray:
     return edges
 
 
-def stored_crop_box(face, width: int, height: int) -> np.ndarray:
+def stored_crop_box(face, width: int, height: int, retina_box=None) -> np.ndarray:
     """What preprocessing stores: SBI's context crop, widened where needed to hold the widest training crop
-    around the face box."""
-    context = context_crop_box(face.landmarks, width, height)
-    widest = face_crop_box(face.box, width, height, (TRAIN_MARGIN_FACTOR[1],) * 4)
-    return clip_box((min(context[0], widest[0]), min(context[1], widest[1]),
-                     max(context[2], widest[2]), max(context[3], widest[3])), width, height)
+    around the face box (and around `retina_box`, the face's RetinaFace box, when given)."""
+    boxes = [context_crop_box(face.landmarks, width, height)]
+    for box in (face.box, retina_box):
+        if box is not None:
+            boxes.append(face_crop_box(box, width, height, (TRAIN_MARGIN_FACTOR[1],) * 4))
+    boxes = np.array(boxes)
+    return clip_box((*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)), width, height)
+
+
+def iou_inclusive(a, b) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes whose corners are both inside (+1 pixel per side), as SBI's
+    `IoUfrom2bboxes` computes it."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+    inter = width * height
+    area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
+    area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+    return float(inter / (area_a + area_b - inter))
+
+
+def matching_retina_box(landmarks: np.ndarray, retina_boxes: list) -> np.ndarray | None:
+    """SBI's choice of a face's RetinaFace box (`sbi.py`): among the two largest RetinaFace boxes of the frame
+    (`retina_boxes`, largest first), the one with the highest `iou_inclusive` against the box of all the face's
+    landmarks. None when none overlaps it (SBI would take the first box then; hcsi does not crop an unrelated face)."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    landmark_box = (*points.min(axis=0), *points.max(axis=0))
+    best, best_iou = None, 0.0
+    for box in retina_boxes[:2]:
+        iou = iou_inclusive(landmark_box, box)
+        if iou > best_iou:
+            best, best_iou = np.asarray(box, dtype=np.float64), iou
+    return best
 
 
 @dataclass
@@ -74,14 +101,17 @@ class FaceCrop:
     box: np.ndarray  # (x0, y0, x1, y1)
     detector_box: np.ndarray
     landmarks: np.ndarray  # 81×2
+    retina_box: np.ndarray | None = None  # the face's RetinaFace box (SBI crops training faces by it), if stored
 
 
-def cut_stored_crop(image: np.ndarray, face) -> FaceCrop:
-    """Cut `stored_crop_box` of `face` out of the frame and move its geometry into crop coordinates."""
-    x0, y0, x1, y1 = (int(v) for v in stored_crop_box(face, image.shape[1], image.shape[0]))
+def cut_stored_crop(image: np.ndarray, face, retina_box=None) -> FaceCrop:
+    """Cut `stored_crop_box` of `face` (and its RetinaFace box, when given) out of the frame and move its geometry
+    into crop coordinates."""
+    x0, y0, x1, y1 = (int(v) for v in stored_crop_box(face, image.shape[1], image.shape[0], retina_box))
     shift = np.array([x0, y0, x0, y0], dtype=np.float32)
     return FaceCrop(np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0), face.box - shift,
-                    face.detector_box - shift, face.landmarks - shift[:2])
+                    face.detector_box - shift, face.landmarks - shift[:2],
+                    None if retina_box is None else np.asarray(retina_box, np.float64) - shift)
 
 
 def train_margin_factors(rng: np.random.Generator) -> tuple[float, float, float, float]:

@@ -34,6 +34,7 @@ class DataSection:
     val_fraction: float = 0.0  # for stores without splits (`--dataset folder`): share of videos held out for val
     frames_per_video: int = 8  # SBI: 8 evenly spaced frames of every training video
     val_frames_per_video: int = 8
+    crop_box: str = "auto"  # training crops cut around: retinaface (the store's RetinaFace box, SBI), face, or auto
     workers: int = 4  # data-loading processes per training process (0: load in the training process)
     pin_memory: bool = True
 

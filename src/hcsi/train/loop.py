@@ -150,7 +150,7 @@ def build_datasets(config: TrainConfig, model: HCSINet) -> tuple[SBIDataset, SBI
     if not data.store:
         raise ValueError("training config: data.store is empty; set it to the --out folder of `hcsi preprocess`")
     sbi = config.sbi_config(config.model.input_size)
-    norm = dict(mean=model.config.mean, std=model.config.std, val_fraction=data.val_fraction)
+    norm = dict(mean=model.config.mean, std=model.config.std, val_fraction=data.val_fraction, crop_box=data.crop_box)
     augmentation = PostProcessingAugmentation(config.augment.post_processing_p) if config.augment.post_processing \
         else None
     train_set = SBIDataset(data.store, data.train_split, data.frames_per_video, train=True, config=sbi,
@@ -347,6 +347,13 @@ class Trainer:
         self.selection = {"split": config.data.val_split, "store": str(config.data.store),
                           "metric": "frame-level ROC-AUC on SBI fakes of the split's real faces (never a target "
                                     "test set)"}
+        self.training_crop = {"box": self.train_set.crop_box, "asked": config.data.crop_box,
+                              "faces": len(self.train_set)}  # which rule cut the crops (docs/protocol.md)
+        if ctx.is_main:
+            rule = ("each face's stored RetinaFace box (SBI's sbi.py)" if self.train_set.crop_box == "retinaface"
+                    else "hcsi's face box (detector ∪ landmarks)")
+            print(f"training crops are cut around {rule}: data.crop_box={config.data.crop_box}, "
+                  f"{len(self.train_set)} training faces", file=sys.stderr, flush=True)
         self.top_k = TopKCheckpoints(self.run_dir / "checkpoints", run.keep_top_k, self.selection)
         self.commit = git_commit()
         self.sampler = DistributedSampler(self.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
@@ -402,7 +409,8 @@ class Trainer:
         """What a checkpoint of the current state, after `epoch` epochs, records about itself."""
         return {"model": self.model.config.name, "epoch": epoch, "step": self.progress.global_step,
                 "metrics": self.last_metrics, "seed": self.config.run.seed, "git_commit": self.commit,
-                "selected_on": self.selection, "train_config": self.config.to_dict()}
+                "selected_on": self.selection, "training_crop": self.training_crop,
+                "train_config": self.config.to_dict()}
 
     # --- one step ---
 
