@@ -2,8 +2,8 @@
 model beside it; how much decoding the protocol needs; and whether another face detector keeps the faces.
 
 Usage: python benchmarks/bench_face_stage.py [--device cpu] [--detectors hog540+blazeface-every-frame blazeface ...]
-           [--frames 32] [--data ../shared/data]
-Writes benchmarks/results/face-stage-<device>.json; `python benchmarks/report.py` renders the tables.
+           [--frames 32] [--data ../shared/data] [--suffix -retinaface]
+Writes benchmarks/results/face-stage-<device><suffix>.json; `python benchmarks/report.py` renders the tables.
 
 1. Decoding, per clip: today's `sample_frames` (PyAV, threaded, one pass, only the kept frames converted) against
    PyAV without threads and OpenCV's reader (grab every frame, convert the kept ones); the share of the clip that
@@ -104,10 +104,22 @@ def decoding(path: Path, frames: int, repeats: int = 3) -> dict:
 
 
 class StageTimer:
-    """Wraps a DlibFaceDetector's finder and landmark steps to add up their seconds."""
+    """Wraps a DlibFaceDetector's finder and landmark steps to add up their seconds (a RetinaFace detector: its whole
+    search counts as one finder, it fits no landmarks)."""
 
     def __init__(self, detector) -> None:
         self.detector, self.finders, self.landmarks, self.faces = detector, {}, 0.0, 0
+        if not hasattr(detector, "_find_many"):
+            detect_many = detector.detect_many
+
+            def timed_detect_many(images):
+                result, spent = seconds(detect_many, images)
+                self.finders[detector.name] = self.finders.get(detector.name, 0.0) + spent
+                self.faces += sum(map(len, result))
+                return result
+
+            detector.detect_many = timed_detect_many
+            return
         find_many, faces = detector._find_many, detector._faces
 
         def timed_find_many(finder, images):
@@ -127,7 +139,8 @@ class StageTimer:
 def stages(path: Path, detector, frames: int, input_size: int, model_ms_per_crop: float) -> tuple[dict, list]:
     timer = StageTimer(detector)
     sampled, decode = seconds(sample_frames, path, frames)
-    shown = [detection_frame(frame) for frame in sampled.frames]
+    shown = sampled.frames if getattr(detector, "full_frames", False) else \
+        [detection_frame(frame) for frame in sampled.frames]
     found, detect = seconds(detector.detect_many, shown)
     faces, crop = seconds(crop_test_faces, list(zip(shown, found)), sampled.indices, input_size)
     finding = sum(timer.finders.values())
@@ -177,6 +190,7 @@ def main() -> None:
     parser.add_argument("--clips", nargs="+", default=list(CLIPS))
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--model", default="hcsi_net")
+    parser.add_argument("--suffix", default="", help="appended to the result file's name")
     parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -214,7 +228,8 @@ def main() -> None:
     for name in args.detectors[1:]:
         record["faces"][name] = {"against": args.detectors[0], **compare_faces(found[args.detectors[0]], found[name])}
         print(name, record["faces"][name], flush=True)
-    print("wrote", write_results(f"face-stage-{device_slug(args.device)}", [record], out_dir=args.out_dir or RESULTS))
+    name = f"face-stage-{device_slug(args.device)}{args.suffix}"
+    print("wrote", write_results(name, [record], out_dir=args.out_dir or RESULTS))
 
 
 if __name__ == "__main__":

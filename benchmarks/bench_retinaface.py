@@ -5,10 +5,12 @@ Usage: python benchmarks/bench_retinaface.py [--device cpu] [--frames 8] [--data
            [--parts sweep timing versions reference] [--amp fp16 bf16]
 Writes benchmarks/results/retinaface-<device>.json; `python benchmarks/report.py` renders the tables.
 
-1. sweep: the shipped MobileNet-0.25 at each longer side (frames shrunk to it, never enlarged) and score threshold,
-   on `--frames` frames of every shared clip and photo, against today's default finder: faces found, faces the
-   default found that it finds too (IoU of the test-time crop boxes > 0.3), faces only it finds (false finds or
-   faces the default misses; the frames are saved with their boxes for a look), crop-box IoU, CPU time per frame.
+1. sweep: the shipped MobileNet-0.25 at each longer side (frames shrunk to it, never enlarged), with and without a
+   second search at half that size, and each score threshold, on `--frames` frames of every shared clip and photo
+   and of the test fixtures, against today's default finder: faces found, faces the default found that it finds too
+   (IoU of the test-time crop boxes > 0.3; the others per file), faces only it finds (false finds or faces the
+   default misses; for the chosen settings the frames are saved with their boxes for a look), crop-box IoU, CPU time
+   per frame.
 2. timing: ms per frame of `sbi-retinaface`'s network path (ResNet-50 at a 2048-px longer side; random weights, the
    time does not depend on them) and of the practical finders, per frame size, in batches of `--batch` frames; on
    CUDA also with fp16 / bf16 autocast and the largest box difference against fp32 (random weights whose class head
@@ -38,8 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SHARED_DATA, device_slug, provenance, write_results  # noqa: E402
 
 from hcsi.evaluate.protocol import detection_frame  # noqa: E402
-from hcsi.faces import create_face_detector, keep_large_faces, read_image, sample_frames, sbi_test_crop_box  # noqa: E402
-from hcsi.faces.detect import DEFAULT_FACE_DETECTOR, box_iou  # noqa: E402
+from hcsi.faces import create_face_detector, read_image, sample_frames, sbi_test_crop_box  # noqa: E402
+from hcsi.faces.detect import (  # noqa: E402
+    DEFAULT_FACE_DETECTOR,
+    RETINAFACE_LEVELS,
+    RETINAFACE_MIN_SCORE,
+    RETINAFACE_SIDE,
+    box_iou,
+)
 from hcsi.faces.retinaface import (  # noqa: E402
     MIN_SIZES,
     BatchedRetinaFace,
@@ -56,6 +64,7 @@ PHOTOS = ("face_recognition/two_people.jpg", "face_recognition/obama.jpg", "face
           "ghost/beckham.jpg", "skimage/astronaut.png")
 SIDES = (480, 640, 960, 1280)
 THRESHOLDS = (0.7, 0.8, 0.9, 0.95)
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 REFERENCE_WHEEL = "retinaface_pytorch-0.0.8-py2.py3-none-any.whl"
 
 
@@ -66,46 +75,61 @@ def media_frames(data: Path, frames: int) -> list[tuple[str, np.ndarray]]:
     return found + [(photo, read_image(data / photo)) for photo in PHOTOS]
 
 
-def crop_boxes(faces, height: int, width: int) -> list[np.ndarray]:
-    return [sbi_test_crop_box(f.box, width, height).astype(float) for f in keep_large_faces(faces)]
+def fixture_frames(frames: int) -> list[tuple[str, np.ndarray]]:
+    """The repository's test fixtures (small clips, photos, the dim room)."""
+    found = []
+    for path in sorted(FIXTURES.rglob("*")):
+        name = path.relative_to(FIXTURES).as_posix()
+        if path.suffix == ".mp4":
+            found += [(name, f) for f in sample_frames(path, frames).frames]
+        elif path.suffix == ".jpg":
+            found.append((name, read_image(path)))
+    return found
 
 
-def sweep(frames, out_dir: Path) -> list[dict]:
+def sweep(sets: dict[str, list], out_dir: Path) -> list[dict]:
+    """Every (longer side, levels, threshold) of the shipped MobileNet-0.25 on each set of frames."""
     default = create_face_detector(DEFAULT_FACE_DETECTOR)
-    shown = [detection_frame(frame) for _, frame in frames]
-    reference = [default.detect(frame) for frame in shown]
     weights, rows = shipped_weights(), []
-    for side in SIDES:
-        finder = BatchedRetinaFace(weights, longest_side=side, upscale=False, min_score=min(THRESHOLDS))
-        start = time.perf_counter()
-        found = [finder.detect_many([frame])[0] for frame in shown]
-        ms_per_frame = 1000 * (time.perf_counter() - start) / len(shown)
-        for threshold in THRESHOLDS:
-            counts = dict.fromkeys(("faces", "default_faces", "default_found", "only_retinaface"), 0)
-            ious, extra_frames = [], []
-            for (name, _), frame, ref_faces, boxes in zip(frames, shown, reference, found):
-                mine = boxes.boxes[boxes.scores > threshold]
-                counts["faces"] += len(mine)
-                counts["default_faces"] += len(ref_faces)
-                height, width = frame.shape[:2]
-                mine_crops = [sbi_test_crop_box(b, width, height).astype(float) for b in mine]
-                ref_crops = [sbi_test_crop_box(f.box, width, height).astype(float) for f in ref_faces]
-                for box in ref_crops:
-                    best = max((box_iou(box, b) for b in mine_crops), default=0.0)
-                    if best > 0.3:
-                        counts["default_found"] += 1
-                        ious.append(best)
-                extra = [b for b, crop in zip(mine, mine_crops)
-                         if max((box_iou(crop, r) for r in ref_crops), default=0.0) <= 0.3]
-                counts["only_retinaface"] += len(extra)
-                if extra and side == 640 and threshold == 0.9:
-                    extra_frames.append((name, frame, extra, ref_crops))
-            rows.append({"longest_side": side, "min_score": threshold, **counts,
-                         "crop_iou_mean": round(float(np.mean(ious)), 4) if ious else None,
-                         "ms_per_frame": round(ms_per_frame, 1)})
-            print(rows[-1], flush=True)
-            if extra_frames:
-                save_extra_finds(extra_frames, out_dir / "retinaface-only-finds.png")
+    for set_name, frames in sets.items():
+        shown = [detection_frame(frame) for _, frame in frames]
+        reference = [default.detect(frame) for frame in shown]
+        for side, levels in [(side, levels) for side in SIDES for levels in (1, 2)]:
+            finder = BatchedRetinaFace(weights, longest_side=side, upscale=False, levels=levels,
+                                       min_score=min(THRESHOLDS))
+            start = time.perf_counter()
+            found = [finder.detect_many([frame])[0] for frame in shown]
+            ms_per_frame = 1000 * (time.perf_counter() - start) / len(shown)
+            for threshold in THRESHOLDS:
+                counts = dict.fromkeys(("faces", "default_faces", "default_found", "only_retinaface"), 0)
+                ious, extra_frames, missed = [], [], {}
+                for (name, _), frame, ref_faces, boxes in zip(frames, shown, reference, found):
+                    mine = boxes.boxes[boxes.scores > threshold]
+                    counts["faces"] += len(mine)
+                    counts["default_faces"] += len(ref_faces)
+                    height, width = frame.shape[:2]
+                    mine_crops = [sbi_test_crop_box(b, width, height).astype(float) for b in mine]
+                    ref_crops = [sbi_test_crop_box(f.box, width, height).astype(float) for f in ref_faces]
+                    for box in ref_crops:
+                        best = max((box_iou(box, b) for b in mine_crops), default=0.0)
+                        if best > 0.3:
+                            counts["default_found"] += 1
+                            ious.append(best)
+                        else:
+                            missed[name] = missed.get(name, 0) + 1
+                    extra = [b for b, crop in zip(mine, mine_crops)
+                             if max((box_iou(crop, r) for r in ref_crops), default=0.0) <= 0.3]
+                    counts["only_retinaface"] += len(extra)
+                    if extra:
+                        extra_frames.append((name, frame, extra, ref_crops))
+                rows.append({"set": set_name, "longest_side": side, "levels": levels, "min_score": threshold,
+                             **counts, "missed": missed,
+                             "crop_iou_mean": round(float(np.mean(ious)), 4) if ious else None,
+                             "ms_per_frame": round(ms_per_frame, 1)})
+                print(rows[-1], flush=True)
+                if (side, levels, threshold) == (RETINAFACE_SIDE, RETINAFACE_LEVELS, RETINAFACE_MIN_SCORE) \
+                        and extra_frames:
+                    save_extra_finds(extra_frames, out_dir / f"retinaface-only-finds-{set_name}.png")
     return rows
 
 
@@ -285,7 +309,7 @@ def main() -> None:
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch_threads": torch.get_num_threads(), "frames_per_clip": args.frames}
     if "sweep" in args.parts:
-        record["sweep"] = sweep(frames, out_dir)
+        record["sweep"] = sweep({"shared": frames, "fixtures": fixture_frames(args.frames)}, out_dir)
     if "timing" in args.parts:
         record["timing"] = timing(device, args.batch, args.amp)
     if "versions" in args.parts:

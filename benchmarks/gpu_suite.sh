@@ -34,6 +34,18 @@ $py benchmarks/bench_evaluate.py --device cuda --clips dfdc/abofeumbvv.mp4 --cop
     --detectors hog540+blazeface-torch-every-frame blazeface-torch --suffix -dfdc1080p --out-dir "$out"
 $py benchmarks/bench_face_stage.py --device cuda --detectors hog540+blazeface-every-frame \
     hog540+blazeface-torch-every-frame blazeface-torch --out-dir "$out"
+# Issue 31: RetinaFace on the GPU. The finders' network path per frame at DFDC's, 720p and FF++'s frame sizes, fp32
+# and fp16 / bf16 autocast with the largest box difference against fp32 (random ResNet-50 weights: the time does not
+# depend on them); then SBI's face stage (sbi-retinaface) and the shipped MobileNet-0.25 end to end beside the GPU
+# default, on the DFDC clip and 64 copies of it (GPU utilisation, bounding stage).
+$py benchmarks/bench_retinaface.py --device cuda --parts timing --batch 8 --out-dir "$out"
+rf=${TMPDIR:-/tmp}/retinaface_resnet50_2020-07-20.pth
+$py -c "import torch; from hcsi.faces.retinaface import RetinaFaceNet; torch.save(RetinaFaceNet('resnet50').state_dict(), '$rf')"
+HCSI_RETINAFACE_WEIGHTS=$rf $py benchmarks/bench_face_stage.py --device cuda --clips dfdc/abofeumbvv.mp4 \
+    liveportrait/s18.mp4 ffpp/519.mp4 --detectors hog540+blazeface-torch-every-frame sbi-retinaface retinaface \
+    --suffix -retinaface --out-dir "$out"
+HCSI_RETINAFACE_WEIGHTS=$rf $py benchmarks/bench_evaluate.py --device cuda --clips dfdc/abofeumbvv.mp4 --copies 64 \
+    --workers $((cores - 2)) --detectors sbi-retinaface retinaface --suffix -dfdc1080p-retinaface --out-dir "$out"
 # hcsi_net bs1 FP32 with torch.compile (the recorded one predates the SDPA layout fix), and the imported SBI /
 # DeepfakeBench EfficientNet-B4 at their own input sizes (380, 256) beside hcsi_net.
 $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 1 --dtype fp32 --compile \

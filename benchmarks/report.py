@@ -182,13 +182,16 @@ def face_stage_section(result: dict) -> list[str]:
                      f"{100 * share['with_seeks']:.0f} % ({share['keyframes']} keyframes) |")
     lines += ["", "Seconds per video by stage (find: each face finder; landmarks: dlib's 68 points on every face "
                   "found; crop: SBI's test crop + resize; CPU = everything before the model):", "",
-              "| detector | clip | decode | find HOG | find BlazeFace | landmarks (ms/face) | crop | CPU before "
-              "model | model |", "|---|---|---|---|---|---|---|---|---|"]
+              "| detector | clip | decode | find HOG | find BlazeFace | find RetinaFace | landmarks (ms/face) | crop "
+              "| CPU before model | model |", "|---|---|---|---|---|---|---|---|---|---|"]
     for detector, clips in result["stages"].items():
         for clip, r in clips.items():
+            retina = sum(v for k, v in r.items() if k.startswith("find_") and "retinaface" in k) \
+                if any("retinaface" in k for k in r) else None
             lines.append(f"| {detector} | {clip} | {r['decode']:.3f} | {_fmt(r.get('find_hog'), 3)} | "
-                         f"{_fmt(r.get('find_blazeface'), 3)} | {r['landmarks']:.3f} ({r['landmarks_ms_per_face']:.1f}) "
-                         f"| {r['crop']:.3f} | **{r['cpu_before_model']:.2f}** | {r['model']:.1f} |")
+                         f"{_fmt(r.get('find_blazeface'), 3)} | {_fmt(retina, 3)} | {r['landmarks']:.3f} "
+                         f"({r['landmarks_ms_per_face']:.1f}) | {r['crop']:.3f} | **{r['cpu_before_model']:.2f}** | "
+                         f"{r['model']:.1f} |")
     lines += ["", "Faces against the first detector on the same frames (every face; kept = the test-time faces, "
                   "at least half the largest's area; IoU of the SBI test crop boxes of the kept faces both found):", "",
               "| detector | against | frames with a face | faces | kept faces | kept matched | crop-box IoU mean "
@@ -199,6 +202,54 @@ def face_stage_section(result: dict) -> list[str]:
                      f"({q['kept_reference']}) | {q['kept_matched']} | {_fmt(q['crop_box_iou_mean'], 3)} "
                      f"({_fmt(q['crop_box_iou_min'], 3)}) | {100 * (q['crop_boxes_identical'] or 0):.0f} % |")
     return lines + [""]
+
+
+def retinaface_section(result: dict) -> list[str]:
+    lines = [f"### RetinaFace on {result['device']}", "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}, "
+             f"{result['torch_threads']} torch threads), {result['frames_per_clip']} frames per clip.", ""]
+    if result.get("sweep"):
+        lines += ["The shipped MobileNet-0.25 against the default finder on the same frames (frames shrunk to the "
+                  "longer side, never enlarged; levels 2 = searched again at half that size). Found: the default's "
+                  "faces it finds too (test crop boxes at IoU > 0.3); only RetinaFace: its faces the default did not "
+                  "find (false finds, or faces the default misses):", "",
+                  "| frames | longer side | levels | score > | faces | found of the default's | only RetinaFace | "
+                  "crop-box IoU | ms per frame |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in result["sweep"]:
+            lines.append(f"| {r['set']} | {r['longest_side']} | {r['levels']} | {r['min_score']} | {r['faces']} | "
+                         f"{r['default_found']} of {r['default_faces']} | {r['only_retinaface']} | "
+                         f"{_fmt(r['crop_iou_mean'], 3)} | {r['ms_per_frame']:.0f} |")
+        lines.append("")
+    if result.get("timing"):
+        lines += ["Network path per frame (resize, normalise, network, decoding, NMS), random weights "
+                  "(the time does not depend on them):", "",
+                  "| finder | frame | precision | batch | ms per frame | boxes per frame | largest box difference "
+                  "against fp32 (px) |", "|---|---|---|---|---|---|---|"]
+        for r in result["timing"]:
+            difference = r.get("box_difference_px")
+            shown = "–" if difference is None else (f"{difference['max_px']:.3f} ({difference['boxes_amp']} boxes, "
+                                                    f"fp32 {difference['boxes_fp32']})")
+            lines.append(f"| {r['finder']} | {r['frame']} | {r['amp']} | {r['batch']} | {r['ms_per_frame']:.1f} | "
+                         f"{r['boxes_per_frame']:.0f} | {shown} |")
+        lines.append("")
+    if result.get("versions"):
+        v = result["versions"]
+        lines += [f"retinaface_pytorch 0.0.7's arithmetic against 0.0.8's ({v['network']}): of "
+                  f"{v['faces_0_0_8']} faces, {v['matched_in_0_0_7']} found by both; test crop boxes at IoU "
+                  f"{_fmt(v['crop_iou_mean'], 4)} on average ({_fmt(v['crop_iou_min'], 4)} at worst), crop edges "
+                  f"moved by {_fmt(v['crop_edge_shift_px_median'], 1)} px (median of each face's largest edge "
+                  f"shift), {_fmt(v['crop_edge_shift_px_max'], 1)} px at most.", ""]
+    if result.get("reference"):
+        lines += [f"hcsi's `sbi-retinaface` path against `predict_jsons` of retinaface_pytorch 0.0.8 itself "
+                  f"({result['reference']['weights']}):", "",
+                  "| frame | size | boxes (reference) | boxes (hcsi) | largest box difference (px) | largest score "
+                  "difference | one to one |", "|---|---|---|---|---|---|---|"]
+        for r in result["reference"]["frames"]:
+            lines.append(f"| {r['frame']} | {r['size']} | {r['boxes_reference']} | {r['boxes_hcsi']} | "
+                         f"{_fmt(r.get('max_box_difference_px'), 4)} | {_fmt(r.get('max_score_difference'), 6)} | "
+                         f"{r.get('one_to_one', '–')} |")
+        lines.append("")
+    return lines
 
 
 def serve_section(result: dict) -> list[str]:
@@ -229,6 +280,7 @@ def main() -> None:
                 ("train-", "## Training", train_section),
                 ("evaluate-", "## End-to-end evaluation", evaluate_section),
                 ("face-stage-", "## Before the model: decode, faces, landmarks, crop", face_stage_section),
+                ("retinaface-", "## RetinaFace", retinaface_section),
                 ("serve-", "## The service", serve_section))
     for group, heading, render in sections:
         lines += [heading, ""]

@@ -320,3 +320,14 @@ def test_shipped_retinaface_finds_the_faces_the_default_finds_on_clear_fixtures(
             for face in default.detect(frame):
                 expected = sbi_test_crop_box(face.box, width, height).astype(float)
                 assert max((box_iou(expected, box) for box in found), default=0.0) > 0.3, name
+
+
+def test_on_cuda_sbis_stage_is_the_default_once_its_weights_are_installed(monkeypatch, tmp_path):
+    from hcsi.faces import default_face_detector
+
+    monkeypatch.setenv("HCSI_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("HCSI_RETINAFACE_WEIGHTS", raising=False)
+    assert default_face_detector("cuda") == "hog540+blazeface-torch-every-frame"
+    monkeypatch.setenv("HCSI_RETINAFACE_WEIGHTS", str(tmp_path / "retinaface_resnet50_2020-07-20.pth"))
+    assert default_face_detector("cuda:1") == "sbi-retinaface"
+    assert default_face_detector("cpu") == default_face_detector(None) == "hog540+blazeface-every-frame"

@@ -7,7 +7,7 @@ import os
 
 from ..checks import require_at_least, require_in_unit_interval, require_positive
 from ..evaluate.datasets import DATASET_NAMES
-from ..faces.detect import DEFAULT_FACE_DETECTOR, DEFAULT_GPU_FACE_DETECTOR, FACE_DETECTORS
+from ..faces.detect import DEFAULT_FACE_DETECTOR, DEFAULT_GPU_FACE_DETECTOR, FACE_DETECTORS, SBI_GPU_FACE_DETECTOR
 
 
 def number_type(convert, check, kind: str):
@@ -97,7 +97,9 @@ def face_detector_option(*aliases: str, dest: str = "face_detector") -> argparse
     preprocess, evaluate and robustness pass on as their options' `detector`."""
     return option("--face-detector", *aliases, dest=dest, default=None, choices=sorted(FACE_DETECTORS),
                    help=f"face detector backend (docs/protocol.md, Faces); default {DEFAULT_FACE_DETECTOR} on the "
-                        f"CPU and for preprocess, {DEFAULT_GPU_FACE_DETECTOR} on a CUDA device")
+                        f"CPU and for preprocess; on a CUDA device {SBI_GPU_FACE_DETECTOR} when SBI's RetinaFace "
+                        f"weights are installed (hcsi fetch-models --retinaface FILE), else "
+                        f"{DEFAULT_GPU_FACE_DETECTOR}")
 
 
 def compression_option() -> argparse.ArgumentParser:

@@ -51,9 +51,9 @@ class PreprocessOptions:
     def __post_init__(self) -> None:
         require_at_least("frames", self.frames, 1)
         if self.detector.startswith(("sbi-retinaface", "retinaface")):
-            raise ValueError(f"preprocess needs landmarks, which {self.detector!r} does not give: choose a dlib-based "
-                             f"detector (default {DEFAULT_FACE_DETECTOR}); RetinaFace boxes are stored beside its faces "
-                             "(the retinaface option, --retinaface-boxes)")
+            raise ValueError(f"preprocess needs landmarks, which {self.detector!r} does not give: choose a "
+                             f"dlib-based detector (default {DEFAULT_FACE_DETECTOR}); RetinaFace boxes are stored "
+                             "beside its faces (the retinaface option, --retinaface-boxes)")
         if self.retinaface not in (None, "auto", *RETINAFACE_BOX_FINDERS):
             raise ValueError(f"retinaface boxes: expected one of auto, {', '.join(RETINAFACE_BOX_FINDERS)} or none, "
                              f"got {self.retinaface!r}")

@@ -321,12 +321,19 @@ FACE_DETECTORS = {
 # found 197 of the 199 test-time faces of the shared media (HOG adds two background faces), so HOG stays.
 DEFAULT_FACE_DETECTOR = "hog540+blazeface-every-frame"  # on the CPU, and for preprocessing
 DEFAULT_GPU_FACE_DETECTOR = "hog540+blazeface-torch-every-frame"  # evaluation and detection on a CUDA device
+# On a CUDA device with SBI's RetinaFace weights installed: SBI's own face stage, so that scores compare with SBI's.
+# Without them the GPU default stays: the shipped MobileNet-0.25 (`retinaface`) found 36 of the default's 45 faces
+# on the shared media and none of DFDC's (docs/benchmarks.md, "RetinaFace").
+SBI_GPU_FACE_DETECTOR = "sbi-retinaface"
 
 
 def default_face_detector(device: str | None = None) -> str:
     """The default backend for scoring on `device` (docs/protocol.md, "Faces", says how each was chosen)."""
-    return DEFAULT_GPU_FACE_DETECTOR if device is not None and str(device).startswith("cuda") else \
-        DEFAULT_FACE_DETECTOR
+    if device is None or not str(device).startswith("cuda"):
+        return DEFAULT_FACE_DETECTOR
+    from .retinaface import sbi_weights_installed
+
+    return SBI_GPU_FACE_DETECTOR if sbi_weights_installed() else DEFAULT_GPU_FACE_DETECTOR
 
 
 def require_face_detector(name: str) -> None:

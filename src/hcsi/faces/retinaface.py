@@ -373,9 +373,20 @@ def resnet50_weights(layout: str | None = None) -> RetinaFaceWeights:
                                    f"(SHA-256 {info['sha256'][:16]}…); give the file again")
         return read_retinaface_weights(copy, layout or info["layout"])
     raise ModelUnavailable(
-        f"RetinaFace ResNet-50 weights are not installed: SBI's face stage needs {SBI_WEIGHTS_NAME} (retinaface_pytorch "
-        f"0.0.8 downloads it from {SBI_WEIGHTS_URL}, as SBI's inference code does). Download it once, then run "
+        f"RetinaFace ResNet-50 weights are not installed: SBI's face stage needs {SBI_WEIGHTS_NAME} "
+        f"(retinaface_pytorch 0.0.8 downloads it from {SBI_WEIGHTS_URL}, as SBI's inference code does). Download it "
+        f"once, then run "
         f"`hcsi fetch-models --retinaface FILE` or set {WEIGHTS_ENV}=FILE")
+
+
+def sbi_weights_installed() -> bool:
+    """Whether retinaface_pytorch's (SBI's) ResNet-50 weights were given (`resnet50_weights` reads them), without
+    reading the file: $HCSI_RETINAFACE_WEIGHTS is set, or `hcsi fetch-models --retinaface` recorded an sbi-layout
+    copy."""
+    if os.environ.get(WEIGHTS_ENV):
+        return True
+    record = installed_weights_dir() / "resnet50.json"
+    return record.is_file() and json.loads(record.read_text()).get("layout") == "sbi"
 
 
 def shipped_weights() -> RetinaFaceWeights:
@@ -429,7 +440,7 @@ class BatchedRetinaFace:
 
     def __init__(self, weights: RetinaFaceWeights, device: str | torch.device = "cpu", longest_side: int | None = 2048,
                  upscale: bool = True, levels: int = 1, min_score: float = 0.7, nms_iou: float = 0.4,
-                 rounding: int | None = 2, amp: str | None = None, pixels_per_batch: int = 4 * 2048 * 1152) -> None:
+                 rounding: int | None = 2, amp: str | None = None, pixels_per_batch: int = 2 * 2048 * 1152) -> None:
         if amp not in (None, "fp16", "bf16"):
             raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
         self.device = torch.device(device)

@@ -118,6 +118,8 @@ class TrainConfig:
             (self.data.frames_per_video >= 1, "data.frames_per_video must be at least 1"),
             (self.data.val_frames_per_video >= 1, "data.val_frames_per_video must be at least 1"),
             (self.data.workers >= 0, "data.workers must be at least 0"),
+            (self.data.crop_box in ("auto", "retinaface", "face"),
+             f"data.crop_box must be auto, retinaface or face, got {self.data.crop_box!r}"),
             (self.optim.lr > 0, f"optim.lr must be positive, got {self.optim.lr}"),
             (self.optim.weight_decay >= 0, "optim.weight_decay must be at least 0"),
             (0.0 <= self.optim.momentum < 1.0, "optim.momentum must be in [0, 1)"),
