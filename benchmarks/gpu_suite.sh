@@ -31,7 +31,7 @@ $py benchmarks/bench_evaluate.py --device cuda --workers 4 8 $((cores - 2)) --ou
 # Issue 24: the face stage on the GPU, end to end on DFDC-like 1080p clips (64 copies of the shared DFDC clip), with
 # each CUDA face detector; GPU utilisation sampled by nvidia-smi, the bounding stage named; and the stage breakdown.
 $py benchmarks/bench_evaluate.py --device cuda --clips dfdc/abofeumbvv.mp4 --copies 64 --workers $((cores - 2)) \
-    --detectors hog540+blazeface-torch-every-frame blazeface-torch --suffix -dfdc1080p --out-dir "$out"
+    --detectors hog540+blazeface-torch-every-frame blazeface-torch --suffix=-dfdc1080p --out-dir "$out"
 $py benchmarks/bench_face_stage.py --device cuda --detectors hog540+blazeface-every-frame \
     hog540+blazeface-torch-every-frame blazeface-torch --out-dir "$out"
 # Issue 31: RetinaFace on the GPU. The finders' network path per frame at DFDC's, 720p and FF++'s frame sizes, fp32
@@ -43,9 +43,9 @@ rf=${TMPDIR:-/tmp}/retinaface_resnet50_2020-07-20.pth
 $py -c "import torch; from hcsi.faces.retinaface import RetinaFaceNet; torch.save(RetinaFaceNet('resnet50').state_dict(), '$rf')"
 HCSI_RETINAFACE_WEIGHTS=$rf $py benchmarks/bench_face_stage.py --device cuda --clips dfdc/abofeumbvv.mp4 \
     liveportrait/s18.mp4 ffpp/519.mp4 --detectors hog540+blazeface-torch-every-frame sbi-retinaface retinaface \
-    --suffix -retinaface --out-dir "$out"
+    --suffix=-retinaface --out-dir "$out"
 HCSI_RETINAFACE_WEIGHTS=$rf $py benchmarks/bench_evaluate.py --device cuda --clips dfdc/abofeumbvv.mp4 --copies 64 \
-    --workers $((cores - 2)) --detectors sbi-retinaface retinaface --suffix -dfdc1080p-retinaface --out-dir "$out"
+    --workers $((cores - 2)) --detectors sbi-retinaface retinaface --suffix=-dfdc1080p-retinaface --out-dir "$out"
 # hcsi_net bs1 FP32 with torch.compile (the recorded one predates the SDPA layout fix), and the imported SBI /
 # DeepfakeBench EfficientNet-B4 at their own input sizes (380, 256) beside hcsi_net.
 $py benchmarks/bench_models.py --device cuda --models hcsi_net --batch 1 --dtype fp32 --compile \

@@ -322,8 +322,8 @@ FACE_DETECTORS = {
 DEFAULT_FACE_DETECTOR = "hog540+blazeface-every-frame"  # on the CPU, and for preprocessing
 DEFAULT_GPU_FACE_DETECTOR = "hog540+blazeface-torch-every-frame"  # evaluation and detection on a CUDA device
 # On a CUDA device with SBI's RetinaFace weights installed: SBI's own face stage, so that scores compare with SBI's.
-# Without them the GPU default stays: the shipped MobileNet-0.25 (`retinaface`) found 36 of the default's 45 faces
-# on the shared media and none of DFDC's (docs/benchmarks.md, "RetinaFace").
+# Without them the GPU default stays: the shipped MobileNet-0.25 (`retinaface`) found 63 of the default's 81 faces
+# on the shared media, none of DFDC's, and false finds besides (docs/benchmarks.md, "RetinaFace").
 SBI_GPU_FACE_DETECTOR = "sbi-retinaface"
 
 
