@@ -331,3 +331,13 @@ def test_on_cuda_sbis_stage_is_the_default_once_its_weights_are_installed(monkey
     monkeypatch.setenv("HCSI_RETINAFACE_WEIGHTS", str(tmp_path / "retinaface_resnet50_2020-07-20.pth"))
     assert default_face_detector("cuda:1") == "sbi-retinaface"
     assert default_face_detector("cpu") == default_face_detector(None) == "hog540+blazeface-every-frame"
+
+
+def test_preprocessing_needs_landmarks_and_a_known_box_finder():
+    from hcsi.data.preprocess import PreprocessOptions
+
+    with pytest.raises(ValueError, match="preprocess needs landmarks, which 'sbi-retinaface' does not give"):
+        PreprocessOptions(detector="sbi-retinaface")
+    with pytest.raises(ValueError, match="retinaface boxes: expected one of auto"):
+        PreprocessOptions(retinaface="blazeface")
+    assert PreprocessOptions(retinaface=None).resolved_retinaface() is None

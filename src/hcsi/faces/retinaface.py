@@ -277,10 +277,14 @@ def _read_state_dict(path: Path) -> dict:
         if needs:
             raise ModelUnavailable(f"{path}: refused, it needs code to unpickle ({needs.group(1)}), not only "
                                    "tensors; hcsi reads weights with torch.load(weights_only=True)") from None
-        raise ModelUnavailable(f"{path}: not a readable PyTorch weights file (truncated or another format)") from None
+        raise ModelUnavailable(f"{path}: not a readable PyTorch weights file: truncated, or not written by "
+                               "torch.save") from None
     except Exception as error:  # torch.load's many ways to fail on a file that is not a checkpoint
-        raise ModelUnavailable(f"{path}: not a readable PyTorch weights file (truncated or another format): "
-                               f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+        # torch's own reader says what it found (e.g. a zip without its central directory); the unpickler's
+        # KeyError or struct.error on foreign bytes says nothing a user can act on
+        detail = f" ({str(error).splitlines()[0]})" if isinstance(error, RuntimeError) and str(error) else ""
+        raise ModelUnavailable(f"{path}: not a readable PyTorch weights file: truncated, or not written by "
+                               f"torch.save{detail}") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
