@@ -331,6 +331,8 @@ def test_on_cuda_sbis_stage_is_the_default_once_its_weights_are_installed(monkey
     monkeypatch.setenv("HCSI_RETINAFACE_WEIGHTS", str(tmp_path / "retinaface_resnet50_2020-07-20.pth"))
     assert default_face_detector("cuda:1") == "sbi-retinaface"
     assert default_face_detector("cpu") == default_face_detector(None) == "hog540+blazeface-every-frame"
+    monkeypatch.setenv("HCSI_RETINAFACE_WEIGHTS", str(tmp_path / "Resnet50_Final.pth"))  # biubug6's: not SBI's stage
+    assert default_face_detector("cuda") == "hog540+blazeface-torch-every-frame"
 
 
 def test_preprocessing_needs_landmarks_and_a_known_box_finder():

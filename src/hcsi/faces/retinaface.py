@@ -292,10 +292,15 @@ def _read_state_dict(path: Path) -> dict:
     return loaded
 
 
+def named_as_sbis(path: Path) -> bool:
+    """A .zip archive (how retinaface_pytorch's release ships its weights) or a file named after SBI's weights."""
+    return path.suffix.lower() == ".zip" or SBI_WEIGHTS_NAME in path.name
+
+
 def _infer_layout(path: Path, prefixed: bool, backbone: str) -> str:
     if backbone == "mobilenet0.25" or prefixed or "Resnet50_Final" in path.name:
         return "biubug6"
-    if zipfile.is_zipfile(path) and not path.suffix == ".pth" or SBI_WEIGHTS_NAME in path.name:
+    if named_as_sbis(path):
         return "sbi"
     raise ModelUnavailable(f"{path}: ResNet-50 RetinaFace weights, but whose? retinaface_pytorch's "
                            f"({SBI_WEIGHTS_NAME}, SBI's) and biubug6's Resnet50_Final.pth share key names and need "
@@ -379,16 +384,15 @@ def resnet50_weights(layout: str | None = None) -> RetinaFaceWeights:
     raise ModelUnavailable(
         f"RetinaFace ResNet-50 weights are not installed: SBI's face stage needs {SBI_WEIGHTS_NAME} "
         f"(retinaface_pytorch 0.0.8 downloads it from {SBI_WEIGHTS_URL}, as SBI's inference code does). Download it "
-        f"once, then run "
-        f"`hcsi fetch-models --retinaface FILE` or set {WEIGHTS_ENV}=FILE")
+        f"once, then run `hcsi fetch-models --retinaface FILE` or set {WEIGHTS_ENV}=FILE")
 
 
 def sbi_weights_installed() -> bool:
     """Whether retinaface_pytorch's (SBI's) ResNet-50 weights were given (`resnet50_weights` reads them), without
-    reading the file: $HCSI_RETINAFACE_WEIGHTS is set, or `hcsi fetch-models --retinaface` recorded an sbi-layout
-    copy."""
+    reading the file: $HCSI_RETINAFACE_WEIGHTS names a file named as SBI's (`named_as_sbis`), or `hcsi fetch-models
+    --retinaface` recorded an sbi-layout copy."""
     if os.environ.get(WEIGHTS_ENV):
-        return True
+        return named_as_sbis(Path(os.environ[WEIGHTS_ENV]))
     record = installed_weights_dir() / "resnet50.json"
     return record.is_file() and json.loads(record.read_text()).get("layout") == "sbi"
 
