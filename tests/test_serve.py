@@ -44,6 +44,9 @@ def test_analyze_returns_score_frames_faces_and_a_heatmap(detector):
     heatmap = client.get(body["heatmap_url"])
     assert heatmap.status_code == 200 and heatmap.content[:4] == b"\x89PNG"
     assert client.get("/v1/results/not-an-id").status_code == 404
+    for long_id in ("a" * 4000, "%2e%2e"):  # an id is looked up in the store, never used as a file name first
+        assert client.get(f"/v1/results/{long_id}").status_code == 404
+        assert client.get(f"/v1/results/{long_id}/heatmap.png").status_code == 404
     page = client.get("/").text
     assert "<html" in page and "://" not in page  # nothing loaded from elsewhere
     assert client.get("/docs").status_code == 200
@@ -78,7 +81,10 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_keeps_serving(detector, tmp_
                             headers={"content-type": "multipart/form-data; boundary=xyz"})
     assert 400 <= malformed.status_code < 500
     with open(fixture("face_recognition/obama.jpg"), "rb") as f:
-        assert client.post("/v1/analyze", files={"file": ("x.jpg", f)}, data={"frames": "0"}).status_code == 400
+        for frames in ("0", "²", "301", "1e3"):  # "²".isdigit() is true, int("²") fails: a 500 before
+            f.seek(0)
+            answer = client.post("/v1/analyze", files={"file": ("x.jpg", f)}, data={"frames": frames})
+            assert answer.status_code == 422 and "frames must be an integer" in answer.text, frames
     assert client.get("/health").status_code == 200
     assert not leftover_uploads()
 
@@ -90,6 +96,11 @@ def test_a_token_is_required_on_every_request_when_set(detector):
     assert client.get("/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/?token=s3cret").status_code == 200
     assert client.get("/health", headers={"X-API-Token": "wrong"}).status_code == 401
+    # non-ASCII tokens were a 500 (compare_digest refuses non-ASCII str); every refusal names the scheme
+    for answer in (client.get("/health?token=s%C3%A9cret"),
+                   client.get("/health", headers={"X-API-Token": "sé".encode()}),
+                   client.get("/health", headers={"Authorization": "Bearer ünïcode".encode()})):
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
 
 
 def test_serve_refuses_to_start_without_a_checkpoint(capsys):

@@ -314,3 +314,19 @@ def test_retention_removes_old_finished_jobs_and_their_files_only(tmp_path):
     assert store.get(ids[0]) is None and store.get(ids[1]) and store.get(ids[2])["status"] == "running"
     assert not (store.results / f"{ids[0]}.json").exists() and (store.results / f"{ids[1]}.json").exists()
     assert store.media_path(f"{2:064x}", ".jpg").exists()  # the running job's upload stays
+
+
+def test_a_job_deleted_while_it_runs_leaves_no_result_behind(tmp_path):
+    """DELETE during the analysis: the worker's result is discarded, no file stays, its routes answer 404."""
+    from hcsi.serve.store import JobStore
+
+    store = JobStore(tmp_path / "data")
+    store.media_path(f"{1:064x}", ".jpg").write_bytes(b"x")
+    job = store.create("case.jpg", f"{1:064x}", 1, ".jpg", 2, "{}", "m")
+    claimed, claim = store.claim_next()
+    assert store.delete(claimed["id"])
+    assert not store.finish(claimed["id"], claim, {"status": "ok", "score": 0.9, "label": "fake", "reason": ""},
+                            b"png")
+    assert list(store.results.iterdir()) == []
+    assert store.result(job["id"]) is None and store.heatmap_path(job["id"]) is None
+    assert store.result("a" * 5000) is None and store.heatmap_path("../../etc/passwd") is None  # never a file name

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -203,8 +204,9 @@ class ScoringService:
                 raise self.refuse(400, "no_file", "expected a multipart form with a 'file' field holding the video "
                                                   "or image")
             frames = form.get("frames")
-            if frames is not None and (not str(frames).isdigit() or not 1 <= int(frames) <= 300):
-                raise self.refuse(400, "bad_frames", "frames must be an integer from 1 to 300")
+            # ASCII digits only: str.isdigit() accepts "²", which int() refuses
+            if frames is not None and (not re.fullmatch(r"[0-9]{1,3}", str(frames)) or not 1 <= int(frames) <= 300):
+                raise self.refuse(422, "bad_frames", "frames must be an integer from 1 to 300")
             force = str(form.get("force") or "false")
             if force not in ("true", "false"):
                 raise self.refuse(400, "bad_force", "force must be true or false")
@@ -364,7 +366,8 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 def _errors(*codes: int) -> dict:
     text = {400: "malformed form, empty file or a bad field", 401: "missing or wrong API token",
             404: "no such job", 413: "upload larger than the limit", 415: "content is not a known video or image",
-            422: "recognised but unreadable (the analysis failed; the job is stored as failed)",
+            422: "frames not a whole number from 1 to 300; on /v1/analyze also: recognised but unreadable (the "
+                 "analysis failed; the job is stored as failed)",
             503: "busy (queue full) or the store is unavailable; retry later"}
     problem = {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
     return {code: {"description": text[code], "content": {"application/json": {"schema": problem}}} for code in codes}
@@ -393,8 +396,10 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
             auth = request.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 given = auth[7:]
-            if not given or not secrets.compare_digest(given, token):
-                return JSONResponse({"detail": "missing or wrong API token"}, status_code=401)
+            # bytes, not str: compare_digest refuses non-ASCII text (a 500 before), and stays constant-time
+            if not given or not secrets.compare_digest(given.encode(), token.encode()):
+                return JSONResponse({"detail": "missing or wrong API token"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
     @app.exception_handler(StarletteHTTPException)
@@ -426,7 +431,7 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
 
     @app.post("/v1/jobs", status_code=202, openapi_extra=UPLOAD_BODY,
               responses={200: {"description": "the stored job for the same bytes and settings"},
-                         **_errors(400, 413, 415, 503), **unauthorised})
+                         **_errors(400, 413, 415, 422, 503), **unauthorised})
     async def create_job(request: Request) -> JSONResponse:
         """Queue an upload for analysis: 202 with the job's id and URL."""
         job, new = await service.submit(request)
@@ -466,7 +471,7 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
              responses={200: {"content": {"image/png": {}}}, **_errors(404), **unauthorised})
     def job_heatmap(job_id: str) -> Response:
         path = store.heatmap_path(job_id)
-        if not path.is_file():
+        if path is None or not path.is_file():
             raise HTTPException(404, "no heatmap for this job")
         return Response(path.read_bytes(), media_type="image/png")
 

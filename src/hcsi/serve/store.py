@@ -169,7 +169,13 @@ class JobStore:
              result.get("verdict") or result.get("label"), result.get("reason", ""), job_id, token)).rowcount)
         if updated:
             self._drop_media(job_id)
+        elif self.get(job_id) is None:  # deleted while it ran: nothing of the case stays behind
+            self._remove_results(job_id)
         return bool(updated)
+
+    def _remove_results(self, job_id: str) -> None:
+        for path in (self.results / f"{job_id}.json", self.results / f"{job_id}.png"):
+            path.unlink(missing_ok=True)
 
     def fail(self, job_id: str, token: str, reason: str) -> bool:
         updated = self._transaction(lambda db: db.execute(
@@ -203,11 +209,15 @@ class JobStore:
             return self._job(self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def result(self, job_id: str) -> dict | None:
+        """A stored job's result; None for an unknown id (never looked up as a file name) or an unfinished job."""
+        if self.get(job_id) is None:
+            return None
         path = self.results / f"{job_id}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def heatmap_path(self, job_id: str) -> Path:
-        return self.results / f"{job_id}.png"
+    def heatmap_path(self, job_id: str) -> Path | None:
+        """Where a stored job's heatmap is (or would be); None for an unknown id."""
+        return self.results / f"{job_id}.png" if self.get(job_id) is not None else None
 
     def list(self, status: str | None = None, verdict: str | None = None, text: str | None = None,
              since: float | None = None, until: float | None = None, limit: int = 50,
@@ -247,8 +257,7 @@ class JobStore:
         if job is None:
             return False
         self._transaction(lambda db: db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
-        for path in (self.results / f"{job_id}.json", self.results / f"{job_id}.png"):
-            path.unlink(missing_ok=True)
+        self._remove_results(job_id)
         with self._lock:
             others = self._db.execute("SELECT COUNT(*) FROM jobs WHERE sha256 = ?", (job["sha256"],)).fetchone()[0]
         if not others:
