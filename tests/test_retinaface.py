@@ -82,8 +82,12 @@ def reference_predict(net, image, layout, min_sizes, longest=2048, confidence=0.
     return found
 
 
-def assert_same_faces(reference, boxes, scores):
-    """Same number of faces, each reference box matched by one within 0.01 px, its score within 1e-5."""
+def assert_same_faces(reference, boxes, scores, threshold):
+    """Same number of faces, each reference box matched by one within 0.01 px, its score within 1e-5. Faces scored
+    within 1e-4 of the threshold are left out on both sides: batched and one-frame convolutions round differently
+    on other CPUs, which may move such a face across the threshold (and nothing it could suppress is above it)."""
+    reference = [(box, score) for box, score in reference if score > threshold + 1e-4]
+    boxes, scores = boxes[scores > threshold + 1e-4], scores[scores > threshold + 1e-4]
     assert len(boxes) == len(reference) > 0
     expected = np.array([b for b, _ in reference]).reshape(-1, 4)
     distance = np.abs(expected[:, None, :] - boxes[None, :, :]).max(axis=2)
@@ -130,7 +134,7 @@ def test_batched_mobilenet_equals_one_frame_at_a_time():
     for frame, faces in zip(frames, found):
         reference = reference_predict(net, frame, "biubug6", FACE_DETECTOR_1MB_MIN_SIZES, 512, confidence=0.05)
         assert len(reference) > 10  # a low threshold: many boxes, NMS and ordering exercised
-        assert_same_faces(reference, faces.boxes, faces.scores)
+        assert_same_faces(reference, faces.boxes, faces.scores, 0.05)
     finder.rounding = 2  # as predict_jsons returns them
     rounded = finder.detect_many(frames[:1])[0]
     assert np.array_equal(rounded.boxes, np.round(found[0].boxes, 2))
@@ -152,7 +156,7 @@ def test_batched_resnet50_equals_one_frame_at_a_time(random_resnet50, layout, tm
     frames = frames_of_several_sizes()[:4]
     found = BatchedRetinaFace(weights, longest_side=320, rounding=None).detect_many(frames)
     for frame, faces in zip(frames, found):
-        assert_same_faces(reference_predict(net, frame, layout, MIN_SIZES, 320), faces.boxes, faces.scores)
+        assert_same_faces(reference_predict(net, frame, layout, MIN_SIZES, 320), faces.boxes, faces.scores, 0.7)
 
 
 def test_layouts_are_read_from_zip_prefix_and_name(random_resnet50, tmp_path):
@@ -174,12 +178,12 @@ def test_layouts_are_read_from_zip_prefix_and_name(random_resnet50, tmp_path):
     with pytest.raises(ModelUnavailable, match="--retinaface-layout"):
         read_retinaface_weights(unnamed)
     assert read_retinaface_weights(unnamed, "biubug6").layout == "biubug6"
-    mobilenet = read_retinaface_weights(fixture_free_copy(tmp_path))
+    mobilenet = read_retinaface_weights(prefixed_mobilenet_copy(tmp_path))
     assert (mobilenet.backbone, mobilenet.layout, mobilenet.min_sizes) == ("mobilenet0.25", "biubug6", MIN_SIZES)
     assert shipped_weights().min_sizes == FACE_DETECTOR_1MB_MIN_SIZES  # known by its SHA-256
 
 
-def fixture_free_copy(tmp_path):
+def prefixed_mobilenet_copy(tmp_path):
     """The shipped MobileNet weights with `module.` prefixes: another file (other SHA-256), biubug6's other form."""
     path = tmp_path / "mobilenet0.25_Final.pth"
     torch.save({f"module.{k}": v for k, v in shipped_weights().state_dict.items()}, path)

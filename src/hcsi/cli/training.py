@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ..faces.detect import DEFAULT_FACE_DETECTOR
+from ..faces.detect import DEFAULT_FACE_DETECTOR, retinaface_detectors
 from .options import (
     at_least,
     compression_option,
@@ -77,7 +77,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prep.add_argument("--out", required=True, help="output folder (a rerun skips finished videos)")
     prep.add_argument("--workers", type=at_least(1), default=1, help="videos processed in parallel")
     prep.add_argument("--retinaface-boxes", default="auto",
-                      choices=["auto", "sbi-retinaface", "retinaface", "retinaface-r50", "none"],
+                      choices=["auto", *retinaface_detectors(), "none"],
                       help="RetinaFace finder whose box is stored beside each face, as SBI's crop_retina_ff.py does; "
                            "training crops by it (data.crop_box). auto: sbi-retinaface when its weights are installed "
                            "(hcsi fetch-models --retinaface FILE), else the shipped retinaface; none: no boxes")

@@ -24,7 +24,7 @@ def _fetch_models(args: argparse.Namespace) -> int:
     from ..faces.blazeface import BLAZEFACE_MODELS, blazeface_model_path
     from ..faces.retinaface import SBI_ZIP_SHA256_PREFIX, install_retinaface_weights
 
-    if args.retinaface:  # checked before anything is fetched: a wrong file is refused with the reason
+    if args.retinaface is not None:  # checked before anything is fetched: a wrong file is refused with the reason
         copy, weights = install_retinaface_weights(args.retinaface, args.retinaface_layout)
         origin = (" (SHA-256 matches the prefix of SBI's download, retinaface_resnet50_2020-07-20-"
                   f"{SBI_ZIP_SHA256_PREFIX}.zip)" if weights.sha256.startswith(SBI_ZIP_SHA256_PREFIX) else "")

@@ -28,16 +28,19 @@ from tqdm import tqdm
 
 from ..checks import require_at_least
 from ..faces.crops import cut_stored_crop, matching_retina_box
-from ..faces.detect import DEFAULT_FACE_DETECTOR, FaceDetector, RetinaFaceDetector, create_face_detector,\
-    require_face_detector
+from ..faces.detect import (
+    DEFAULT_FACE_DETECTOR,
+    FaceDetector,
+    RetinaFaceDetector,
+    create_face_detector,
+    require_face_detector,
+    retinaface_detectors,
+)
 from ..files import options_to_continue, settings_mismatch, write_json_atomic
 from ..faces.frames import MediaError, sample_frames
 from .sources import SourceVideo
 
 STORE_VERSION = 1
-
-
-RETINAFACE_BOX_FINDERS = ("sbi-retinaface", "retinaface", "retinaface-r50")
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,12 @@ class PreprocessOptions:
 
     def __post_init__(self) -> None:
         require_at_least("frames", self.frames, 1)
-        if self.detector.startswith(("sbi-retinaface", "retinaface")):
+        if self.detector in retinaface_detectors():
             raise ValueError(f"preprocess needs landmarks, which {self.detector!r} does not give: choose a "
                              f"dlib-based detector (default {DEFAULT_FACE_DETECTOR}); RetinaFace boxes are stored "
                              "beside its faces (the retinaface option, --retinaface-boxes)")
-        if self.retinaface not in (None, "auto", *RETINAFACE_BOX_FINDERS):
-            raise ValueError(f"retinaface boxes: expected one of auto, {', '.join(RETINAFACE_BOX_FINDERS)} or none, "
+        if self.retinaface not in (None, "auto", *retinaface_detectors()):
+            raise ValueError(f"retinaface boxes: expected one of auto, {', '.join(retinaface_detectors())} or none, "
                              f"got {self.retinaface!r}")
 
     def resolved_retinaface(self) -> str | None:

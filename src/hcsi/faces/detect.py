@@ -336,6 +336,11 @@ def default_face_detector(device: str | None = None) -> str:
     return SBI_GPU_FACE_DETECTOR if sbi_weights_installed() else DEFAULT_GPU_FACE_DETECTOR
 
 
+def retinaface_detectors() -> tuple[str, ...]:
+    """The FACE_DETECTORS names that find faces with RetinaFace (its box and 5 keypoints, no dlib landmarks)."""
+    return tuple(name for name, factory in FACE_DETECTORS.items() if factory.func is RetinaFaceDetector)
+
+
 def require_face_detector(name: str) -> None:
     """Stop before any video is read when `name`'s model files are missing or unreadable (RetinaFace weights are
     read and checked here, in the calling process, not first in a worker process)."""

@@ -19,6 +19,7 @@ keys possibly prefixed `module.`; BGR input minus (104, 117, 123)).
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -308,12 +309,24 @@ def _infer_layout(path: Path, prefixed: bool, backbone: str) -> str:
                            "--retinaface-layout sbi` (or biubug6)")
 
 
-def read_retinaface_weights(path: str | os.PathLike, layout: str | None = None) -> RetinaFaceWeights:
+@functools.cache
+def expected_shapes(backbone: str) -> dict[str, tuple[int, ...]]:
+    """Key → shape of the network of a backbone (built once per process)."""
+    return {k: tuple(v.shape) for k, v in RetinaFaceNet(backbone).state_dict().items()}
+
+
+def read_retinaface_weights(path: str | os.PathLike, layout: str | None = None,
+                            sha256: str | None = None) -> RetinaFaceWeights:
     """Read and check RetinaFace weights: `weights_only` loading, `module.` prefixes dropped, every key and shape
     compared with the network of the backbone the keys name. `layout` (sbi / biubug6) is inferred when None: a .zip
     or a name with retinaface_resnet50_2020-07-20 is SBI's, `module.` keys, `Resnet50_Final` or MobileNet keys are
-    biubug6's. Raises ModelUnavailable with the reason, before any frame is read."""
+    biubug6's. `sha256`: the file's, when the caller has just computed it. Raises ModelUnavailable with the reason,
+    before any frame is read."""
     path = Path(path)
+    if str(path) in ("", "."):
+        raise ModelUnavailable("no RetinaFace weights file given (an empty path)")
+    if path.is_dir():
+        raise ModelUnavailable(f"{path}: a folder, not a RetinaFace weights file")
     if not path.is_file():
         raise ModelUnavailable(f"{path}: no such RetinaFace weights file")
     if layout is not None and layout not in LAYOUTS:
@@ -328,11 +341,11 @@ def read_retinaface_weights(path: str | os.PathLike, layout: str | None = None) 
     else:
         raise ModelUnavailable(f"{path}: not RetinaFace weights (no ResNet-50 `body.conv1.weight` nor MobileNet-0.25 "
                                f"`body.stage1.0.0.weight` key; first keys: {', '.join(list(state)[:3]) or 'none'})")
-    expected = RetinaFaceNet(backbone).state_dict()
+    expected = expected_shapes(backbone)
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {shape})" for k, shape in expected.items()
+             if k in state and tuple(state[k].shape) != shape]
     if missing or unexpected or wrong:
         problems = [f"{len(missing)} missing keys ({', '.join(missing[:3])})" if missing else "",
                     f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})" if unexpected else "",
@@ -342,7 +355,7 @@ def read_retinaface_weights(path: str | os.PathLike, layout: str | None = None) 
     if layout == "sbi" and backbone != "resnet50":
         raise ModelUnavailable(f"{path}: retinaface_pytorch (layout sbi) has only ResNet-50 weights; this file holds "
                                "MobileNet-0.25 ones (layout biubug6)")
-    sha256 = file_sha256(path)
+    sha256 = sha256 or file_sha256(path)
     return RetinaFaceWeights({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, backbone,
                              layout, KNOWN_MIN_SIZES.get(sha256, MIN_SIZES), path, sha256)
 
@@ -380,7 +393,7 @@ def resnet50_weights(layout: str | None = None) -> RetinaFaceWeights:
         if not copy.is_file() or file_sha256(copy) != info["sha256"]:
             raise ModelUnavailable(f"{copy}: missing or changed since `hcsi fetch-models --retinaface` copied it "
                                    f"(SHA-256 {info['sha256'][:16]}…); give the file again")
-        return read_retinaface_weights(copy, layout or info["layout"])
+        return read_retinaface_weights(copy, layout or info["layout"], sha256=info["sha256"])
     raise ModelUnavailable(
         f"RetinaFace ResNet-50 weights are not installed: SBI's face stage needs {SBI_WEIGHTS_NAME} "
         f"(retinaface_pytorch 0.0.8 downloads it from {SBI_WEIGHTS_URL}, as SBI's inference code does). Download it "

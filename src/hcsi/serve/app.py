@@ -314,7 +314,7 @@ class ScoringService:
                  "checkpoint_sha256": record.get("settings", {}).get("checkpoint_sha256"),
                  "commit": self.commit, "settings": {k: v for k, v in record.get("settings", {}).items()
                                                    if k not in ("model", "checkpoint_sha256", "calibration")}}
-        return case_report_html(record, about, heatmap.read_bytes() if heatmap.is_file() else None)
+        return case_report_html(record, about, heatmap.read_bytes() if heatmap is not None else None)
 
 
 
@@ -471,7 +471,7 @@ def create_app(detector: Detector, max_upload_mb: float = 500, token: str | None
              responses={200: {"content": {"image/png": {}}}, **_errors(404), **unauthorised})
     def job_heatmap(job_id: str) -> Response:
         path = store.heatmap_path(job_id)
-        if path is None or not path.is_file():
+        if path is None:
             raise HTTPException(404, "no heatmap for this job")
         return Response(path.read_bytes(), media_type="image/png")
 

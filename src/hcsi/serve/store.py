@@ -13,6 +13,7 @@ directory belongs to one server process.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sqlite3
 import threading
@@ -51,6 +52,7 @@ MIGRATIONS = [  # index i upgrades schema version i to i + 1
 ]
 COLUMNS = ("id", "created", "started", "finished", "status", "reason", "file_name", "sha256", "size", "suffix",
            "frames", "settings", "model", "score", "verdict", "progress", "attempts")
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16): the only ids a job gets
 
 
 class StoreUnavailable(RuntimeError):
@@ -120,7 +122,7 @@ class JobStore:
     def create(self, file_name: str, sha256: str, size: int, suffix: str, frames: int, settings: str,
                model: str) -> dict:
         """A queued job for an upload already stored at `media_path(sha256, suffix)`."""
-        job_id = secrets.token_urlsafe(16)  # 128 random bits: ids cannot be guessed
+        job_id = secrets.token_urlsafe(16)  # 128 random bits: ids cannot be guessed (JOB_ID's form)
         now = time.time()
         self._transaction(lambda db: db.execute(
             "INSERT INTO jobs (id, created, status, file_name, sha256, size, suffix, frames, settings, model) "
@@ -209,15 +211,15 @@ class JobStore:
             return self._job(self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def result(self, job_id: str) -> dict | None:
-        """A stored job's result; None for an unknown id (never looked up as a file name) or an unfinished job."""
-        if self.get(job_id) is None:
-            return None
-        path = self.results / f"{job_id}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        """A job's result; None for an unfinished or deleted job, or an id that is not of the store's making (a
+        client's id never becomes part of a file name)."""
+        path = self.results / f"{job_id}.json" if JOB_ID.fullmatch(job_id) else None
+        return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
     def heatmap_path(self, job_id: str) -> Path | None:
-        """Where a stored job's heatmap is (or would be); None for an unknown id."""
-        return self.results / f"{job_id}.png" if self.get(job_id) is not None else None
+        """A finished job's heatmap file; None when there is none or the id is not of the store's making."""
+        path = self.results / f"{job_id}.png" if JOB_ID.fullmatch(job_id) else None
+        return path if path is not None and path.is_file() else None
 
     def list(self, status: str | None = None, verdict: str | None = None, text: str | None = None,
              since: float | None = None, until: float | None = None, limit: int = 50,

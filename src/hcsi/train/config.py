@@ -13,6 +13,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from ..data.sbi_dataset import CROP_BOXES
 from ..sbi import SBIConfig
 
 
@@ -118,8 +119,8 @@ class TrainConfig:
             (self.data.frames_per_video >= 1, "data.frames_per_video must be at least 1"),
             (self.data.val_frames_per_video >= 1, "data.val_frames_per_video must be at least 1"),
             (self.data.workers >= 0, "data.workers must be at least 0"),
-            (self.data.crop_box in ("auto", "retinaface", "face"),
-             f"data.crop_box must be auto, retinaface or face, got {self.data.crop_box!r}"),
+            (self.data.crop_box in CROP_BOXES,
+             f"data.crop_box must be one of {', '.join(CROP_BOXES)}, got {self.data.crop_box!r}"),
             (self.optim.lr > 0, f"optim.lr must be positive, got {self.optim.lr}"),
             (self.optim.weight_decay >= 0, "optim.weight_decay must be at least 0"),
             (0.0 <= self.optim.momentum < 1.0, "optim.momentum must be in [0, 1)"),
