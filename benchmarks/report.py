@@ -221,8 +221,9 @@ def retinaface_section(result: dict) -> list[str]:
                          f"{_fmt(r['crop_iou_mean'], 3)} | {r['ms_per_frame']:.0f} |")
         lines.append("")
     if result.get("timing"):
-        lines += ["Network path per frame (resize, normalise, network, decoding, NMS), random weights "
-                  "(the time does not depend on them):", "",
+        lines += ["Network path per frame (resize, normalise, network, decoding, NMS), random weights that find "
+                  "few boxes (the time depends on the weights only through the number of boxes, given per frame):",
+                  "",
                   "| finder | frame | precision | batch | ms per frame | boxes per frame | largest box difference "
                   "against fp32 (px) |", "|---|---|---|---|---|---|---|"]
         for r in result["timing"]:

@@ -65,13 +65,9 @@ class PreprocessOptions:
         """The RetinaFace finder "auto" stands for on this machine."""
         if self.retinaface != "auto":
             return self.retinaface
-        from ..faces.blazeface import ModelUnavailable
-        from ..faces.retinaface import resnet50_weights
+        from ..faces.retinaface import sbi_weights_installed  # the rule of the CUDA default, without reading them
 
-        try:
-            return "sbi-retinaface" if resnet50_weights().layout == "sbi" else "retinaface"
-        except ModelUnavailable:
-            return "retinaface"
+        return "sbi-retinaface" if sbi_weights_installed() else "retinaface"
 
 
 def _round(array: np.ndarray) -> list:
