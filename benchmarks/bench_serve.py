@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SHARED_DATA, provenance, write_results  # noqa: E402
 
 from hcsi.models import build_model, save_checkpoint  # noqa: E402
-from hcsi.serve.store import JobStore  # noqa: E402
+from hcsi.serve.store_sqlite import SQLiteJobStore  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def throughput(checkpoint: Path, frames: int, n_jobs: int, data: Path) -> dict:
 def history(checkpoint: Path, n_jobs: int) -> dict:
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
-        store = JobStore(Path(tmp) / "data")
+        store = SQLiteJobStore(Path(tmp) / "data")
         start = time.perf_counter()
         for i in range(n_jobs):
             store.create(f"clip_{i:05d}.mp4", f"{rng.getrandbits(256):064x}", 1000 + i, ".mp4", 32, "{}",

@@ -1,9 +1,6 @@
 """`hcsi serve` as a service: jobs in SQLite over a real server process (uvicorn), deduplication, deletion, history,
 metrics, case reports, 20 parallel submissions, and recovery after SIGKILL."""
 import os
-import resource
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,81 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 from media import fixture
+from service_process import AUTH, PROJECT, TOKEN, Server, free_port
 
 from hcsi.models import build_model, save_checkpoint
-
-PROJECT = Path(__file__).resolve().parents[1]
-TOKEN = "t0k"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     save_checkpoint(build_model("hcsi_net_small", input_size=64), path)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`hcsi serve` in its own process on a free loopback port."""
-
-    def __init__(self, checkpoint: Path, data_dir: Path, *options: str, max_file_bytes: int | None = None) -> None:
-        """`max_file_bytes`: no file the process writes may grow beyond it (RLIMIT_FSIZE; Python ignores SIGXFSZ,
-        so a write past it fails with OSError as on a full disk)."""
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"), OMP_NUM_THREADS="1")
-        self.log = open(data_dir.parent / f"server-{self.port}.log", "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hcsi.cli", "serve", "--checkpoint", str(checkpoint), "--data-dir", str(data_dir),
-             "--port", str(self.port), "--device", "cpu", "--token", TOKEN, *options],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes)))
-            if max_file_bytes else None)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert self.process.poll() is None, Path(self.log.name).read_text()
-            try:
-                if httpx.get(f"{self.url}/health", headers=AUTH, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(Path(self.log.name).read_text())
-
-    def post(self, path: str, data: bytes, name: str = "photo.jpg", **fields) -> httpx.Response:
-        return httpx.post(self.url + path, headers=AUTH, files={"file": (name, data)}, data=fields, timeout=300)
-
-    def get(self, path: str, **params) -> httpx.Response:
-        return httpx.get(self.url + path, headers=AUTH, params=params, timeout=60)
-
-    def wait_done(self, job_id: str, timeout: float = 300) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            job = self.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in ("done", "failed"):
-                return job
-            time.sleep(0.2)
-        raise TimeoutError(job_id)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +88,16 @@ def test_twenty_parallel_submissions_all_finish_once(server):
     with sqlite3.connect(data / "hcsi.db") as db:
         rows = db.execute("SELECT id, attempts FROM jobs WHERE file_name = 'biden.jpg'").fetchall()
     assert sorted(r[0] for r in rows) == sorted(ids) and all(r[1] == 1 for r in rows)
+
+
+def test_a_second_server_on_the_same_data_directory_refuses_to_start(server, checkpoint):
+    second = subprocess.run([sys.executable, "-m", "hcsi.cli", "serve", "--checkpoint", str(checkpoint), "--data-dir",
+                             str(server.data_dir), "--port", str(free_port()), "--device", "cpu"],
+                            env=dict(os.environ, PYTHONPATH=str(PROJECT / "src")), capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 2 and "is in use by another hcsi process" in second.stderr
+    assert f"pid {server.process.pid}" in second.stderr
+    assert server.get("/health").json()["status"] == "ok"  # the first one goes on
 
 
 def test_jobs_survive_a_sigkill_and_run_again_exactly_once(checkpoint, tmp_path):
@@ -234,7 +175,7 @@ def test_a_locked_database_answers_503_and_loses_nothing(checkpoint, tmp_path):
 
     from hcsi.detect import Detector
     from hcsi.serve import create_app
-    from hcsi.serve.store import JobStore, StoreUnavailable
+    from hcsi.serve.store_sqlite import DataDirInUse, SQLiteJobStore
 
     app = create_app(Detector.from_checkpoint(checkpoint, device="cpu", frames=1), data_dir=tmp_path / "data")
     client = TestClient(app)
@@ -248,8 +189,8 @@ def test_a_locked_database_answers_503_and_loses_nothing(checkpoint, tmp_path):
         answer = client.post("/v1/jobs", files={"file": ("b.jpg", image + b"x")})
         assert answer.status_code == 503 and "job store unavailable" in answer.text
         assert answer.headers["retry-after"] == "5"
-        with pytest.raises(StoreUnavailable):
-            JobStore(tmp_path / "data", timeout_s=0.1)
+        with pytest.raises(DataDirInUse, match="in use by another hcsi process"):
+            SQLiteJobStore(tmp_path / "data", timeout_s=0.1)  # the serving process holds the folder
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -296,9 +237,9 @@ def test_the_api_passes_schemathesis(server, tmp_path):
 
 
 def test_retention_removes_old_finished_jobs_and_their_files_only(tmp_path):
-    from hcsi.serve.store import JobStore
+    from hcsi.serve.store_sqlite import SQLiteJobStore
 
-    store = JobStore(tmp_path / "data")
+    store = SQLiteJobStore(tmp_path / "data")
     ids = []
     for n, age_days in enumerate((10, 3, 10)):
         store.media_path(f"{n:064x}", ".jpg").write_bytes(b"x")
@@ -318,9 +259,9 @@ def test_retention_removes_old_finished_jobs_and_their_files_only(tmp_path):
 
 def test_a_job_deleted_while_it_runs_leaves_no_result_behind(tmp_path):
     """DELETE during the analysis: the worker's result is discarded, no file stays, its routes answer 404."""
-    from hcsi.serve.store import JobStore
+    from hcsi.serve.store_sqlite import SQLiteJobStore
 
-    store = JobStore(tmp_path / "data")
+    store = SQLiteJobStore(tmp_path / "data")
     store.media_path(f"{1:064x}", ".jpg").write_bytes(b"x")
     job = store.create("case.jpg", f"{1:064x}", 1, ".jpg", 2, "{}", "m")
     claimed, claim = store.claim_next()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..demo import add_demo_arguments, run_demo
-from . import deployment, evaluation, profile, reports, training, weights
+from . import deployment, evaluation, profile, reports, service, training, weights
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hcsi", description="HCSI-Net face-deepfake detection toolkit")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (profile, training, evaluation, reports, deployment, weights):
+    for group in (profile, training, evaluation, reports, deployment, service, weights):
         group.add_commands(commands)
     demo = commands.add_parser("demo", help="the whole pipeline on built-in data, on a CPU, in minutes")
     add_demo_arguments(demo)  # the same options as `python -m hcsi.demo` (make demo)

@@ -1,20 +1,17 @@
-"""`hcsi detect`, `hcsi export`, `hcsi serve`: a trained checkpoint put to use."""
+"""`hcsi detect`, `hcsi export`: a trained checkpoint put to use (the service: `cli/service.py`)."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from .options import (
-    at_least,
     checkpoint_option,
     device_option,
     face_detector_option,
     frames_option,
     operating_point,
-    positive_float,
     require_hcsi_checkpoint,
     threshold_option,
 )
@@ -179,37 +176,8 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    if not args.checkpoint:
-        print(NO_CHECKPOINT.replace("hcsi detect", "hcsi serve"), file=sys.stderr)
-        return 2
-    import uvicorn
-
-    from ..detect import Detector
-    from ..serve import create_app
-
-    token = args.token or os.environ.get("HCSI_API_TOKEN")
-    require_hcsi_checkpoint(args.checkpoint, "serve")
-    detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
-                                        face_detector=args.face_detector, calibration=args.calibration,
-                                        operating_fpr=operating_point(args.operating_point))
-    app = create_app(detector, max_upload_mb=args.max_upload_mb, token=token, workers=args.workers,
-                     queue_size=args.queue, data_dir=args.data_dir, keep_media=args.keep_media,
-                     keep_days=args.keep_days)
-    import logging
-
-    handler = logging.StreamHandler()  # one JSON line per job event on stderr
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("hcsi.serve").addHandler(handler)
-    logging.getLogger("hcsi.serve").setLevel(logging.INFO)
-    print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs); jobs in {args.data_dir}"
-          + ("; API token required" if token else ""), file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
-
-
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """detect, export, serve."""
+    """detect, export."""
     detect = commands.add_parser("detect", help="score videos and images with a trained checkpoint",
                                  description="Scores every file (folders recursively, glob patterns) with the "
                                              "evaluation protocol; per-file problems are reported, not fatal.",
@@ -233,24 +201,3 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     export.add_argument("--out", required=True, help="output file (.onnx / .pt)")
     export.set_defaults(run=_export)
-
-    serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint",
-                                parents=[checkpoint_option(required=False), frames_option(), device_option(),
-                                         face_detector_option()])
-    serve.add_argument("--calibration", metavar="FILE",
-                       help="calibration file (default: <checkpoint>.calibration.json when it exists)")
-    serve.add_argument("--operating-point", metavar="fpr=RATE",
-                       help="decide at this operating point of the calibration (default: its first target FPR)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
-    serve.add_argument("--port", type=at_least(1), default=8000)
-    serve.add_argument("--workers", type=at_least(1), default=1, help="analyses run at once")
-    serve.add_argument("--queue", type=at_least(0), default=8, help="jobs that may wait; beyond that: 503")
-    serve.add_argument("--data-dir", default="hcsi-serve",
-                       help="the job store: database, uploads until analysed, results and heatmaps (default "
-                            "./hcsi-serve); one data directory belongs to one server process")
-    serve.add_argument("--keep-media", action="store_true", help="keep uploads after their analysis")
-    serve.add_argument("--keep-days", type=positive_float,
-                       help="remove finished jobs (and their files) older than this many days")
-    serve.add_argument("--max-upload-mb", type=positive_float, default=500)
-    serve.add_argument("--token", help="API token required on every request (or env HCSI_API_TOKEN)")
-    serve.set_defaults(run=_serve)

@@ -71,11 +71,21 @@ function show(r){
 function withToken(url){ return url + (token ? (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : ""); }
 function esc(t){ return String(t).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
 async function getJson(url){ const r = await fetch(url, {headers: headers()}); return r.json(); }
+let followed = null;  // the one job the page follows; following another (or none) ends the earlier loop
 async function follow(id){
-  while(true){
-    const job = await getJson("/v1/jobs/" + id);
+  followed = id;
+  while(followed === id){
+    const r = await fetch("/v1/jobs/" + encodeURIComponent(id), {headers: headers()});
+    if(followed !== id) return;
+    if(r.status === 404 || r.status === 401){
+      followed = null; $("progress").style.display = "none";
+      show({detail: r.status === 404 ? "This job no longer exists (it was deleted)." : "The API token is missing or wrong: open the page with ?token=..."});
+      loadHistory(); return;
+    }
+    if(!r.ok){ $("status").textContent = `server answered ${r.status}; retrying ...`; await new Promise(ok => setTimeout(ok, 2000)); continue; }
+    const job = await r.json();
     if(job.status === "done" || job.status === "failed"){
-      $("status").textContent = ""; show(job.result || {status: job.status, reason: job.reason}); loadHistory(); return;
+      followed = null; $("status").textContent = ""; show(job.result || {status: job.status, reason: job.reason}); loadHistory(); return;
     }
     const p = job.progress || {};
     $("status").textContent = job.status === "queued" ? "queued ..." :
@@ -86,7 +96,9 @@ async function follow(id){
   }
 }
 function send(file){
+  followed = null;  // a new upload: stop following the earlier job
   const form = new FormData(); form.append("file", file); form.append("frames", $("frames").value);
+  form.append("priority", "interactive");  // a person is waiting: before batch jobs
   const xhr = new XMLHttpRequest(); xhr.open("POST", "/v1/jobs");
   for(const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
   $("progress").style.display = "block"; $("progress").value = 0; $("verdict").textContent = "";
