@@ -1,5 +1,6 @@
 """`hcsi serve` as a service: jobs in SQLite over a real server process (uvicorn), deduplication, deletion, history,
 metrics, case reports, 20 parallel submissions, and recovery after SIGKILL."""
+import json
 import os
 import sqlite3
 import subprocess
@@ -156,6 +157,63 @@ def test_the_history_page_lists_jobs_opens_one_and_its_report_renders(server):
         report.wait_for_function("[...document.images].length === 2 && "
                                  "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
         browser.close()
+
+
+def test_the_page_follows_one_job_at_a_time_and_stops_when_it_is_deleted(checkpoint, tmp_path):
+    """Two history clicks: only the second job is polled. Its deletion: the page says so and stops polling.
+    (Playwright's events arrive while it is called: the pauses are page.wait_for_timeout, not time.sleep.)"""
+    from test_serve import CHROMIUM, CHROMIUM_FLAGS, _browser
+
+    server = Server(checkpoint, tmp_path / "data", "--workers", "0")  # an API node alone: its jobs stay queued
+    image = fixture("face_recognition/obama.jpg").read_bytes()
+    first, second = (server.post("/v1/jobs", image + bytes([n]), f"waiting{n}.jpg").json()["id"] for n in (1, 2))
+    polled = []
+    with _browser() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.on("request", lambda r: polled.append((time.time(), r.url.split("?")[0].rsplit("/", 1)[-1])))
+        page.goto(f"{server.url}/?token={TOKEN}")
+        for job_id in (first, second):
+            page.locator(f'#history tbody tr[data-id="{job_id}"]').click(timeout=60_000)
+            page.wait_for_timeout(1500)
+        switched = time.time()
+        page.wait_for_timeout(1500)
+        assert not [t for t, name in polled if name == first and t > switched]  # the earlier loop ended
+        assert [t for t, name in polled if name == second and t > switched]
+        assert server.get(f"/v1/jobs/{second}").json()["status"] == "queued"
+        httpx.delete(f"{server.url}/v1/jobs/{second}", headers=AUTH, timeout=30)
+        page.wait_for_function("document.getElementById('verdict').textContent.includes('no longer exists')",
+                               timeout=30_000)
+        stopped = time.time()
+        page.wait_for_timeout(2000)
+        assert not [t for t, name in polled if name == second and t > stopped]
+        browser.close()
+    server.stop()
+
+
+def test_analyze_waits_at_most_wait_s_jobs_export_as_csv_and_submit_writes_results(server, tmp_path):
+    from hcsi.cli import main
+
+    video = fixture("liveportrait/d0.mp4").read_bytes()
+    answer = httpx.post(f"{server.url}/v1/analyze", params={"wait_s": 0.05}, headers=AUTH, timeout=60,
+                        files={"file": ("slow.mp4", video + b"w")}, data={"frames": "32"})
+    assert answer.status_code == 202 and answer.headers["location"] == answer.json()["url"]
+    assert answer.json()["priority"] == "interactive" and answer.json()["status"] in ("queued", "running")
+    exported = server.get("/v1/jobs.csv", q="slow.mp4")
+    assert exported.headers["content-type"].startswith("text/csv")
+    lines = exported.text.splitlines()
+    assert lines[0].split(",")[:4] == ["id", "created", "finished", "status"] and len(lines) == 2
+    assert lines[1].startswith(answer.json()["id"]) and ",interactive," in lines[1]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(fixture("face_recognition/obama.jpg").read_bytes() + b"s")
+    (tmp_path / "in" / "notes.jpg").write_text("not an image")
+    out = tmp_path / "results.jsonl"
+    code = main(["submit", str(tmp_path / "in"), "--server", server.url, "--token", TOKEN, "--out", str(out)])
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert code == 1 and rows["a.jpg"]["status"] == "ok" and rows["a.jpg"]["score"] is not None
+    assert rows["notes.jpg"]["status"] == "error" and "415" in rows["notes.jpg"]["reason"]
+    job = server.get(f"/v1/jobs/{rows['a.jpg']['id']}").json()
+    assert job["priority"] == "batch" and job["sha256"] == rows["a.jpg"]["sha256"]
 
 
 def test_detect_writes_a_self_contained_case_report_per_input(checkpoint, tmp_path):
