@@ -254,18 +254,26 @@ def retinaface_section(result: dict) -> list[str]:
 
 
 def serve_section(result: dict) -> list[str]:
-    t, h = result["throughput"], result["history"]
+    runs, h = result["throughput"], result["history"]
+    runs = runs if isinstance(runs, list) else [runs]  # one set-up before issue 32
     lines = [f"### `hcsi serve` on {result['device']}: {result['model']}",
              "",
-             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}). Random "
-             "weights (timing only), one worker, a real server process over loopback.",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}"
+             + (f", {result['cores']} cores" if result.get("cores") else "") + "). Random weights (timing only), "
+             "real server and worker processes over loopback.",
              "",
-             f"- Throughput: {t['jobs']} jobs of {t['frames']} frames ({', '.join(t['clips'])}) posted at once: "
-             f"**{t['jobs_per_min']:.1f} jobs/min** ({t['wall_s']:.0f} s, {t['failed']} failed).",
-             f"- History with {h['jobs_in_store']:,} finished jobs in the store (filled in {h['fill_s']:.0f} s), "
-             "`GET /v1/jobs`, median of 20 requests:",
+             f"Throughput: {runs[0]['jobs']} jobs of {runs[0]['frames']} frames ({', '.join(runs[0]['clips'])}) "
+             "posted at once; jobs/min = jobs / (last finished − first posted).",
              "",
-             "| request | median (ms) | jobs matching |", "|---|---|---|"]
+             "| set-up | jobs/min | wall (s) | failed |", "|---|---|---|---|"]
+    for run in runs:
+        lines.append(f"| {run.get('setup', 'SQLite, hcsi serve with its own worker')} | {run['jobs_per_min']:.1f} | "
+                     f"{run['wall_s']:.0f} | {run['failed']} |")
+    if result.get("postgresql_skipped"):
+        lines.append(f"\nPostgreSQL set-ups not measured: {result['postgresql_skipped']}.")
+    lines += ["", f"History with {h['jobs_in_store']:,} finished jobs in the store (filled in {h['fill_s']:.0f} s), "
+              "`GET /v1/jobs`, median of 20 requests:", "",
+              "| request | median (ms) | jobs matching |", "|---|---|---|"]
     for name, r in h["list"].items():
         lines.append(f"| {name} | {r['median_ms']:.1f} | {r['total_matching']:,} |")
     return lines + [""]

@@ -100,12 +100,14 @@ def test_the_history_filters_and_exports_every_match(open_test_store):
 
     store = open_test_store()
     jobs = queue(store, 3)
+    jobs.append(store.create("=HYPERLINK(x).jpg", MEDIA, 1, ".jpg", 2, "{}", "m"))
     rows, total = store.list(text="CASE1")  # case-insensitive on both backends
     assert total == 1 and rows[0]["id"] == jobs[1]["id"]
     every, total = store.list(limit=None)
-    assert total == 3 and len(every) == 3
+    assert total == 4 and len(every) == 4
     lines = history_csv(every).splitlines()
-    assert lines[0].startswith("id,created,finished,status") and len(lines) == 4 and ",batch," in lines[1]
+    assert lines[0].startswith("id,created,finished,status") and len(lines) == 5 and ",batch," in lines[1]
+    assert ",'=HYPERLINK(x).jpg," in lines[1]  # newest first; no formula for a spreadsheet to run
 
 
 def test_concurrent_claims_on_postgresql_take_each_job_exactly_once(postgres, tmp_path):

@@ -55,6 +55,9 @@ def _serve(args: argparse.Namespace) -> int:
                      keep_days=args.keep_days, database=args.database, lease_s=args.lease_s,
                      max_attempts=args.max_attempts)
     _log_json_lines()
+    if args.workers == 0 and not args.database:
+        print("hcsi serve: --workers 0 on SQLite: nothing in this process analyses the jobs, and hcsi worker needs "
+              "--database postgresql://...; they stay queued", file=sys.stderr)
     where = "PostgreSQL" if args.database else "SQLite"
     print(f"hcsi serve: http://{args.host}:{args.port}/ (API docs at /docs); jobs in {where}, files in "
           f"{args.data_dir}; {args.workers} worker(s)" + ("; API token required" if token else ""), file=sys.stderr)

@@ -72,12 +72,16 @@ def report_html(store: JobStore, job: dict, commit: str | None) -> str | None:
 
 
 def history_csv(jobs: list[dict]) -> str:
-    """The history as CSV (one row per job, CSV_COLUMNS, times as UTC ISO 8601)."""
+    """The history as CSV (one row per job, CSV_COLUMNS, times as UTC ISO 8601; file names and reasons that would
+    start a spreadsheet formula get a leading apostrophe)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for job in jobs:
         row = dict(job, priority=PRIORITY_NAMES.get(job["priority"], job["priority"]))
+        for key in ("file_name", "reason"):  # a client's text never starts a spreadsheet formula
+            if str(row[key]).startswith(("=", "+", "-", "@")):
+                row[key] = "'" + row[key]
         for key in ("created", "finished"):
             if row[key] is not None:
                 row[key] = datetime.datetime.fromtimestamp(row[key], datetime.timezone.utc).isoformat(
