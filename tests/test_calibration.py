@@ -1,5 +1,6 @@
 """Calibration, operating points and intervals: synthetic scores with known answers, the calibration file's checks,
 and the fields detect, serve and evaluate report."""
+import csv
 import json
 import shutil
 
@@ -13,11 +14,17 @@ from hcsi.evaluate.calibration import (
     Calibration,
     CalibrationError,
     fit_calibration,
+    fit_platt,
     fit_temperature,
+    heldout_nll,
 )
 from hcsi.evaluate.metrics import bootstrap_intervals, expected_calibration_error, threshold_at_fpr
+from hcsi.faces import DEFAULT_FACE_DETECTOR
 from hcsi.files import file_sha256
 from hcsi.models import build_model, save_checkpoint
+
+
+SETTINGS = {"frames": 8, "face_detector": "hog540", "input_size": 64, "amp": False}
 
 
 def _overconfident(n, rng, sharpen=3.0):
@@ -45,13 +52,93 @@ def test_ece_matches_a_direct_computation_and_falls_after_calibration():
     before = expected_calibration_error(fresh_labels, fresh_scores)
     assert before == pytest.approx(_direct_ece(fresh_labels, fresh_scores), abs=1e-12)
     assert fit_temperature(labels, scores) == pytest.approx(3.0, rel=0.15)  # the sharpening it undoes
-    for method in ("temperature", "isotonic"):
+    for method in ("platt", "temperature", "isotonic"):
         calibration = fit_calibration(labels, scores, method)
         probabilities = calibration.probability(fresh_scores)
         after = expected_calibration_error(fresh_labels, probabilities)
         assert after == pytest.approx(_direct_ece(fresh_labels, probabilities), abs=1e-12)
         assert after < before / 2, method
         assert np.all(np.diff(calibration.probability(np.sort(fresh_scores))) >= -1e-12)  # keeps the order
+
+
+def _shifted(n, rng, stretch=2.5, shift=-3.5):
+    """Labels from p = sigmoid(z); scores sigmoid(stretch · z + shift): overconfident and shifted towards real, as
+    an SBI-trained detector's raw scores are on unseen data."""
+    z = rng.normal(0, 1.5, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    return labels, 1 / (1 + np.exp(-(stretch * z + shift)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_platt_fixes_a_shifted_scale_that_temperature_cannot(seed):
+    rng = np.random.default_rng(seed)
+    labels, scores = _shifted(3000, rng)
+    fresh_labels, fresh_scores = _shifted(20000, rng)
+    platt = fit_calibration(labels, scores, "platt")
+    temperature = fit_calibration(labels, scores, "temperature")
+    assert expected_calibration_error(fresh_labels, platt.probability(fresh_scores)) < 0.03
+    assert expected_calibration_error(fresh_labels, temperature.probability(fresh_scores)) > 0.15
+    a, b = platt.parameters["a"], platt.parameters["b"]
+    assert a == pytest.approx(1 / 2.5, rel=0.1) and b == pytest.approx(3.5 / 2.5, abs=0.15)  # undoes the shift
+    chosen = fit_calibration(labels, scores, "auto")
+    assert chosen.method in ("platt", "isotonic") and set(chosen.selection) == {"platt", "temperature", "isotonic"}
+    assert chosen.selection["temperature"] > chosen.selection["platt"]
+    assert chosen.heldout_nll == min(chosen.selection.values())
+
+
+def test_platt_and_held_out_nll_match_direct_computations():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from hcsi.evaluate.calibration import score_logits
+
+    labels, scores = _shifted(600, np.random.default_rng(5))
+    z = score_logits(scores).reshape(-1, 1)
+    reference = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(z, labels)
+    a, b = fit_platt(labels, scores)
+    assert a == pytest.approx(reference.coef_[0, 0], abs=2e-3) and b == pytest.approx(reference.intercept_[0], abs=2e-3)
+    losses = []
+    for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(z, labels):
+        model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(z[fit], labels[fit])
+        p = np.clip(model.predict_proba(z[held])[:, 1], 1e-6, 1 - 1e-6)
+        losses += list(-(labels[held] * np.log(p) + (1 - labels[held]) * np.log(1 - p)))
+    assert heldout_nll("platt", labels, scores) == pytest.approx(np.mean(losses), abs=1e-4)
+
+
+def test_tiers_follow_the_strict_and_lenient_operating_points():
+    labels, scores = _shifted(2000, np.random.default_rng(6))
+    calibration = fit_calibration(labels, scores, settings=SETTINGS)
+    decision = calibration.decision()
+    strict, lenient = decision.strict, decision.lenient
+    assert (strict.target_fpr, lenient.target_fpr) == (0.01, 0.1) and strict.threshold > lenient.threshold
+    assert decision.verdict(strict.threshold) == "manipulated"
+    assert decision.verdict(np.nextafter(strict.threshold, 0)) == "inconclusive"
+    assert decision.verdict(lenient.threshold) == "inconclusive"
+    assert decision.verdict(np.nextafter(lenient.threshold, 0)) == "no_evidence"
+    assert decision.label(0.99) is None  # with a calibration the tiers decide, not a threshold
+    assert "not show that the video is authentic" in decision.meaning(0.0)
+    with pytest.raises(CalibrationError, match="must not allow more false positives"):
+        calibration.decision(strict_fpr=0.1, lenient_fpr=0.01)
+
+
+def test_a_calibration_refuses_other_scoring_settings_naming_them(tmp_path):
+    labels, scores = _shifted(400, np.random.default_rng(7))
+    path = fit_calibration(labels, scores, settings=SETTINGS).save(tmp_path / "c.json")
+    calibration = Calibration.load(path)
+    calibration.require_settings(dict(SETTINGS), "detect")
+    with pytest.raises(CalibrationError, match=r"frames 32 \(fitted with 8\); face_detector 'blazeface'"):
+        calibration.require_settings({**SETTINGS, "frames": 32, "face_detector": "blazeface"}, "detect")
+    old = json.loads(path.read_text())
+    old["version"] = 1
+    del old["settings"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(CalibrationError, match="format version 1 .* refit with `hcsi calibrate`"):
+        Calibration.load(tmp_path / "old.json")
+    odd = json.loads(path.read_text())
+    odd["settings"]["jpeg_quality"] = 90
+    (tmp_path / "odd.json").write_text(json.dumps(odd))
+    with pytest.raises(CalibrationError, match=r"settings fields \['jpeg_quality'\] unknown"):
+        Calibration.load(tmp_path / "odd.json")
 
 
 def test_the_threshold_for_a_target_fpr_gives_that_fpr_on_fresh_videos():
@@ -86,9 +173,10 @@ def test_bad_calibration_sets_and_files_are_refused_with_the_reason(tmp_path):
         fit_calibration(np.ones(30, int), rng.random(30))
     with pytest.warns(UserWarning, match=r"only 12 real and 40 fake videos .* interval on them is [\d.]+ points"):
         fit_calibration(np.r_[np.zeros(12, int), np.ones(40, int)], rng.random(52))
-    calibration = fit_calibration(*_overconfident(400, rng), checkpoint_sha256="a" * 64)
+    calibration = fit_calibration(*_overconfident(400, rng), "temperature", checkpoint_sha256="a" * 64,
+                                  settings=SETTINGS)
     path = calibration.save(tmp_path / "c.json")
-    assert Calibration.load(path, "a" * 64).probability([0.5]) == pytest.approx([0.5])
+    assert Calibration.load(path, "a" * 64).probability([0.5]) == pytest.approx([0.5])  # temperature keeps 0.5
     with pytest.raises(CalibrationError, match=f"made for the checkpoint with SHA-256 {'a' * 64}, not for this one "
                                                f"\\({'b' * 64}\\)"):
         Calibration.load(path, "b" * 64)
@@ -119,34 +207,45 @@ def test_detect_reports_probability_and_verdict_with_a_calibration_and_says_unca
                  "--out", str(plain)]) == 0
     row = json.loads(plain.read_text())
     assert row["calibration"] == "uncalibrated" and row["probability"] is None and row["verdict"] is None
-    assert "uncalibrated: verdicts by the raw-score threshold 0.5" in capsys.readouterr().err
+    assert row["decided_by"] == {"kind": "threshold", "threshold": 0.5} and row["label"] in ("fake", "real")
+    assert "uncalibrated: labels by the raw-score threshold 0.5, no tiers" in capsys.readouterr().err
 
-    calibration = fit_calibration(*_overconfident(400, np.random.default_rng(3)), target_fprs=(0.05, 0.01),
-                                  checkpoint_sha256=file_sha256(checkpoint))
+    at_one_frame = {"frames": 1, "face_detector": DEFAULT_FACE_DETECTOR, "input_size": 64, "amp": False}
+    calibration = fit_calibration(*_overconfident(400, np.random.default_rng(3)), target_fprs=(0.05, 0.01, 0.2),
+                                  checkpoint_sha256=file_sha256(checkpoint), settings=at_one_frame)
     beside = tmp_path / "model.safetensors"
     shutil.copy(checkpoint, beside)
     calibration.save(f"{beside}.calibration.json")  # found beside the checkpoint without an option
     out = tmp_path / "calibrated.csv"
     assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", "--frames", "1",
-                 "--operating-point", "fpr=0.01", "--out", str(out)]) == 0
+                 "--lenient-fpr", "0.05", "--out", str(out)]) == 0
     header, line = out.read_text().splitlines()
-    row = dict(zip(header.split(","), line.split(",")))
+    row = dict(zip(header.split(","), next(csv.reader([line]))))
     score = float(row["score"])
     assert float(row["probability"]) == pytest.approx(calibration.probability([score])[0], abs=1e-6)
-    point = calibration.operating_point(0.01)
-    assert row["verdict"] == ("fake" if score >= point.threshold else "real")
-    assert float(row["operating_fpr"]) == pytest.approx(point.fpr) and row["calibration"].endswith(".json")
-    assert "operating point fpr=0.01" in capsys.readouterr().err
+    strict, lenient = calibration.operating_point(0.01), calibration.operating_point(0.05)
+    expected = ("manipulated" if score >= strict.threshold else
+                "inconclusive" if score >= lenient.threshold else "no_evidence")
+    assert row["verdict"] == expected and row["label"] == "" and row["verdict_meaning"]
+    assert row["calibration"].endswith(".json")
+    assert "lenient one FPR 0.05" in capsys.readouterr().err
+
+    for refused, message in [(["--threshold", "0.3"], "not from a raw-score threshold"),
+                             (["--frames", "4"], "frames 4 (fitted with 1)"),
+                             (["--frames", "1", "--strict-fpr", "0.3"], "no operating point at FPR 0.3")]:
+        assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", *refused]) == 2
+        assert message in capsys.readouterr().err, refused
+    assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", "--frames", "4",
+                 "--calibration", "none", "--threshold", "0.3", "--out", str(plain)]) == 0  # without it: a threshold
+    assert json.loads(plain.read_text())["decided_by"] == {"kind": "threshold", "threshold": 0.3}
 
     other = tmp_path / "other.json"
-    fit_calibration(*_overconfident(400, np.random.default_rng(4)), checkpoint_sha256="0" * 64).save(other)
+    fit_calibration(*_overconfident(400, np.random.default_rng(4)), checkpoint_sha256="0" * 64,
+                    settings=at_one_frame).save(other)
     assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", "--calibration",
                  str(other)]) == 2
     err = capsys.readouterr().err
     assert f"made for the checkpoint with SHA-256 {'0' * 64}, not for this one ({file_sha256(beside)})" in err
-    assert main(["detect", str(image), "--checkpoint", str(beside), "--device", "cpu", "--operating-point",
-                 "fpr=0.2"]) == 2
-    assert "no operating point at fpr=0.2" in capsys.readouterr().err
 
 
 def test_evaluate_reports_intervals_and_calibration_errors_and_calibrate_reuses_only_its_own_results(
@@ -161,7 +260,8 @@ def test_evaluate_reports_intervals_and_calibration_errors_and_calibrate_reuses_
     assert main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(out), *common]) == 0
     summary = json.loads((out / "summary.json").read_text())
     low, high = summary["auc_ci95"]
-    assert low <= summary["auc"] <= high and set(summary["tpr_at_fpr"]) == {"0.001", "0.01", "0.05"}
+    assert low <= summary["auc"] <= high and summary["tpr_at_fpr"] == {"0.001": None, "0.01": None, "0.05": None}
+    assert "needs at least 20 real videos" in summary["tpr_at_fpr_unmeasured"]["0.05"]  # 3 reals: not measurable
     assert 0 <= summary["ece"] <= 1 and 0 <= summary["brier"] <= 1
     assert (out / "reliability.png").stat().st_size > 1000 and (out / "reliability.svg").is_file()
 
@@ -171,7 +271,9 @@ def test_evaluate_reports_intervals_and_calibration_errors_and_calibrate_reuses_
                      *common]) == 0
     made = Calibration.load(cal, file_sha256(checkpoint))
     assert made.fitted_on["n_videos"] == 6 and made.n_real == 3 and made.n_fake == 3
-    assert [p.target_fpr for p in made.operating_points] == [0.01, 0.05]
+    assert [p.target_fpr for p in made.operating_points] == [0.01, 0.1]
+    assert made.settings == {"frames": 2, "face_detector": DEFAULT_FACE_DETECTOR, "input_size": 64, "amp": False}
+    assert len(made.fitted_on["video_sha256s"]) == 6 and made.heldout_nll > 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["calibration"] == str(cal)
 
     other = tmp_path / "other.safetensors"
@@ -183,10 +285,15 @@ def test_evaluate_reports_intervals_and_calibration_errors_and_calibrate_reuses_
     assert "frames differ" in capsys.readouterr().err
 
     again = tmp_path / "eval-calibrated"
-    assert main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(again), "--calibration",
-                 str(cal), *common]) == 0
+    with pytest.warns(UserWarning, match="6 of these 6 videos were among the 6 the calibration was fitted on"):
+        assert main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(again), "--calibration",
+                     str(cal), *common]) == 0
     calibrated = json.loads((again / "summary.json").read_text())["calibrated"]
     assert calibrated["method"] == "isotonic" and calibrated["ece"] <= summary["ece"] + 1e-12
+    assert calibrated["videos_in_calibration_set"] == 6
+    assert main(["evaluate", "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "at4"),
+                 "--calibration", str(cal), *common[:-4], "--frames", "4", "--device", "cpu"]) == 2
+    assert "frames 4 (fitted with 2)" in capsys.readouterr().err
 
 
 def test_auc_per_ffpp_manipulation_and_per_folder_group():

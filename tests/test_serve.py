@@ -207,3 +207,25 @@ def test_the_api_docs_render_in_a_browser_with_the_network_blocked(detector, tmp
         page.screenshot(path=str(tmp_path / "docs.png"))
         browser.close()
     assert not blocked, f"the docs page asked for outside resources: {blocked}"
+
+
+def test_a_calibrated_server_answers_tiers_and_refuses_other_frames(detector):
+    import numpy as np
+
+    from hcsi.evaluate.calibration import fit_calibration
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200, int), np.ones(200, int)]
+    calibration = fit_calibration(labels, np.r_[rng.uniform(0, 0.6, 200), rng.uniform(0.3, 1, 200)],
+                                  settings=detector.scoring_settings())
+    calibrated = Detector(detector.model, device="cpu", frames=2, calibration=calibration)
+    client = TestClient(create_app(calibrated))
+    image = fixture("face_recognition/obama.jpg").read_bytes()
+    body = client.post("/v1/analyze", files={"file": ("a.jpg", image)}).json()
+    assert body["verdict"] in ("manipulated", "inconclusive", "no_evidence") and body["label"] is None
+    assert body["decided_by"]["kind"] == "operating_points" and body["verdict_meaning"]
+    assert body["calibration"].startswith("sha256:") and body["probability"] is not None
+    refused = client.post("/v1/jobs", files={"file": ("b.jpg", image + b"x")}, data={"frames": "3"})
+    assert refused.status_code == 422 and "calibration was fitted at 2 frames" in refused.json()["detail"]
+    listed = client.get("/v1/jobs", params={"verdict": body["verdict"]}).json()
+    assert [j["id"] for j in listed["jobs"]] == [body["id"]]

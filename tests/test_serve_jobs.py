@@ -54,7 +54,8 @@ def test_jobs_are_stored_deduplicated_listed_reported_and_deleted(server):
     assert httpx.get(f"{server.url}/v1/jobs/{job['id']}/report.html", timeout=10).status_code == 401
 
     report = server.get(f"/v1/jobs/{job['id']}/report.html").text
-    assert job["sha256"] in report and "uncalibrated" in report and report.count('src="data:image/png;base64,') == 2
+    assert job["sha256"] in report and "uncalibrated" in report and report.count('src="data:image/png;base64,') == 1
+    assert "still image, 384×480 pixels" in report and "duration" not in report  # a still has no duration or curve
     assert "://" not in report.replace("data:image/png;base64,", "")  # nothing to fetch: opens offline
 
     data = Path(server.process.args[server.process.args.index("--data-dir") + 1])
@@ -154,7 +155,7 @@ def test_the_history_page_lists_jobs_opens_one_and_its_report_renders(server):
         report = popup.value
         report.wait_for_load_state()
         assert "hcsi case report" in report.inner_text("h1") and job["sha256"] in report.content()
-        report.wait_for_function("[...document.images].length === 2 && "
+        report.wait_for_function("[...document.images].length === 1 && "  # a still: the heatmaps, no curve
                                  "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
         browser.close()
 
@@ -223,7 +224,7 @@ def test_detect_writes_a_self_contained_case_report_per_input(checkpoint, tmp_pa
                  "--frames", "2", "--report", str(tmp_path / "cases"), "--out", str(tmp_path / "rows.jsonl")]) == 0
     (report,) = (tmp_path / "cases").glob("*.html")
     text = report.read_text()
-    assert "elon.mp4" in text and "raw score" in text and text.count('src="data:image/png;base64,') == 2
+    assert "elon.mp4" in text and "(uncalibrated)" in text and text.count('src="data:image/png;base64,') == 2
     assert "setting: frames" in text and "checkpoint SHA-256" in text and "What this means" in text
     assert str(report) in (tmp_path / "rows.jsonl").read_text()
 

@@ -297,10 +297,13 @@ def run_demo(out: str | Path, data: str | Path | None = None, seed: int = 0, qui
     model = model_from_checkpoint(out / "run" / "final.safetensors")
     curve_rows = video_level_sbi_scores(model, store, config, held_out)
     metrics = detection_metrics([r["label"] for r in curve_rows], [r["score"] for r in curve_rows])
-    table = "\n".join(f"{r['video']:<28} {r['kind']:<22} p(fake) {r['score']:.3f}" for r in curve_rows)
+    table = "\n".join(f"{r['video']:<28} {r['kind']:<22} score {r['score']:.3f}" for r in curve_rows)
     eval_text = (f"held-out videos: real clips vs SBI fakes of them (validation synthesis), video score = mean over "
                  f"frames.\nAUC {metrics['auc']:.3f}  AP {metrics['ap']:.3f}  EER {metrics['eer']:.3f}  "
-                 f"acc@0.5 {metrics['acc']:.3f}\n\n{table}")
+                 f"acc@0.5 {metrics['acc']:.3f}\n(AUC measures the ranking of fakes above reals; accuracy at the "
+                 "fixed raw threshold 0.5 also needs the scores on the right side of 0.5, which an uncalibrated "
+                 "score need not be: the two can disagree, e.g. AUC 1.0 with accuracy 0.5 when every score sits on "
+                 f"one side. `hcsi calibrate` fixes the scale.)\n\n{table}")
     print(eval_text)
     sections.append(("Evaluation on held-out identities", eval_text))
     manifest_summary = None

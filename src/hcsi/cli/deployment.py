@@ -8,12 +8,11 @@ from pathlib import Path
 
 from .options import (
     checkpoint_option,
+    decision_option,
     device_option,
     face_detector_option,
     frames_option,
-    operating_point,
     require_hcsi_checkpoint,
-    threshold_option,
 )
 
 NO_CHECKPOINT = (
@@ -26,7 +25,7 @@ NO_CHECKPOINT = (
 )
 
 DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
-                     "calibration", "probability", "verdict", "operating_fpr", "operating_tpr", "report"]
+                     "calibration", "probability", "verdict", "verdict_meaning", "report"]
 
 
 def _write_case_report(result, row: dict, detector, args: argparse.Namespace, commit: str | None, out: Path) -> Path:
@@ -43,10 +42,7 @@ def _write_case_report(result, row: dict, detector, args: argparse.Namespace, co
     if result.gates:
         ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
         heatmap = png.tobytes() if ok else None
-    point = detector.operating_point
     settings = {"frames": detector.frames, "face detector": detector.face_detector.name}
-    settings.update({"operating point": f"fpr={point.target_fpr:g} (raw-score threshold {point.threshold:.4f})"}
-                    if point else {"threshold": args.threshold})
     about = {"file_name": Path(result.source).name, **media_facts(result.source),
              "analysed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "model": detector.model.config.name, "checkpoint_sha256": detector.checkpoint_sha256,
@@ -66,9 +62,7 @@ def _write_detections(rows: list[dict], out: str) -> None:
         if out.lower().endswith(".csv"):
             writer = csv_module.DictWriter(f, DETECT_CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
-            for row in rows:
-                point = row.get("operating_point") or {}
-                writer.writerow({**row, "operating_fpr": point.get("fpr"), "operating_tpr": point.get("tpr")})
+            writer.writerows(rows)
         else:
             f.writelines(json.dumps(row) + "\n" for row in rows)
 
@@ -86,7 +80,7 @@ def _detect(args: argparse.Namespace) -> int:
         if args.explain or args.report:
             raise ValueError("--explain and --report need the PyTorch backend (gates are not in the ONNX graph's "
                              "outputs)")
-        if args.calibration or args.operating_point:
+        if (args.calibration and args.calibration != "none") or args.strict_fpr or args.lenient_fpr:
             raise ValueError("a calibration belongs to the checkpoint it was fitted for (its SHA-256): use the "
                              "PyTorch backend with that --checkpoint")
     elif not args.checkpoint:
@@ -96,12 +90,14 @@ def _detect(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: expected a .jsonl (one JSON object per input) or .csv file name")
     entries = expand_inputs(args.paths)
     if args.backend == "onnxruntime":
-        detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector)
+        detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector,
+                                      threshold=args.threshold)
     else:
         require_hcsi_checkpoint(args.checkpoint, "detect")
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                             face_detector=args.face_detector, calibration=args.calibration,
-                                            operating_fpr=operating_point(args.operating_point))
+                                            strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
+                                            threshold=args.threshold)
     calibration_name = detector.calibration.source if detector.calibration is not None else "uncalibrated"
     rows = []
     # the readable inputs' crops are pooled into full model batches across files; results come back in order
@@ -114,12 +110,13 @@ def _detect(args: argparse.Namespace) -> int:
     for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
         if entry.problem:
             rows.append({"path": entry.path, "score": None, "label": None, "calibration": calibration_name,
-                         "probability": None, "verdict": None, "operating_point": None,
+                         "probability": None, "verdict": None, "verdict_meaning": None,
+                         "decided_by": detector.decision.to_dict(),
                          "status": "skipped" if entry.skipped else "unreadable", "reason": entry.problem,
                          "frames_used": 0, "faces_found": 0})
             continue
         result = next(results)
-        row = result.to_dict(args.threshold)
+        row = result.to_dict()
         if args.explain and result.gates:
             strip = Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"
             row["heatmap"] = str(save_gate_strip(result, strip))
@@ -133,25 +130,26 @@ def _detect(args: argparse.Namespace) -> int:
         _write_detections(rows, args.out)
     width = min(60, max([len(r["path"]) for r in rows] + [4]))
     calibrated = detector.calibration is not None
-    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<7}  status" if calibrated else
-          f"{'file':<{width}}  {'score':>6}  {'verdict':<7}  status  (uncalibrated: raw scores)")
+    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<12}  status" if calibrated else
+          f"{'file':<{width}}  {'score':>6}  {'label':<5}  status  (uncalibrated: raw scores)")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         status = r["status"] + (f" ({r['reason']})" if r["status"] != "ok" and r["reason"] else "")
+        shown = r["path"] if len(r["path"]) <= width else "…" + r["path"][-(width - 1):]
         if calibrated:
             probability = "" if r.get("probability") is None else f"{r['probability']:.3f}"
-            print(f"{r['path'][-width:]:<{width}}  {score:>6}  {probability:>6}  {r.get('verdict') or '-':<7}  "
-                  f"{status}")
+            print(f"{shown:<{width}}  {score:>6}  {probability:>6}  {r.get('verdict') or '-':<12}  {status}")
         else:
-            print(f"{r['path'][-width:]:<{width}}  {score:>6}  {r['label'] or '-':<7}  {status}")
+            print(f"{shown:<{width}}  {score:>6}  {r['label'] or '-':<5}  {status}")
     processed = sum(1 for r in rows if r["status"] in ("ok", "no_face"))
+    decision = detector.decision
     if calibrated:
-        point = detector.operating_point
-        decided = (f"verdicts at the operating point fpr={point.target_fpr:g} (raw-score threshold "
-                   f"{point.threshold:.4f}; on the calibration videos FPR {point.fpr:.3f}, TPR {point.tpr:.3f}); "
-                   f"calibration {detector.calibration.source}")
+        decided = (f"verdicts in tiers: manipulated at or above the strict operating point FPR "
+                   f"{decision.strict.target_fpr:g} (raw score {decision.strict.threshold:.4f}), inconclusive down "
+                   f"to the lenient one FPR {decision.lenient.target_fpr:g} ({decision.lenient.threshold:.4f}), "
+                   f"no_evidence below; calibration {detector.calibration.source}")
     else:
-        decided = f"uncalibrated: verdicts by the raw-score threshold {args.threshold}"
+        decided = f"uncalibrated: labels by the raw-score threshold {decision.threshold:g}, no tiers"
     print(f"{processed} of {len(rows)} input(s) processed; {decided}"
           + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
     return 0 if processed else 1
@@ -182,7 +180,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                  description="Scores every file (folders recursively, glob patterns) with the "
                                              "evaluation protocol; per-file problems are reported, not fatal.",
                                  parents=[checkpoint_option(required=False), frames_option(), device_option(),
-                                          threshold_option(), face_detector_option()])
+                                          decision_option(), face_detector_option()])
     detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
     detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
@@ -190,10 +188,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="write a case report per input into DIR: one self-contained HTML file (images embedded)")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
-    detect.add_argument("--calibration", metavar="FILE",
-                        help="calibration file (default: <checkpoint>.calibration.json when it exists)")
-    detect.add_argument("--operating-point", metavar="fpr=RATE",
-                        help="decide at this operating point of the calibration (default: its first target FPR)")
     detect.set_defaults(run=_detect)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)",

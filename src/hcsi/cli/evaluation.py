@@ -64,9 +64,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from ..distributed import resolve_device, setup_distributed, shutdown_distributed
-    from ..evaluate.calibration import calibration_path_for, fit_calibration, video_list_sha256
+    from ..evaluate.calibration import calibration_path_for, fit_calibration, video_list_sha256, video_sha256
     from ..evaluate.datasets import test_videos
-    from ..evaluate.run import EvaluationOptions, evaluate, scoring_settings
+    from ..evaluate.run import EvaluationOptions, calibration_settings, evaluate, scoring_settings, video_key
     from ..files import file_sha256, options_to_continue, settings_mismatch
     from ..models.builder import model_from_checkpoint
 
@@ -103,15 +103,20 @@ def _calibrate(args: argparse.Namespace) -> int:
     with open(Path(results) / "videos.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]  # failed videos carry no model score
     summary = json.loads((Path(results) / "summary.json").read_text())
-    keys = [f"{r['dataset']}/{r['source']}/{r['video_id']}" for r in rows]
+    keys = [video_key(r) for r in rows]
     fitted_on = {"dataset": summary.get("dataset"), "root": summary.get("root"), "n_videos": len(rows),
-                 "videos_sha256": video_list_sha256(keys), "results": os.path.abspath(results)}
+                 "videos_sha256": video_list_sha256(keys), "video_sha256s": sorted(map(video_sha256, keys)),
+                 "results": os.path.abspath(results)}
     calibration = fit_calibration([int(r["label"]) for r in rows], [float(r["score"]) for r in rows], args.method,
-                                  targets, fitted_on, file_sha256(args.checkpoint))
+                                  targets, fitted_on, file_sha256(args.checkpoint),
+                                  calibration_settings(model, options))
     out = calibration.save(args.out or calibration_path_for(args.checkpoint))
-    shown = calibration.parameters if calibration.method == "temperature" else {}  # isotonic knots: in the file
-    print(json.dumps({"calibration": str(out), "method": calibration.method, **shown, "n_real": calibration.n_real,
-                      "n_fake": calibration.n_fake,
+    shown = calibration.parameters if calibration.method != "isotonic" else {}  # isotonic knots: in the file
+    print(json.dumps({"calibration": str(out), "method": calibration.method, **shown,
+                      "heldout_nll": calibration.heldout_nll, **({"compared": calibration.selection}
+                                                                  if calibration.selection else {}),
+                      "n_real": calibration.n_real, "n_fake": calibration.n_fake,
+                      "settings": calibration.settings,
                       "operating_points": [vars(p) for p in calibration.operating_points]}))
     return 0
 
@@ -174,16 +179,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cal = commands.add_parser(
         "calibrate", help="fit calibrated probabilities and operating points on labelled videos",
         description="Scores labelled videos through the evaluation pipeline (or reuses an evaluation folder made with "
-                    "this checkpoint and settings), fits temperature scaling or isotonic regression to the video "
+                    "this checkpoint and settings), fits Platt, temperature or isotonic calibration to the video "
                     "scores, and finds the raw-score threshold of each target false-positive rate. Writes a "
                     "calibration file (default: beside the checkpoint, <checkpoint>.calibration.json) that hcsi "
                     "detect, hcsi serve and hcsi evaluate --calibration apply.",
         parents=[checkpoint_option(required=True), benchmark_options(required=False),
                  face_detector_option("--detector", dest="detector")])
-    cal.add_argument("--method", default="temperature", choices=["temperature", "isotonic"])
-    cal.add_argument("--target-fpr", default="0.01,0.05",
-                     help="comma-separated false-positive rates of the operating points (default 0.01,0.05; the "
-                          "first is detect's default)")
+    cal.add_argument("--method", default="platt", choices=["platt", "temperature", "isotonic", "auto"],
+                     help="platt (default: a logistic fit on the score's logit, which can move the scale), "
+                          "temperature, isotonic, or auto (the lowest 5-fold cross-validated NLL)")
+    cal.add_argument("--target-fpr", default="0.01,0.1",
+                     help="comma-separated false-positive rates of the operating points (default 0.01,0.1: the "
+                          "lowest is the strict point of the tiers, the highest the lenient one)")
     cal.add_argument("--out", help="calibration file (default <checkpoint>.calibration.json)")
     cal.add_argument("--from-results", metavar="DIR", help="reuse this `hcsi evaluate` folder's scores")
     cal.add_argument("--results-out", metavar="DIR",

@@ -60,14 +60,35 @@ def target_fpr(value: str) -> float:
     return rate
 
 
-def operating_point(value: str | None) -> float | None:
-    """--operating-point fpr=0.05 → 0.05."""
-    if value is None:
-        return None
-    name, sep, rate = value.partition("=")
-    if name.strip() != "fpr" or not sep:
-        raise ValueError(f"--operating-point {value!r}: expected fpr=RATE, e.g. fpr=0.05")
-    return target_fpr(rate)
+def operating_fpr(option: str):
+    """argparse type of --strict-fpr / --lenient-fpr: a false-positive rate in (0, 1)."""
+    def parse(value: str) -> float:
+        try:
+            rate = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {value!r}: expected a false-positive rate such as 0.01") \
+                from None
+        if not 0 < rate < 1:
+            raise argparse.ArgumentTypeError(f"{option} {value}: a false-positive rate lies strictly between 0 and 1")
+        return rate
+    return parse
+
+
+def decision_option() -> argparse.ArgumentParser:
+    """How verdicts are reached (detect, serve, worker): a calibration's tiers, or a raw-score threshold."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--calibration", metavar="FILE",
+                         help="calibration file (default: <checkpoint>.calibration.json when it exists; 'none': no "
+                              "calibration, verdicts by --threshold)")
+    options.add_argument("--strict-fpr", type=operating_fpr("--strict-fpr"),
+                         help="the calibration's operating point above which a video is 'manipulated' (default: "
+                              "its lowest target FPR, 0.01 by default)")
+    options.add_argument("--lenient-fpr", type=operating_fpr("--lenient-fpr"),
+                         help="the operating point below which there is 'no_evidence' (default: its highest, 0.1)")
+    options.add_argument("--threshold", type=fraction, default=None,
+                         help="without a calibration: the raw score at or above which the label is fake (default "
+                              "0.5); refused with one, whose operating points decide")
+    return options
 
 
 def option(*names: str, **settings) -> argparse.ArgumentParser:

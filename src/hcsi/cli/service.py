@@ -14,10 +14,10 @@ from .deployment import NO_CHECKPOINT
 from .options import (
     at_least,
     checkpoint_option,
+    decision_option,
     device_option,
     face_detector_option,
     frames_option,
-    operating_point,
     positive_float,
     require_hcsi_checkpoint,
 )
@@ -29,7 +29,8 @@ def _detector(args: argparse.Namespace, command: str):
     require_hcsi_checkpoint(args.checkpoint, command)
     return Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                     face_detector=args.face_detector, calibration=args.calibration,
-                                    operating_fpr=operating_point(args.operating_point))
+                                    strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
+                                    threshold=args.threshold)
 
 
 def _log_json_lines() -> None:
@@ -138,10 +139,6 @@ def _store_options() -> argparse.ArgumentParser:
     options.add_argument("--database", default=os.environ.get("HCSI_DATABASE"), metavar="URL",
                          help="postgresql://USER@HOST:PORT/DB: jobs in PostgreSQL, shared by several API nodes and "
                               "workers (or env HCSI_DATABASE; default: SQLite in the data directory, one process)")
-    options.add_argument("--calibration", metavar="FILE",
-                         help="calibration file (default: <checkpoint>.calibration.json when it exists)")
-    options.add_argument("--operating-point", metavar="fpr=RATE",
-                         help="decide at this operating point of the calibration (default: its first target FPR)")
     options.add_argument("--keep-media", action="store_true", help="keep uploads after their analysis")
     options.add_argument("--keep-days", type=positive_float,
                          help="remove finished jobs (and their files) older than this many days")
@@ -155,7 +152,7 @@ def _store_options() -> argparse.ArgumentParser:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """serve, worker, submit."""
     shared = [checkpoint_option(required=False), frames_option(), device_option(), face_detector_option(),
-              _store_options()]
+              decision_option(), _store_options()]
     serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint", parents=shared)
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     serve.add_argument("--port", type=at_least(1), default=8000)

@@ -20,7 +20,7 @@ from ..evaluate.calibration import (
     UNCALIBRATED,
     Calibration,
     CalibrationError,
-    OperatingPoint,
+    Decision,
     calibration_path_for,
 )
 from ..evaluate.protocol import (
@@ -66,26 +66,22 @@ class DetectionResult:
     gates: list[dict] | None = None  # explain=True: per face {"crop", "cnn": [H×W per stage], "vit": [...], "gradcam"}
     calibration: str = UNCALIBRATED  # the calibration file applied, or "uncalibrated"
     probability: float | None = None  # calibrated probability of "fake" (None without a calibration)
-    operating_point: OperatingPoint | None = None  # the calibration's point the verdict was taken at
+    decision: Decision = field(default_factory=Decision)  # tiers at operating points, or a raw-score threshold
 
-    def label(self, threshold: float = 0.5) -> str | None:
-        """fake/real by a raw-score threshold."""
-        return None if self.score is None else ("fake" if self.score >= threshold else "real")
+    @property
+    def label(self) -> str | None:
+        """fake/real by the raw-score threshold, only without a calibration (None with one: the verdict decides)."""
+        return self.decision.label(self.score)
 
     @property
     def verdict(self) -> str | None:
-        """fake/real at the calibration's operating point (None without a calibration or a score)."""
-        if self.score is None or self.operating_point is None:
-            return None
-        return "fake" if self.score >= self.operating_point.threshold else "real"
+        """With a calibration: manipulated / inconclusive / no_evidence (None without a calibration or a score)."""
+        return self.decision.verdict(self.score)
 
-    def to_dict(self, threshold: float = 0.5) -> dict:
-        point = self.operating_point
-        return {"path": self.source, "score": self.score, "label": self.label(threshold), "status": self.status,
+    def to_dict(self) -> dict:
+        return {"path": self.source, "score": self.score, "label": self.label, "status": self.status,
                 "calibration": self.calibration, "probability": self.probability, "verdict": self.verdict,
-                "operating_point": None if point is None else {"target_fpr": point.target_fpr,
-                                                               "threshold": point.threshold, "fpr": point.fpr,
-                                                               "tpr": point.tpr},
+                "verdict_meaning": self.decision.meaning(self.score), "decided_by": self.decision.to_dict(),
                 "reason": self.reason, "frames_used": len(self.frame_indices), "faces_found": len(self.faces),
                 "frames_sampled": self.frames_sampled, "frame_indices": self.frame_indices,
                 "frame_scores": self.frame_scores,
@@ -102,13 +98,17 @@ class Detector:
         batch_size: face crops per forward pass.
         face_detector: a FACE_DETECTORS name; default: `default_face_detector(device)` (torch-backed ones run on
             the model's device).
-        calibration: turns scores into probabilities and verdicts at an operating point (`hcsi calibrate`).
-        operating_fpr: the calibration's operating point to decide at (default: its first).
+        calibration: turns scores into probabilities and tiers (`hcsi calibrate`); it must have been fitted with
+            this detector's frames, face detector and input size.
+        strict_fpr, lenient_fpr: the calibration's operating points of the tiers (default: its lowest and highest
+            target FPR).
+        threshold: the raw-score threshold of the fake/real label, only without a calibration.
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
                  face_detector: str | None = None, calibration: Calibration | None = None,
-                 operating_fpr: float | None = None) -> None:
+                 strict_fpr: float | None = None, lenient_fpr: float | None = None,
+                 threshold: float | None = None) -> None:
         require_at_least("frames", frames, 1)
         require_at_least("batch_size", batch_size, 1)
         self.device = resolve_device(device)
@@ -118,19 +118,34 @@ class Detector:
         self.face_detector = create_face_detector(face_detector or default_face_detector(self.device),
                                                   device=str(self.device))
         self.calibration = calibration
-        self.operating_point = calibration.operating_point(operating_fpr) if calibration is not None else None
+        if calibration is None:
+            if strict_fpr is not None or lenient_fpr is not None:
+                raise CalibrationError("operating points need a calibration (`hcsi calibrate`, then --calibration)")
+            self.decision = Decision(threshold=0.5 if threshold is None else threshold)
+        else:
+            if threshold is not None:
+                raise CalibrationError("with a calibration the verdict comes from its operating points (strict and "
+                                       "lenient FPR), not from a raw-score threshold; drop the threshold, or score "
+                                       "without the calibration to use one")
+            calibration.require_settings(self.scoring_settings(frames), "this detector")
+            self.decision = calibration.decision(strict_fpr, lenient_fpr)
         self.checkpoint_path: Path | None = None  # set by from_checkpoint (reports, the service's deduplication)
         self._checkpoint_sha256: str | None = None
-        if calibration is None and operating_fpr is not None:
-            raise CalibrationError("an operating point needs a calibration (`hcsi calibrate`, then --calibration)")
+
+    def scoring_settings(self, frames: int | None = None) -> dict:
+        """What a score depends on besides the model: the settings a calibration is fitted with and checked by."""
+        return {"frames": frames or self.frames, "face_detector": self.face_detector.name,
+                "input_size": self.model.config.input_size, "amp": False}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", calibration: str | Path | None = None,
                         **options) -> Detector:
         """A detector for an hcsi checkpoint, with the calibration given or found beside it (`<checkpoint>
-        .calibration.json`); a calibration made for another checkpoint is refused."""
+        .calibration.json`; "none": no calibration); a calibration made for another checkpoint is refused."""
         beside = calibration_path_for(path)
         digest = None
+        if str(calibration) == "none":
+            calibration, beside = None, Path()  # no file is looked for
         if calibration is not None or beside.is_file():
             digest = file_sha256(path)
             options["calibration"] = Calibration.load(calibration or beside, digest)
@@ -201,7 +216,7 @@ class Detector:
         if self.calibration is not None and score is not None:
             result.calibration = self.calibration.source
             result.probability = float(self.calibration.probability([score])[0])
-            result.operating_point = self.operating_point
+        result.decision = self.decision
         result.frame_indices = [index for index, _, _ in frames]
         result.frame_scores = [s for _, s, _ in frames]
         result.faces = [FaceResult(faces.frame_indices[p], box, float(s))
@@ -216,6 +231,8 @@ class Detector:
         `progress(stage, frames_done, frames_total)` is told when faces are being found and when they are scored."""
         if frames is not None:
             require_at_least("frames", frames, 1)
+            if self.calibration is not None:
+                self.calibration.require_settings(self.scoring_settings(frames), "this analysis")
         if isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
                 return DetectionResult("<array>", STATUS_UNREADABLE,

@@ -43,7 +43,7 @@ def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
         if g.get("gradcam") is not None:
             tiles.append(overlay(crop, g["gradcam"]))
         row = np.concatenate(tiles, axis=1)
-        _caption(row, f"frame {frame_index}  p(fake) {result.faces[best[frame_index]].score:.3f}")
+        _caption(row, f"frame {frame_index}  score {result.faces[best[frame_index]].score:.3f}")
         rows.append(row)
     first = result.gates[best[frames[keep[0]]]]
     titles = (["face"] + [f"CNN gate s{k + 1}" for k in range(len(first["cnn"]))]

@@ -16,12 +16,15 @@ from ..files import file_sha256
 MEANING_CALIBRATED = (
     "The probability is the model's score mapped by a calibration fitted on labelled videos ({fitted}). It says "
     "how often videos like those that received this score were fake; it is only as good as the resemblance between "
-    "this input and those videos. The verdict is taken at an operating point that called {fpr:.1%} of the "
-    "calibration's real videos fake and found {tpr:.1%} of its fakes.")
+    "this input and those videos. The verdict is a tier between two operating points of that calibration: "
+    "'manipulated' at or above the strict one (FPR {strict_fpr:.1%}: that share of its real videos reached it, and "
+    "{strict_tpr:.1%} of its fakes), 'no evidence' below the lenient one (FPR {lenient_fpr:.1%}, TPR "
+    "{lenient_tpr:.1%}), 'inconclusive' between.")
 MEANING_UNCALIBRATED = (
     "No calibration was applied: the score is the model's raw output (mean over the sampled frames of the highest "
     "face score in each), which ranks inputs but is not a probability, and its scale differs from one kind of "
-    "video to another. The verdict compares it with the raw threshold {threshold}.")
+    "video to another. The label compares it with the raw threshold {threshold}; without a calibration there are "
+    "no tiers.")
 MEANING_LIMITS = (
     "What the result does not say: the detector was trained on self-blended face swaps (SBI) and tested on "
     "academic benchmarks; it looks only at the faces it found in the sampled frames, not at the voice, the "
@@ -30,28 +33,42 @@ MEANING_LIMITS = (
     "can escape it.")
 
 
-def video_duration(path: str | Path) -> float | None:
-    """A video's duration in seconds from its container (None for still images and unreadable files)."""
+STILL_IMAGE_DEMUXERS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe")
+
+
+def picture_facts(path: str | Path) -> dict:
+    """{"duration_s": seconds or None, "image_size": "W×H" or None}: a video's duration from its container, a still
+    image's dimensions (FFmpeg gives a still a nominal one-frame duration, which is not a duration); nothing for
+    unreadable files."""
     try:
         with av.open(str(path)) as container:
-            if container.streams.video and container.duration:
-                return container.duration / 1_000_000
+            if not container.streams.video:
+                return {"duration_s": None, "image_size": None}
+            stream = container.streams.video[0]
+            if container.format.name in STILL_IMAGE_DEMUXERS:
+                return {"duration_s": None, "image_size": f"{stream.width}×{stream.height}"}
+            return {"duration_s": container.duration / 1_000_000 if container.duration else None, "image_size": None}
     except av.error.FFmpegError:
-        pass
-    return None
+        return {"duration_s": None, "image_size": None}
+
+
+def video_duration(path: str | Path) -> float | None:
+    """A video's duration in seconds from its container (None for still images and unreadable files)."""
+    return picture_facts(path)["duration_s"]
 
 
 def media_facts(path: str | Path) -> dict:
-    """SHA-256, size and (for videos) duration in seconds of a file."""
-    return {"sha256": file_sha256(path), "size": Path(path).stat().st_size, "duration_s": video_duration(path)}
+    """SHA-256, size, and a video's duration in seconds or a still image's dimensions."""
+    return {"sha256": file_sha256(path), "size": Path(path).stat().st_size, **picture_facts(path)}
 
 
 def _png_data_url(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def frame_plot_png(indices: list[int], scores: list[float]) -> bytes | None:
-    """The per-frame score plot as PNG bytes (None without scored frames)."""
+def frame_plot_png(indices: list[int], scores: list[float], decided: dict | None = None) -> bytes | None:
+    """The per-frame score plot as PNG bytes (None without scored frames), with the line(s) that decided the
+    verdict (`decided`: DetectionResult's `decided_by`)."""
     if not scores:
         return None
     import matplotlib
@@ -59,10 +76,20 @@ def frame_plot_png(indices: list[int], scores: list[float]) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 2.4))
-    ax.plot(indices, scores, marker="o", ms=3, lw=1.2, color="#c33")
-    ax.set(ylim=(0, 1), xlabel="frame index", ylabel="p(fake)", title="highest face score in each sampled frame")
-    ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    ax.plot(indices, scores, marker="o", ms=3, lw=1.2, color="#c33", label="score per sampled frame")
+    decided = decided or {"kind": "threshold", "threshold": 0.5}
+    if decided["kind"] == "operating_points":
+        lines = [(decided["strict"]["threshold"], f"strict point (FPR {decided['strict']['target_fpr']:g}): "
+                                                   "manipulated above", "#b00"),
+                 (decided["lenient"]["threshold"], f"lenient point (FPR {decided['lenient']['target_fpr']:g}): "
+                                                    "no evidence below", "#070")]
+    else:
+        lines = [(decided["threshold"], f"threshold {decided['threshold']:g}: label fake at or above", "0.5")]
+    for value, text, colour in lines:
+        ax.axhline(value, color=colour, lw=0.9, ls="--", label=f"{text} (video score)")
+    ax.set(ylim=(0, 1), xlabel="frame index", ylabel="score", title="highest face score in each sampled frame")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -82,24 +109,31 @@ def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None
     """
     e = html.escape
     calibrated = record.get("calibration") not in (None, "uncalibrated")
-    point = record.get("operating_point") or {}
+    decided = record.get("decided_by") or {"kind": "threshold", "threshold": 0.5}
     verdict = record.get("verdict") if calibrated else record.get("label")
     settings = about.get("settings", {})
     if record.get("score") is None:
         headline = f"No verdict: {record.get('status')} ({record.get('reason') or 'no reason given'})"
     elif calibrated:
-        headline = (f"{(verdict or '').upper()} — probability {record['probability']:.3f} "
-                    f"(raw score {record['score']:.3f})")
+        headline = (f"{(verdict or '').replace('_', ' ').upper()} — probability {record['probability']:.3f} "
+                    f"(score {record['score']:.3f})")
     else:
-        headline = f"{(verdict or '').upper()} — raw score {record['score']:.3f} (uncalibrated)"
-    meaning = (MEANING_CALIBRATED.format(fitted=e(str(record.get("calibration"))), fpr=point.get("fpr", 0),
-                                         tpr=point.get("tpr", 0)) if calibrated else
-               MEANING_UNCALIBRATED.format(threshold=settings.get("threshold", 0.5)))
+        headline = f"{(verdict or '').upper()} — score {record['score']:.3f} (uncalibrated)"
+    if calibrated and decided["kind"] == "operating_points":
+        strict, lenient = decided["strict"], decided["lenient"]
+        meaning = MEANING_CALIBRATED.format(fitted=e(str(record.get("calibration"))), strict_fpr=strict["fpr"],
+                                            strict_tpr=strict["tpr"], lenient_fpr=lenient["fpr"],
+                                            lenient_tpr=lenient["tpr"])
+    else:
+        meaning = MEANING_UNCALIBRATED.format(threshold=decided.get("threshold", 0.5))
+    if record.get("verdict_meaning"):
+        meaning = f"{record['verdict_meaning']} {meaning}"
     size = about.get("size")
     duration = about.get("duration_s")
     facts = [("input", about.get("file_name")), ("SHA-256", about.get("sha256")),
              ("size", f"{size:,} bytes" if isinstance(size, int) else None),
-             ("duration", f"{duration:.2f} s" if duration else "still image or unknown"),
+             ("duration", f"{duration:.2f} s" if duration else None),
+             ("image", f"still image, {about['image_size']} pixels" if about.get("image_size") else None),
              ("analysed at", about.get("analysed_at")), ("model", about.get("model")),
              ("checkpoint SHA-256", about.get("checkpoint_sha256")),
              ("hcsi", f"{__version__} (commit {about.get('commit') or 'unknown'})"),
@@ -108,7 +142,8 @@ def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None
              ("status", record.get("status")), ("frames with a face", record.get("frames_used")),
              ("faces scored", record.get("faces_found"))]
     rows = "\n".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in facts if v is not None)
-    plot = frame_plot_png(record.get("frame_indices", []), record.get("frame_scores", []))
+    scores = record.get("frame_scores", [])
+    plot = frame_plot_png(record.get("frame_indices", []), scores, decided) if len(scores) > 1 else None  # a still
     figures = ""
     if plot:
         figures += f'<h2>Score per sampled frame</h2><img alt="per-frame scores" src="{_png_data_url(plot)}">'
@@ -121,7 +156,8 @@ def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None
 <style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse}}th,td{{text-align:left;padding:.2em .8em .2em 0;vertical-align:top}}
 th{{color:#555;font-weight:normal}}td{{font-family:ui-monospace,monospace;word-break:break-all}}
-.headline{{font-size:1.5em;margin:.5em 0}}.fake{{color:#b00}}.real{{color:#070}}img{{max-width:100%}}
+.headline{{font-size:1.5em;margin:.5em 0}}.fake,.manipulated{{color:#b00}}.real,.no_evidence{{color:#070}}
+.inconclusive{{color:#a60}}img{{max-width:100%}}
 .note{{background:#f6f6f6;padding:.6em .8em;border-left:3px solid #999}}</style></head><body>
 <h1>hcsi case report</h1>
 <p class="headline {e(str(verdict or ''))}" id="headline">{e(headline)}</p>

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector, require_face_detector
 from ..files import atomic_path, options_to_continue, settings_mismatch, write_json_atomic
-from .calibration import Calibration
+from .calibration import Calibration, video_sha256
 from .datasets import TestVideo
 from .figures import evaluation_roc, reliability_diagram
 from .metrics import bootstrap_intervals, brier_score, detection_metrics, expected_calibration_error, tpr_at_fpr
@@ -189,7 +190,8 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
     frame_pairs = [(r["label"], s) for r in records if r["status"] == STATUS_OK for _, s, _ in r["frames"]]
     video_metrics = detection_metrics([label for label, _ in scored], [s for _, s in scored])
     frame_metrics = detection_metrics([label for label, _ in frame_pairs], [s for _, s in frame_pairs])
-    trust = trust_metrics([label for label, _ in scored], [s for _, s in scored], calibration)
+    trust = trust_metrics([label for label, _ in scored], [s for _, s in scored], calibration,
+                          [video_key(r) for r in records if _video_score(r, policy) is not None])
     subsets = subset_aucs([(r, _video_score(r, policy)) for r in records if _video_score(r, policy) is not None])
     failed: dict[str, int] = {}
     for r in records:
@@ -236,21 +238,55 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
 TPR_AT_FPRS = (0.001, 0.01, 0.05)
 
 
-def trust_metrics(labels: list[int], scores: list[float], calibration: Calibration | None = None) -> dict:
+def video_key(record: dict) -> str:
+    """A video's key across evaluations and calibrations: dataset/source/video_id."""
+    return f"{record['dataset']}/{record['source']}/{record['video_id']}"
+
+
+def tpr_at_fprs(labels: list[int], scores: list[float]) -> tuple[dict, dict]:
+    """TPR at each of TPR_AT_FPRS where the real videos can measure it (at least one real video may be a false
+    positive: n_real ≥ 1 / FPR), else None with the reason: ({fpr: tpr}, {fpr: why not measured})."""
+    n_real = sum(1 for label in labels if label == 0)
+    both = len(set(labels)) == 2
+    rates, unmeasured = {}, {}
+    for fpr in TPR_AT_FPRS:
+        key = f"{fpr:g}"
+        if not both:
+            rates[key], unmeasured[key] = None, "needs real and fake videos"
+        elif n_real * fpr < 1 - 1e-9:
+            rates[key] = None
+            unmeasured[key] = (f"needs at least {round(1 / fpr):,} real videos to measure a false-positive rate of "
+                               f"{fpr:g} (got {n_real}; below that it would be the TPR at FPR 0)")
+        else:
+            rates[key] = tpr_at_fpr(labels, scores, fpr)
+    return rates, unmeasured
+
+
+def trust_metrics(labels: list[int], scores: list[float], calibration: Calibration | None = None,
+                  keys: list[str] | None = None) -> dict:
     """How far the numbers can be trusted: bootstrap 95 % intervals of AUC, AP and EER (1,000 stratified video
-    resamples, seed 0), TPR at FPR 0.1 %, 1 % and 5 %, ECE (15 bins) and Brier score of the raw scores read as
-    probabilities and, with a calibration, of its probabilities."""
+    resamples, seed 0), TPR at FPR 0.1 %, 1 % and 5 % (where measurable), ECE (15 bins) and Brier score of the raw
+    scores read as probabilities and, with a calibration, of its probabilities; `keys` (video_key of each score)
+    show whether the calibration was fitted on these same videos (then its ECE is in-sample, and a warning says
+    so)."""
     both = len(set(labels)) == 2
     intervals = bootstrap_intervals(labels, scores) if both else {"auc": None, "ap": None, "eer": None}
     result = {f"{name}_ci95": interval for name, interval in intervals.items()}
-    result["tpr_at_fpr"] = {f"{fpr:g}": tpr_at_fpr(labels, scores, fpr) if both else None for fpr in TPR_AT_FPRS}
+    result["tpr_at_fpr"], result["tpr_at_fpr_unmeasured"] = tpr_at_fprs(labels, scores)
     result["ece"] = expected_calibration_error(labels, scores)
     result["brier"] = brier_score(labels, scores) if labels else None
     if calibration is not None:
         probabilities = calibration.probability(scores)
+        fitted = set(calibration.fitted_on.get("video_sha256s", []))
+        overlap = sum(video_sha256(key) in fitted for key in keys or [])
+        if overlap:
+            warnings.warn(f"{overlap} of these {len(keys)} videos were among the {len(fitted)} the calibration was "
+                          "fitted on: its ECE and Brier score here are in-sample, not what new videos will see",
+                          stacklevel=2)
         result["calibrated"] = {"calibration": calibration.source, "method": calibration.method,
                                 "ece": expected_calibration_error(labels, probabilities),
-                                "brier": brier_score(labels, probabilities) if labels else None}
+                                "brier": brier_score(labels, probabilities) if labels else None,
+                                "videos_in_calibration_set": overlap}
     return result
 
 
@@ -292,6 +328,12 @@ def scoring_settings(model: torch.nn.Module, options: EvaluationOptions) -> dict
     return json.loads(json.dumps(settings, default=str))  # as it reads back from settings.json
 
 
+def calibration_settings(model: torch.nn.Module, options: EvaluationOptions) -> dict:
+    """The settings a calibration records and is checked against (`Calibration.require_settings`)."""
+    return {"frames": options.frames, "face_detector": options.detector, "input_size": model.config.input_size,
+            "amp": options.amp}
+
+
 def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:
     """Record `settings` in out_dir/settings.json, or check that the folder's earlier run used the same ones."""
     path = out_dir / "settings.json"
@@ -315,6 +357,8 @@ def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Pat
     and returns the summary (other ranks return None)."""
     options = options or EvaluationOptions()
     ctx = ctx or Distributed()
+    if calibration is not None:  # before any video is scored
+        calibration.require_settings(calibration_settings(model, options), "this evaluation")
     out_dir = Path(out_dir)
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
     claim_out_dir(out_dir, scoring_settings(model, options), ctx)

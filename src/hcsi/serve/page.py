@@ -2,7 +2,7 @@
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>hcsi — deepfake check</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <style>
 body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 #drop{border:2px dashed #888;border-radius:8px;padding:2.5em;text-align:center;cursor:pointer}
@@ -10,7 +10,7 @@ body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 
 #verdict{font-size:1.6em;margin:.6em 0}
 .detail{font-size:.55em;color:#333;margin:.2em 0}
 .banner{font-size:.55em;background:#fff3cd;border:1px solid #e0c36a;padding:.4em .6em;margin:.4em 0}
-.fake{color:#b00}.real{color:#070}
+.fake,.manipulated{color:#b00}.real,.no_evidence{color:#070}.inconclusive{color:#a60}
 #progress{width:100%;display:none}
 svg{background:#fafafa;border:1px solid #ddd}
 img{max-width:100%;margin-top:1em}
@@ -21,13 +21,14 @@ img{max-width:100%;margin-top:1em}
 <h1>hcsi — is this face video real?</h1>
 <div id="drop">Drop a video or image here, or <label><u>choose a file</u>
 <input id="file" type="file" accept="video/*,image/*" hidden></label></div>
-<p><label>Frames <input id="frames" type="number" min="1" max="300" value="32"></label></p>
+<p><label>Frames <input id="frames" type="number" min="1" max="300" placeholder="server default" style="width:9em"></label></p>
 <progress id="progress" max="100"></progress><div id="status"></div>
 <div id="verdict"></div><div id="plot"></div><p id="report"></p><img id="heatmap" alt="" hidden>
 <h2>History</h2>
 <p><select id="filter-status"><option value="">any status</option><option>queued</option><option>running</option>
 <option>done</option><option>failed</option></select>
-<select id="filter-verdict"><option value="">any verdict</option><option>fake</option><option>real</option></select>
+<select id="filter-verdict"><option value="">any verdict</option><option>manipulated</option><option>inconclusive</option>
+<option>no_evidence</option><option value="fake">fake (uncalibrated)</option><option value="real">real (uncalibrated)</option></select>
 <input id="search" type="search" placeholder="file name or SHA-256"> <button id="refresh">search</button></p>
 <table id="history"><thead><tr><th>time</th><th>file</th><th>status</th><th>verdict</th><th>score</th><th>model</th>
 </tr></thead><tbody></tbody></table><p id="paging"></p>
@@ -35,17 +36,22 @@ img{max-width:100%;margin-top:1em}
 const token = new URLSearchParams(location.search).get("token");
 const $ = id => document.getElementById(id);
 function headers(){ return token ? {"Authorization": "Bearer " + token} : {}; }
-function plot(indices, scores){
-  if(!scores.length){ $("plot").innerHTML = ""; return; }
+function plot(indices, scores, decided){
+  if(scores.length < 2){ $("plot").innerHTML = ""; return; }  // a still image: one score, no curve
   const w = 900, h = 160, n = scores.length;
   const x = i => 30 + (n === 1 ? (w - 40) / 2 : i * (w - 40) / (n - 1)), y = s => h - 20 - s * (h - 30);
   let pts = scores.map((s, i) => x(i) + "," + y(s)).join(" ");
+  const lines = decided && decided.kind === "operating_points"
+    ? [[decided.strict.threshold, `strict operating point (FPR ${decided.strict.target_fpr}): manipulated above`],
+       [decided.lenient.threshold, `lenient operating point (FPR ${decided.lenient.target_fpr}): no evidence below`]]
+    : [[decided ? decided.threshold : 0.5, `threshold ${decided ? decided.threshold : 0.5}: the label is fake at or above`]];
   $("plot").innerHTML = `<svg id="frame-plot" width="${w}" height="${h}">
-    <line x1="30" y1="${y(0.5)}" x2="${w - 10}" y2="${y(0.5)}" stroke="#aaa" stroke-dasharray="4"/>
+    ${lines.map(([t, text], k) => `<line class="decided" x1="30" y1="${y(t)}" x2="${w - 10}" y2="${y(t)}" stroke="#888" stroke-dasharray="4"/>
+      <text x="${k ? 34 : w - 12}" y="${k ? y(t) + 11 : y(t) - 3}" font-size="10" text-anchor="${k ? "start" : "end"}" fill="#555">${esc(text)} (video score)</text>`).join("")}
     <polyline points="${pts}" fill="none" stroke="#c33" stroke-width="2"/>
     ${scores.map((s, i) => `<circle cx="${x(i)}" cy="${y(s)}" r="3" fill="#c33"><title>frame ${indices[i]}: ${s.toFixed(3)}</title></circle>`).join("")}
     <text x="2" y="${y(1) + 4}" font-size="10">1</text><text x="2" y="${y(0) + 4}" font-size="10">0</text>
-    <text x="${w / 2 - 60}" y="${h - 4}" font-size="11">p(fake) per sampled frame</text></svg>`;
+    <text x="${w / 2 - 90}" y="${h - 4}" font-size="11">score per sampled frame (highest face)</text></svg>`;
 }
 function show(r){
   $("progress").style.display = "none";
@@ -54,16 +60,16 @@ function show(r){
     plot([], []); $("heatmap").hidden = true; return;
   }
   const calibrated = r.calibration && r.calibration !== "uncalibrated";
-  const verdict = calibrated ? r.verdict : r.label, op = r.operating_point;
+  const verdict = calibrated ? r.verdict : r.label;
   $("verdict").className = verdict;
-  $("verdict").innerHTML = `<span id="label">${verdict.toUpperCase()}</span> — ` + (calibrated
-    ? `probability <span id="probability">${r.probability.toFixed(3)}</span> <span class="detail">(raw score <span id="score">${r.score.toFixed(3)}</span>)</span>
-       <div class="detail">Decided at the operating point FPR ${100 * op.target_fpr} %: on the calibration videos ${(100 * op.fpr).toFixed(1)} % of real videos and ${(100 * op.tpr).toFixed(1)} % of fakes were called fake.</div>`
+  $("verdict").innerHTML = `<span id="label">${esc(verdict.replace("_", " ").toUpperCase())}</span> — ` + (calibrated
+    ? `probability <span id="probability">${r.probability.toFixed(3)}</span> <span class="detail">(score <span id="score">${r.score.toFixed(3)}</span>)</span>`
     : `score <span id="score">${r.score.toFixed(3)}</span>
-       <div id="uncalibrated" class="banner">uncalibrated: a raw score, not a probability; the verdict compares it with 0.5. Run <code>hcsi calibrate</code> on labelled videos like these to get probabilities and operating points.</div>`)
+       <div id="uncalibrated" class="banner">uncalibrated: a raw score, not a probability, and no tiers. Run <code>hcsi calibrate</code> on labelled videos like these to get probabilities and tiers.</div>`)
+    + `<div class="detail" id="meaning">${esc(r.verdict_meaning || "")}</div>`
     + `<div class="detail">${r.frames_used} frame(s) with a face, ${r.faces_found} face(s).</div>`;
   $("status").textContent = "";
-  plot(r.frame_indices, r.frame_scores);
+  plot(r.frame_indices, r.frame_scores, r.decided_by);
   if(r.heatmap_url){ $("heatmap").src = withToken(r.heatmap_url); $("heatmap").hidden = false; }
   else $("heatmap").hidden = true;
   $("report").innerHTML = r.report_url ? `<a id="report-link" href="${withToken(r.report_url)}" target="_blank">case report (HTML)</a>` : "";
@@ -97,7 +103,8 @@ async function follow(id){
 }
 function send(file){
   followed = null;  // a new upload: stop following the earlier job
-  const form = new FormData(); form.append("file", file); form.append("frames", $("frames").value);
+  const form = new FormData(); form.append("file", file);
+  if($("frames").value) form.append("frames", $("frames").value);
   form.append("priority", "interactive");  // a person is waiting: before batch jobs
   const xhr = new XMLHttpRequest(); xhr.open("POST", "/v1/jobs");
   for(const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);

@@ -9,7 +9,7 @@ import io
 import json
 from pathlib import Path
 
-from ..detect.report import case_report_html, video_duration
+from ..detect.report import case_report_html, picture_facts
 from .store import JobStore
 
 CSV_COLUMNS = ("id", "created", "finished", "status", "verdict", "score", "file_name", "sha256", "size", "frames",
@@ -29,7 +29,7 @@ def result_record(result, job: dict, media: Path, settings: dict, heatmap: bool)
     record.update(id=job["id"], file_name=job["file_name"], sha256=job["sha256"], size=job["size"],
                   analysed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   settings={**settings, "frames": job["frames"]},
-                  duration_s=video_duration(media),  # its SHA-256 and size are the job's
+                  **picture_facts(media),  # duration or image size; its SHA-256 and size are the job's
                   heatmap_url=f"/v1/jobs/{job['id']}/heatmap.png" if heatmap else None,
                   report_url=f"/v1/jobs/{job['id']}/report.html")
     return record
@@ -64,7 +64,8 @@ def report_html(store: JobStore, job: dict, commit: str | None) -> str | None:
     heatmap = store.heatmap_path(job["id"])
     settings = record.get("settings", {})
     about = {"file_name": record.get("file_name"), "sha256": record.get("sha256"), "size": record.get("size"),
-             "duration_s": record.get("duration_s"), "analysed_at": record.get("analysed_at"),
+             "duration_s": record.get("duration_s"), "image_size": record.get("image_size"),
+             "analysed_at": record.get("analysed_at"),
              "model": settings.get("model"), "checkpoint_sha256": settings.get("checkpoint_sha256"),
              "commit": commit, "settings": {k: v for k, v in settings.items()
                                            if k not in ("model", "checkpoint_sha256")}}

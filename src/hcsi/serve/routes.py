@@ -51,7 +51,7 @@ ERRORS = {400: "malformed form, empty file or a bad field", 401: "missing or wro
 
 
 Status = Literal["queued", "running", "done", "failed"] | None  # the history's filters
-Verdict = Literal["fake", "real"] | None
+Verdict = Literal["manipulated", "inconclusive", "no_evidence", "fake", "real"] | None  # tiers; labels uncalibrated
 
 
 def swagger_ui_assets() -> Path:

@@ -35,7 +35,7 @@ def detector_settings(detector: Detector) -> dict:
     return {"model": config.name, "input_size": config.input_size, "checkpoint_sha256": detector.checkpoint_sha256,
             "face_detector": detector.face_detector.name,
             "calibration": f"sha256:{calibration_sha256(calibration)}" if calibration else "uncalibrated",
-            "operating_fpr": detector.operating_point.target_fpr if detector.operating_point else None}
+            "decided_by": detector.decision.to_dict()}
 
 
 class ScoringService:
@@ -90,6 +90,14 @@ class ScoringService:
         except UploadRefused as refusal:
             self.metrics.refused(refusal.reason)
             raise
+        calibration = self.detector.calibration
+        if calibration is not None and upload.frames not in (None, self.detector.frames):
+            upload.staged.unlink(missing_ok=True)
+            self.metrics.refused("frames_calibration")
+            raise UploadRefused(422, "frames_calibration", f"this server's calibration was fitted at "
+                                                           f"{self.detector.frames} frames per video; a mean over "
+                                                           f"{upload.frames} spreads differently, so its probabilities "
+                                                           "and tiers would not hold: leave frames out")
         try:
             frames = upload.frames or self.detector.frames
             settings = json.dumps({**self.settings, "frames": frames}, sort_keys=True)
