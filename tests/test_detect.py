@@ -184,6 +184,26 @@ def test_exported_models_give_the_probabilities_of_pytorch(checkpoint, detector,
     row = json.loads(out.read_text())
     assert row["score"] == pytest.approx(faces.score, abs=1e-4)
 
+    from hcsi.evaluate.calibration import fit_calibration
+    from hcsi.faces import DEFAULT_FACE_DETECTOR
+    from hcsi.files import file_sha256
+
+    rng = np.random.default_rng(0)  # a calibration around this score, so that the tier is not trivially one
+    calibration = tmp_path / "c.json"
+    fit_calibration(np.r_[np.zeros(100, int), np.ones(100, int)],
+                    np.r_[rng.normal(faces.score - 0.01, 0.01, 100), rng.normal(faces.score + 0.01, 0.01, 100)],
+                    checkpoint_sha256=file_sha256(checkpoint),
+                    settings={"frames": 4, "face_detector": DEFAULT_FACE_DETECTOR, "input_size": 64,
+                              "amp": False}).save(calibration)
+    rows = {}
+    for backend in (["--checkpoint", str(checkpoint)], ["--backend", "onnxruntime", "--model", str(onnx_path)]):
+        assert main(["detect", str(fixture("ghost/dance.mp4")), *backend, "--frames", "4", "--device", "cpu",
+                     "--calibration", str(calibration), "--out", str(out)]) == 0
+        rows[backend[-1]] = json.loads(out.read_text())
+    torch_row, onnx_row = rows.values()
+    assert torch_row["verdict"] == onnx_row["verdict"] and torch_row["decided_by"] == onnx_row["decided_by"]
+    assert onnx_row["probability"] == pytest.approx(torch_row["probability"], abs=1e-3)
+
 
 def test_an_input_that_breaks_the_face_detector_gets_status_error_and_the_batch_goes_on(checkpoint, tmp_path):
     from media import write_face_clip

@@ -80,9 +80,9 @@ def _detect(args: argparse.Namespace) -> int:
         if args.explain or args.report:
             raise ValueError("--explain and --report need the PyTorch backend (gates are not in the ONNX graph's "
                              "outputs)")
-        if (args.calibration and args.calibration != "none") or args.strict_fpr or args.lenient_fpr:
-            raise ValueError("a calibration belongs to the checkpoint it was fitted for (its SHA-256): use the "
-                             "PyTorch backend with that --checkpoint")
+        if (args.strict_fpr or args.lenient_fpr) and not args.calibration:
+            raise ValueError("--strict-fpr and --lenient-fpr need --calibration FILE (with --backend onnxruntime the "
+                             "calibration is not found beside a checkpoint)")
     elif not args.checkpoint:
         print(NO_CHECKPOINT, file=sys.stderr)
         return 2
@@ -91,7 +91,8 @@ def _detect(args: argparse.Namespace) -> int:
     entries = expand_inputs(args.paths)
     if args.backend == "onnxruntime":
         detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector,
-                                      threshold=args.threshold)
+                                      calibration=args.calibration, strict_fpr=args.strict_fpr,
+                                      lenient_fpr=args.lenient_fpr, threshold=args.threshold)
     else:
         require_hcsi_checkpoint(args.checkpoint, "detect")
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
@@ -168,7 +169,9 @@ def _export(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(args.checkpoint)
     path = export_model(model, args.out, args.format)
     if args.format == "onnx":
-        add_onnx_metadata(path, json.dumps(dataclasses.asdict(model.config)))
+        from ..files import file_sha256
+
+        add_onnx_metadata(path, json.dumps(dataclasses.asdict(model.config)), file_sha256(args.checkpoint))
     print(f"wrote {path}: input 'images' B×3×{model.config.input_size}×{model.config.input_size} (normalised), "
           "output 'probabilities' B×2 (column 1 = fake)")
     return 0

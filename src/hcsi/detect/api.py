@@ -161,11 +161,21 @@ class Detector:
         return self._checkpoint_sha256
 
     @classmethod
-    def from_onnx(cls, path: str | Path, **options) -> Detector:
-        """Score with an exported ONNX file through onnxruntime (no PyTorch model code; no gate heatmaps)."""
+    def from_onnx(cls, path: str | Path, calibration: str | Path | None = None, **options) -> Detector:
+        """Score with an exported ONNX file through onnxruntime (no PyTorch model code; no gate heatmaps). A
+        calibration applies when it was made for the checkpoint the file was exported from (its SHA-256 is in the
+        file's metadata since `hcsi export` records it)."""
         from .export import OnnxRuntimeModel
 
-        return cls(OnnxRuntimeModel(path), device="cpu", **options)
+        model = OnnxRuntimeModel(path)
+        if calibration is not None and str(calibration) != "none":
+            if not model.checkpoint_sha256:
+                raise CalibrationError(f"{path} does not say which checkpoint it was exported from (exported before "
+                                       "hcsi recorded it): export it again with `hcsi export` to use a calibration")
+            options["calibration"] = Calibration.load(calibration, model.checkpoint_sha256)
+        detector = cls(model, device="cpu", **options)
+        detector._checkpoint_sha256 = model.checkpoint_sha256
+        return detector
 
     @torch.no_grad()
     def _score_crops(self, crops: list[np.ndarray], explain: bool,

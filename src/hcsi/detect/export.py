@@ -68,6 +68,7 @@ class OnnxRuntimeModel:
         from ..models.weights import config_from_json
 
         self.config = config_from_json(meta["hcsi_config"])
+        self.checkpoint_sha256 = meta.get("hcsi_checkpoint_sha256")  # of the checkpoint it was exported from
 
     def to(self, device):
         return self
@@ -82,12 +83,15 @@ class OnnxRuntimeModel:
         return torch.from_numpy(np.log(np.clip(probabilities, 1e-12, 1.0)))  # softmax of these = probabilities
 
 
-def add_onnx_metadata(path: str | Path, config_json: str) -> None:
-    """Store the model config in the ONNX file so that `OnnxRuntimeModel` knows the input size and normalisation."""
+def add_onnx_metadata(path: str | Path, config_json: str, checkpoint_sha256: str | None = None) -> None:
+    """Store the model config in the ONNX file so that `OnnxRuntimeModel` knows the input size and normalisation,
+    and the SHA-256 of the checkpoint it came from, so that the checkpoint's calibration can be applied to it."""
     import onnx
 
     model = onnx.load(str(path))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "hcsi_config", config_json
+    for key, value in (("hcsi_config", config_json), ("hcsi_checkpoint_sha256", checkpoint_sha256)):
+        if value:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
     with atomic_path(path) as tmp:
         onnx.save(model, tmp)
