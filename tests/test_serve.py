@@ -229,3 +229,40 @@ def test_a_calibrated_server_answers_tiers_and_refuses_other_frames(detector):
     assert refused.status_code == 422 and "calibration was fitted at 2 frames" in refused.json()["detail"]
     listed = client.get("/v1/jobs", params={"verdict": body["verdict"]}).json()
     assert [j["id"] for j in listed["jobs"]] == [body["id"]]
+
+
+def test_analysts_label_jobs_see_how_verdicts_hold_and_recalibrate_from_them(detector, tmp_path, capsys):
+    import json as json_module
+
+    from hcsi.evaluate.calibration import Calibration
+
+    client = TestClient(create_app(detector, data_dir=tmp_path / "data", queue_size=20))
+    images = [fixture(f"face_recognition/{name}.jpg").read_bytes() for name in ("obama", "biden", "two_people")]
+    ids = [client.post("/v1/analyze", files={"file": (f"case{n}.jpg", images[n % 3] + bytes([n]))}).json()["id"]
+           for n in range(8)]
+    for n, job_id in enumerate(ids):
+        answer = client.put(f"/v1/jobs/{job_id}/label", json={"label": "fake" if n % 2 else "real",
+                                                               "note": f"case {n}", "by": "ana"})
+        assert answer.status_code == 200 and answer.json()["analyst_label"] in ("fake", "real")
+    assert client.put(f"/v1/jobs/{ids[0]}/label", json={"label": "maybe"}).status_code == 422
+    assert client.put("/v1/jobs/" + "x" * 22 + "/label", json={"label": "fake"}).status_code == 404
+    summary = client.get("/v1/labels/summary").json()
+    assert summary["labelled"] == {"fake": 4, "real": 4, "unsure": 0} and summary["recall"]["of"] == 4
+    assert summary["called_fake"] == "label fake (uncalibrated)" and summary["precision"]["ci95"] is not None
+    assert client.get("/v1/jobs", params={"label": "fake"}).json()["total"] == 4
+    exported = client.get("/v1/jobs.csv", params={"label": "real"}).text.splitlines()
+    assert len(exported) == 5 and exported[0].endswith("analyst_label,label_note,label_by,labelled_at")
+
+    store = client.app.state.service.store  # one job labelled for another checkpoint: left out, counted
+    settings = json_module.loads(store.get(ids[0])["settings"])
+    store._db.execute("UPDATE jobs SET settings = ? WHERE id = ?",
+                      (json_module.dumps({**settings, "checkpoint_sha256": "0" * 64}), ids[0]))
+    out = tmp_path / "from-jobs.json"
+    with pytest.warns(UserWarning, match="only 3 real and 4 fake videos"):
+        assert main(["calibrate", "--checkpoint", str(detector.checkpoint_path), "--from-jobs",
+                     str(tmp_path / "data"), "--out", str(out)]) == 0  # while the server holds the folder
+    assert "on 7 labelled job(s) at 2 frames" in capsys.readouterr().err
+    calibration = Calibration.load(out, detector.checkpoint_sha256)
+    assert calibration.settings == detector.scoring_settings() and calibration.n_fake == 4
+    Detector(detector.model, device="cpu", frames=2, calibration=calibration)  # accepted by what made the jobs
+    assert client.put(f"/v1/jobs/{ids[1]}/label", json={"label": None}).json()["analyst_label"] is None

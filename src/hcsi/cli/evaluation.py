@@ -76,6 +76,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 detector=args.detector or default_face_detector(resolve_device(args.device)),
                                 amp=args.amp)
+    if args.from_jobs:
+        return _calibrate_from_jobs(args, model, targets)
     results = args.from_results
     if results:  # reuse an evaluation: only if it scored with this checkpoint and these settings
         settings = Path(results) / "settings.json"
@@ -118,6 +120,45 @@ def _calibrate(args: argparse.Namespace) -> int:
                       "n_real": calibration.n_real, "n_fake": calibration.n_fake,
                       "settings": calibration.settings,
                       "operating_points": [vars(p) for p in calibration.operating_points]}))
+    return 0
+
+
+def _calibrate_from_jobs(args: argparse.Namespace, model, targets: list[float]) -> int:
+    """Fit a calibration on the jobs of `hcsi serve` that analysts labelled fake or real, made with this checkpoint;
+    among them, the largest group with one set of scoring settings (frames, face detector) is used."""
+    from collections import Counter
+
+    from ..evaluate.calibration import calibration_path_for, fit_calibration, video_sha256
+    from ..files import file_sha256
+    from ..serve.backends import labelled_jobs
+
+    digest = file_sha256(args.checkpoint)
+    jobs = [j for j in labelled_jobs(args.from_jobs, args.database) if j["score"] is not None]
+    decided = [j for j in jobs if j["analyst_label"] in ("fake", "real")]
+    mine = [j for j in decided if json.loads(j["settings"]).get("checkpoint_sha256") == digest]
+
+    def scoring(job: dict) -> tuple:
+        settings = json.loads(job["settings"])
+        return settings.get("frames"), settings.get("face_detector")
+
+    groups = Counter(map(scoring, mine))
+    if not groups:
+        raise ValueError(f"--from-jobs {args.from_jobs}: no job labelled fake or real was made with this checkpoint "
+                         f"({len(decided)} labelled fake/real with other checkpoints, "
+                         f"{len(jobs) - len(decided)} labelled unsure)")
+    (frames, face_detector), _ = groups.most_common(1)[0]
+    used = [j for j in mine if scoring(j) == (frames, face_detector)]
+    print(f"calibrating on {len(used)} labelled job(s) at {frames} frames with {face_detector}; not used: "
+          f"{len(decided) - len(mine)} made with another checkpoint, {len(mine) - len(used)} with other settings, "
+          f"{len(jobs) - len(decided)} labelled unsure", file=sys.stderr)
+    settings = {"frames": frames, "face_detector": face_detector, "input_size": model.config.input_size, "amp": False}
+    fitted_on = {"jobs": os.path.abspath(args.from_jobs), "n_videos": len(used),
+                 "video_sha256s": sorted(video_sha256(j["sha256"]) for j in used)}
+    calibration = fit_calibration([int(j["analyst_label"] == "fake") for j in used], [j["score"] for j in used],
+                                  args.method, targets, fitted_on, digest, settings)
+    out = calibration.save(args.out or calibration_path_for(args.checkpoint))
+    print(json.dumps({"calibration": str(out), "method": calibration.method, "heldout_nll": calibration.heldout_nll,
+                      "n_real": calibration.n_real, "n_fake": calibration.n_fake, "settings": settings}))
     return 0
 
 
@@ -193,6 +234,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                           "lowest is the strict point of the tiers, the highest the lenient one)")
     cal.add_argument("--out", help="calibration file (default <checkpoint>.calibration.json)")
     cal.add_argument("--from-results", metavar="DIR", help="reuse this `hcsi evaluate` folder's scores")
+    cal.add_argument("--from-jobs", metavar="DATA_DIR",
+                     help="fit on the jobs of hcsi serve (its --data-dir) that analysts labelled fake or real with "
+                          "this checkpoint (the largest group with one set of frames and face detector)")
+    cal.add_argument("--database", metavar="URL", help="with --from-jobs: the service's PostgreSQL database")
     cal.add_argument("--results-out", metavar="DIR",
                      help="where the scoring run goes (default results/calibrate-<dataset>-<checkpoint name>)")
     cal.set_defaults(run=_calibrate)

@@ -19,3 +19,27 @@ def open_store(data_dir: str | Path, database: str | None = None, **options) -> 
         return PostgresJobStore(database, data_dir, **options)
     raise ValueError(f"--database {database}: expected postgresql://USER@HOST:PORT/DB (or leave it out for SQLite "
                      "in the data directory)")
+
+
+def labelled_jobs(data_dir: str | Path, database: str | None = None) -> list[dict]:
+    """Every finished job with an analyst's label (fake / real / unsure), read without taking the data directory
+    from a running server (SQLite is opened read-only)."""
+    query = "SELECT * FROM jobs WHERE status = 'done' AND analyst_label IS NOT NULL ORDER BY created"
+    if database is None or database.startswith("sqlite"):
+        import sqlite3
+
+        path = Path(data_dir) / "hcsi.db"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no hcsi serve job database there (--from-jobs takes the --data-dir of "
+                                    "hcsi serve)")
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+            db.row_factory = sqlite3.Row
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < 3:
+                return []  # made before analysts could label jobs
+            return [dict(row) for row in db.execute(query).fetchall()]
+    store = open_store(data_dir, database)
+    try:
+        return store._read(lambda db: [dict(r) for r in db.execute(query).fetchall()])
+    finally:
+        store.close()

@@ -17,21 +17,30 @@ img{max-width:100%;margin-top:1em}
 #history{border-collapse:collapse;width:100%;font-size:.9em}
 #history th,#history td{text-align:left;padding:.25em .5em;border-bottom:1px solid #eee}
 #history tbody tr{cursor:pointer}#history tbody tr:hover{background:#f3f3ff}
+#history td.file{max-width:22em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;direction:rtl;text-align:left}
+#labelbar{margin:.6em 0}.small{font-size:.85em;color:#444}
 </style></head><body>
 <h1>hcsi — is this face video real?</h1>
 <div id="drop">Drop a video or image here, or <label><u>choose a file</u>
 <input id="file" type="file" accept="video/*,image/*" hidden></label></div>
 <p><label>Frames <input id="frames" type="number" min="1" max="300" placeholder="server default" style="width:9em"></label></p>
 <progress id="progress" max="100"></progress><div id="status"></div>
-<div id="verdict"></div><div id="plot"></div><p id="report"></p><img id="heatmap" alt="" hidden>
+<div id="verdict"></div><div id="plot"></div><p id="report"></p><div id="labelbar" hidden>Your judgement:
+<button data-label="fake">fake</button> <button data-label="real">real</button> <button data-label="unsure">unsure</button>
+<input id="label-note" placeholder="note" maxlength="2000"> <input id="label-by" placeholder="your name" maxlength="200" style="width:8em">
+<span id="label-state"></span></div><img id="heatmap" alt="" hidden>
 <h2>History</h2>
+<p id="label-summary" class="small"></p>
 <p><select id="filter-status"><option value="">any status</option><option>queued</option><option>running</option>
 <option>done</option><option>failed</option></select>
 <select id="filter-verdict"><option value="">any verdict</option><option>manipulated</option><option>inconclusive</option>
 <option>no_evidence</option><option value="fake">fake (uncalibrated)</option><option value="real">real (uncalibrated)</option></select>
-<input id="search" type="search" placeholder="file name or SHA-256"> <button id="refresh">search</button></p>
-<table id="history"><thead><tr><th>time</th><th>file</th><th>status</th><th>verdict</th><th>score</th><th>model</th>
-</tr></thead><tbody></tbody></table><p id="paging"></p>
+<select id="filter-label"><option value="">any label</option><option>fake</option><option>real</option>
+<option>unsure</option><option>unlabelled</option></select>
+<input id="search" type="search" placeholder="file name or SHA-256"> <button id="refresh">search</button>
+<a id="export" href="#">export CSV</a></p>
+<table id="history"><thead><tr><th>time</th><th>file</th><th>status</th><th>verdict</th><th>score</th><th>label</th>
+<th>model</th></tr></thead><tbody></tbody></table><p id="paging"></p>
 <script>
 const token = new URLSearchParams(location.search).get("token");
 const $ = id => document.getElementById(id);
@@ -91,7 +100,8 @@ async function follow(id){
     if(!r.ok){ $("status").textContent = `server answered ${r.status}; retrying ...`; await new Promise(ok => setTimeout(ok, 2000)); continue; }
     const job = await r.json();
     if(job.status === "done" || job.status === "failed"){
-      followed = null; $("status").textContent = ""; show(job.result || {status: job.status, reason: job.reason}); loadHistory(); return;
+      followed = null; $("status").textContent = ""; show(job.result || {status: job.status, reason: job.reason});
+      if(job.status === "done") labelBar(job); loadHistory(); return;
     }
     const p = job.progress || {};
     $("status").textContent = job.status === "queued" ? "queued ..." :
@@ -102,7 +112,7 @@ async function follow(id){
   }
 }
 function send(file){
-  followed = null;  // a new upload: stop following the earlier job
+  followed = null; $("labelbar").hidden = true;  // a new upload: stop following the earlier job
   const form = new FormData(); form.append("file", file);
   if($("frames").value) form.append("frames", $("frames").value);
   form.append("priority", "interactive");  // a person is waiting: before batch jobs
@@ -118,25 +128,53 @@ function send(file){
   xhr.send(form);
 }
 let offset = 0;
-async function loadHistory(){
-  const q = new URLSearchParams({limit: 20, offset});
-  if($("filter-status").value) q.set("status", $("filter-status").value);
-  if($("filter-verdict").value) q.set("verdict", $("filter-verdict").value);
+function historyFilters(){
+  const q = new URLSearchParams();
+  for(const name of ["status", "verdict", "label"]) if($("filter-" + name).value) q.set(name, $("filter-" + name).value);
   if($("search").value) q.set("q", $("search").value);
+  return q;
+}
+function interval(r){ return r.value === null ? "–" : `${(100 * r.value).toFixed(0)} % (95 % CI ${(100 * r.ci95[0]).toFixed(0)}–${(100 * r.ci95[1]).toFixed(0)} %, of ${r.of})`; }
+async function loadLabelSummary(){
+  const s = await getJson("/v1/labels/summary");
+  if(!s.labelled) return;
+  const n = s.labelled.fake + s.labelled.real + s.labelled.unsure;
+  $("label-summary").textContent = !n ? "No job labelled yet: label finished jobs to see how the verdicts hold up." :
+    `Labelled jobs: ${s.labelled.fake} fake, ${s.labelled.real} real, ${s.labelled.unsure} unsure. Called fake = ${s.called_fake}: `
+    + `precision ${interval(s.precision)}, recall ${interval(s.recall)}, false-positive rate ${interval(s.fpr)}.`
+    + (s.other_settings ? ` (${s.other_settings} labelled job(s) made with another checkpoint or calibration not counted.)` : "");
+}
+async function loadHistory(){
+  const q = historyFilters(); q.set("limit", 20); q.set("offset", offset);
+  $("export").href = withToken("/v1/jobs.csv?" + historyFilters());
   const page = await getJson("/v1/jobs?" + q);
   $("history").tBodies[0].innerHTML = (page.jobs || []).map(j => `<tr data-id="${esc(j.id)}">
-    <td>${new Date(j.created * 1000).toLocaleString()}</td><td>${esc(j.file_name)}</td><td>${esc(j.status)}</td>
+    <td>${new Date(j.created * 1000).toLocaleString()}</td><td class="file" title="${esc(j.file_name)}"><bdi>${esc(j.file_name)}</bdi></td><td>${esc(j.status)}</td>
     <td class="${esc(j.verdict || "")}">${esc(j.verdict || "–")}</td><td>${j.score === null ? "–" : j.score.toFixed(3)}</td>
-    <td>${esc(j.model)}</td></tr>`).join("");
+    <td>${esc(j.analyst_label || "–")}</td><td>${esc(j.model)}</td></tr>`).join("");
   for(const row of $("history").tBodies[0].rows) row.onclick = () => follow(row.dataset.id);
   const shown = (page.jobs || []).length;
   $("paging").innerHTML = `${page.total || 0} job(s)` + (offset ? ' <button id="newer">newer</button>' : "")
     + (offset + shown < page.total ? ' <button id="older">older</button>' : "");
   if($("newer")) $("newer").onclick = () => { offset = Math.max(0, offset - 20); loadHistory(); };
   if($("older")) $("older").onclick = () => { offset += 20; loadHistory(); };
+  loadLabelSummary();
 }
+let labelled = null;  // the finished job whose label bar is shown
+function labelBar(job){
+  labelled = job.id; $("labelbar").hidden = false;
+  $("label-note").value = job.label_note || ""; $("label-by").value = job.label_by || localStorage.getItem("hcsi-by") || "";
+  $("label-state").textContent = job.analyst_label ? `labelled ${job.analyst_label}` + (job.label_by ? ` by ${job.label_by}` : "") : "not labelled";
+}
+for(const button of document.querySelectorAll("#labelbar button")) button.onclick = async () => {
+  localStorage.setItem("hcsi-by", $("label-by").value);
+  const r = await fetch(`/v1/jobs/${encodeURIComponent(labelled)}/label`, {method: "PUT",
+    headers: {...headers(), "Content-Type": "application/json"},
+    body: JSON.stringify({label: button.dataset.label, note: $("label-note").value, by: $("label-by").value})});
+  if(r.ok){ labelBar(await r.json()); loadHistory(); } else $("label-state").textContent = `not saved (${r.status})`;
+};
 $("refresh").onclick = () => { offset = 0; loadHistory(); };
-$("filter-status").onchange = $("filter-verdict").onchange = $("refresh").onclick;
+$("filter-status").onchange = $("filter-verdict").onchange = $("filter-label").onchange = $("refresh").onclick;
 $("search").onkeydown = e => { if(e.key === "Enter") $("refresh").onclick(); };
 loadHistory();
 setInterval(() => { if(document.visibilityState === "visible") loadHistory(); }, 5000);

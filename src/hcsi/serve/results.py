@@ -7,13 +7,14 @@ import csv
 import datetime
 import io
 import json
+import math
 from pathlib import Path
 
 from ..detect.report import case_report_html, picture_facts
 from .store import JobStore
 
 CSV_COLUMNS = ("id", "created", "finished", "status", "verdict", "score", "file_name", "sha256", "size", "frames",
-               "model", "priority", "attempts", "reason")
+               "model", "priority", "attempts", "reason", "analyst_label", "label_note", "label_by", "labelled_at")
 PRIORITY_NAMES = {0: "interactive", 1: "batch"}
 
 
@@ -80,12 +81,44 @@ def history_csv(jobs: list[dict]) -> str:
     writer.writeheader()
     for job in jobs:
         row = dict(job, priority=PRIORITY_NAMES.get(job["priority"], job["priority"]))
-        for key in ("file_name", "reason"):  # a client's text never starts a spreadsheet formula
+        for key in ("file_name", "reason", "label_note", "label_by"):  # a client's text never starts a formula
             if str(row[key]).startswith(("=", "+", "-", "@")):
                 row[key] = "'" + row[key]
-        for key in ("created", "finished"):
+        for key in ("created", "finished", "labelled_at"):
             if row[key] is not None:
                 row[key] = datetime.datetime.fromtimestamp(row[key], datetime.timezone.utc).isoformat(
                     timespec="seconds")
         writer.writerow(row)
     return out.getvalue()
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> list[float] | None:
+    """The Wilson score 95 % interval of a proportion (None without trials)."""
+    if not trials:
+        return None
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def label_summary(jobs: list[dict], settings: dict) -> dict:
+    """How the verdicts of finished jobs made with these settings (checkpoint and calibration) compare with the
+    analysts' labels: counts, and precision, recall and FPR of "called fake" (verdict manipulated, or label fake
+    without a calibration) against labels fake / real, with Wilson 95 % intervals. Unsure labels are counted only."""
+    mine = [j for j in jobs if j["status"] == "done" and j["analyst_label"]
+            and all(json.loads(j["settings"]).get(k) == settings.get(k) for k in ("checkpoint_sha256", "calibration"))]
+    counts = {label: sum(j["analyst_label"] == label for j in mine) for label in ("fake", "real", "unsure")}
+    called = {j["id"]: j["verdict"] in ("manipulated", "fake") for j in mine}
+    tp = sum(called[j["id"]] for j in mine if j["analyst_label"] == "fake")
+    fp = sum(called[j["id"]] for j in mine if j["analyst_label"] == "real")
+    fn, tn = counts["fake"] - tp, counts["real"] - fp
+
+    def rate(k: int, n: int) -> dict:
+        return {"value": k / n if n else None, "ci95": wilson_interval(k, n), "of": n}
+
+    return {"labelled": counts, "other_settings": sum(1 for j in jobs if j["analyst_label"]) - len(mine),
+            "called_fake": "verdict manipulated" if settings.get("calibration", "uncalibrated") != "uncalibrated"
+            else "label fake (uncalibrated)",
+            "true_positives": tp, "false_positives": fp, "false_negatives": fn, "true_negatives": tn,
+            "precision": rate(tp, tp + fp), "recall": rate(tp, tp + fn), "fpr": rate(fp, fp + tn)}

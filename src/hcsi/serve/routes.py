@@ -4,7 +4,8 @@ POST   /v1/jobs (multipart: file, optional frames, force, priority) -> 202 {id, 
        the same bytes were already analysed with the same checkpoint, calibration and settings (unless force)
 GET    /v1/jobs/{id} (status, progress, result), GET /v1/jobs (history: filters and paging), GET /v1/jobs.csv (the
        filtered history as CSV), DELETE /v1/jobs/{id} (also stops its analysis)
-GET    /v1/jobs/{id}/heatmap.png, /v1/jobs/{id}/report.html (the case report)
+GET    /v1/jobs/{id}/heatmap.png, /v1/jobs/{id}/report.html (the case report); PUT /v1/jobs/{id}/label (an
+       analyst's fake / real / unsure, a note, who), GET /v1/labels/summary (labels against verdicts)
 POST   /v1/analyze: the synchronous shortcut (an interactive job, waited for up to wait_s; answers as before),
        GET /v1/results/{id}[/heatmap.png]
 GET    /health (503 when a worker died or is stuck, or the store is unreachable), /metrics (Prometheus), / (the
@@ -21,6 +22,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -28,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from .results import finished_record, history_csv, job_view, report_html
+from .results import finished_record, history_csv, job_view, label_summary, report_html
 from .service import ScoringService
 from .store import StoreUnavailable
 from .uploads import UploadRefused
@@ -52,6 +54,16 @@ ERRORS = {400: "malformed form, empty file or a bad field", 401: "missing or wro
 
 Status = Literal["queued", "running", "done", "failed"] | None  # the history's filters
 Verdict = Literal["manipulated", "inconclusive", "no_evidence", "fake", "real"] | None  # tiers; labels uncalibrated
+LabelFilter = Literal["fake", "real", "unsure", "unlabelled"] | None
+
+
+class AnalystLabel(BaseModel):
+    """An analyst's judgement of a job (label null clears it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: Literal["fake", "real", "unsure"] | None
+    note: str = Field("", max_length=2000)
+    by: str = Field("", max_length=200, description="who labelled it")
 
 
 def swagger_ui_assets() -> Path:
@@ -160,6 +172,14 @@ def add_job_routes(app: FastAPI, service: ScoringService, unauthorised: dict) ->
             raise HTTPException(404, "no such job")
         return Response(status_code=204)
 
+    @app.put("/v1/jobs/{job_id}/label", responses={**errors(404, 422, 503), **unauthorised})
+    def label_job(job_id: str, body: AnalystLabel) -> dict:
+        """An analyst's label (fake, real, unsure; null clears it), with a note and who gave it."""
+        job = store_call(store.set_label, job_id, body.label, body.note, body.by)
+        if job is None:
+            raise HTTPException(404, "no such job")
+        return job_view(store, job, with_result=False)
+
     @app.get("/v1/jobs/{job_id}/heatmap.png", response_class=Response,
              responses={200: {"content": {"image/png": {}}}, **errors(404), **unauthorised})
     def job_heatmap(job_id: str) -> Response:
@@ -202,20 +222,29 @@ def add_history_routes(app: FastAPI, service: ScoringService, unauthorised: dict
     @app.get("/v1/jobs", responses={**errors(400, 503), **unauthorised})
     def list_jobs(status: Status = None, verdict: Verdict = None, q: str | None = text_query,
                   since: float | None = since_query, until: float | None = until_query,
-                  limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9)) -> dict:
-        """History, newest first, with filters and paging."""
-        jobs, total = store_call(store.list, status, verdict, q, since, until, limit, offset)
+                  limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9),
+                  label: LabelFilter = None) -> dict:
+        """History, newest first, with filters (label: an analyst's label, or unlabelled) and paging."""
+        jobs, total = store_call(store.list, status, verdict, q, since, until, limit, offset, label)
         return {"jobs": [job_view(store, j, with_result=False) for j in jobs], "total": total, "limit": limit,
                 "offset": offset}
 
     @app.get("/v1/jobs.csv", response_class=Response,
              responses={200: {"content": {"text/csv": {}}}, **errors(400, 503), **unauthorised})
     def export_jobs(status: Status = None, verdict: Verdict = None, q: str | None = text_query,
-                    since: float | None = since_query, until: float | None = until_query) -> Response:
-        """The filtered history as CSV, newest first (every matching job)."""
-        jobs, _ = store_call(store.list, status, verdict, q, since, until, None)
+                    since: float | None = since_query, until: float | None = until_query,
+                    label: LabelFilter = None) -> Response:
+        """The filtered history as CSV, newest first (every matching job, with the analysts' labels)."""
+        jobs, _ = store_call(store.list, status, verdict, q, since, until, None, 0, label)
         return Response(history_csv(jobs), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="hcsi-jobs.csv"'})
+
+    @app.get("/v1/labels/summary", responses={**errors(503), **unauthorised})
+    def labels_summary() -> dict:
+        """The analysts' labels against this server's verdicts (same checkpoint and calibration): counts, and
+        precision, recall and FPR of "called fake" with Wilson 95 % intervals."""
+        jobs, _ = store_call(store.list, None, None, None, None, None, None, 0, None)
+        return label_summary(jobs, service.settings)
 
 
 def add_upload_routes(app: FastAPI, service: ScoringService, unauthorised: dict) -> None:

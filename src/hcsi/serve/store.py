@@ -60,9 +60,17 @@ MIGRATIONS = [  # index i upgrades schema version i to i + 1; each statement run
     ALTER TABLE jobs ADD COLUMN lease_until DOUBLE PRECISION;
     CREATE INDEX jobs_claim ON jobs (status, priority, created)
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN analyst_label TEXT;
+    ALTER TABLE jobs ADD COLUMN label_note TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN label_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN labelled_at DOUBLE PRECISION
+    """,
 ]
+ANALYST_LABELS = ("fake", "real", "unsure")
 COLUMNS = ("id", "created", "started", "finished", "status", "reason", "file_name", "sha256", "size", "suffix",
-           "frames", "settings", "model", "score", "verdict", "progress", "attempts", "priority")
+           "frames", "settings", "model", "score", "verdict", "progress", "attempts", "priority", "analyst_label",
+           "label_note", "label_by", "labelled_at")
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16): the only ids a job gets
 CLAIMABLE = "(status = 'queued' OR (status = 'running' AND lease_until < ?))"
 
@@ -234,16 +242,33 @@ class JobStore:
         path = self.results / f"{job_id}.png" if JOB_ID.fullmatch(job_id) else None
         return path if path is not None and path.is_file() else None
 
+    def set_label(self, job_id: str, label: str | None, note: str = "", by: str = "") -> dict | None:
+        """An analyst's label of a job (None clears it); the job, or None when there is no such job."""
+        if label is not None and label not in ANALYST_LABELS:
+            raise ValueError(f"label must be one of {', '.join(ANALYST_LABELS)}")
+        if self.get(job_id) is None:
+            return None
+        stamp, note, by = (time.time(), note, by) if label is not None else (None, "", "")
+        self._transaction(lambda db: db.execute(
+            "UPDATE jobs SET analyst_label = ?, label_note = ?, label_by = ?, labelled_at = ? WHERE id = ?",
+            (label, note, by, stamp, job_id)))
+        return self.get(job_id)
+
     def list(self, status: str | None = None, verdict: str | None = None, text: str | None = None,
              since: float | None = None, until: float | None = None, limit: int | None = 50,
-             offset: int = 0) -> tuple[list[dict], int]:
-        """Jobs newest first with the filters (text matches the file name or the SHA-256), and how many match;
-        `limit=None`: all of them."""
+             offset: int = 0, label: str | None = None) -> tuple[list[dict], int]:
+        """Jobs newest first with the filters (text matches the file name or the SHA-256; label: an analyst's
+        label or "unlabelled"), and how many match; `limit=None`: all of them."""
         where, values = [], []
         for column, value in (("status", status), ("verdict", verdict)):
             if value:
                 where.append(f"{column} = ?")
                 values.append(value)
+        if label == "unlabelled":
+            where.append("analyst_label IS NULL")
+        elif label:
+            where.append("analyst_label = ?")
+            values.append(label)
         if text:
             where.append(f"(file_name {self.like} ? ESCAPE '\\' OR sha256 {self.like} ? ESCAPE '\\')")
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
