@@ -250,3 +250,44 @@ def test_a_frame_counts_as_scored_once_all_its_faces_are():
         scored(n)
     assert [done for _, done, _ in calls] == [0, 0, 0, 1, 2, 2, 2, 3]
     assert {total for _, _, total in calls} == {3}
+
+
+def _obama(scale: float) -> np.ndarray:
+    import cv2
+
+    image = cv2.cvtColor(cv2.imread(str(fixture("face_recognition/obama.jpg"))), cv2.COLOR_BGR2RGB)
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def test_inputs_that_cannot_be_judged_say_why(checkpoint, tmp_path):
+    """A face shrunk to a few pixels, a crowd of twelve, no face, a text file renamed .mp4: verdict cannot_judge with
+    the reason's code, calibrated or not; a clear face gets a label."""
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=1)
+    small = np.full((480, 640, 3), 128, np.uint8)
+    face = _obama(0.35)
+    small[100:100 + face.shape[0], 200:200 + face.shape[1]] = face
+    tile = _obama(0.5)
+    crowd = np.tile(tile, (3, 4, 1))
+    (tmp_path / "notes.mp4").write_text("not a video")
+    cases = {"face_too_small": detector.score(small), "too_many_faces": detector.score(crowd),
+             "no_face": detector.score(np.full((240, 320, 3), 128, np.uint8)),
+             "unreadable": detector.score(tmp_path / "notes.mp4")}
+    for code, result in cases.items():
+        assert [r["code"] for r in result.cannot_judge] == [code], (code, result.cannot_judge)
+        row = result.to_dict()
+        assert row["verdict"] == "cannot_judge" and row["label"] is None
+        assert row["cannot_judge"][0]["message"] in row["verdict_meaning"]
+    assert len(cases["too_many_faces"].faces) == 12 and cases["face_too_small"].score is not None
+    clear = detector.score(fixture("face_recognition/obama.jpg"))
+    assert clear.cannot_judge == [] and clear.verdict is None and clear.label in ("fake", "real")
+
+    from hcsi.evaluate.calibration import fit_calibration
+
+    rng = np.random.default_rng(0)
+    calibration = fit_calibration(np.r_[np.zeros(50, int), np.ones(50, int)], rng.uniform(0, 1, 100),
+                                  settings=detector.scoring_settings())
+    calibrated = Detector(detector.model, device="cpu", frames=1, calibration=calibration)
+    small_face = calibrated.score(small)
+    assert small_face.verdict == "cannot_judge" and small_face.probability is not None  # calibrated or not
+    assert calibrated.score(fixture("face_recognition/obama.jpg")).verdict in ("manipulated", "inconclusive",
+                                                                              "no_evidence")

@@ -25,7 +25,7 @@ NO_CHECKPOINT = (
 )
 
 DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
-                     "calibration", "probability", "verdict", "verdict_meaning", "report"]
+                     "calibration", "probability", "verdict", "verdict_meaning", "cannot_judge", "report"]
 
 
 def _write_case_report(result, row: dict, detector, args: argparse.Namespace, commit: str | None, out: Path) -> Path:
@@ -62,7 +62,8 @@ def _write_detections(rows: list[dict], out: str) -> None:
         if out.lower().endswith(".csv"):
             writer = csv_module.DictWriter(f, DETECT_CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({**row, "cannot_judge": " ".join(r["code"] for r in row.get("cannot_judge") or [])}
+                             for row in rows)
         else:
             f.writelines(json.dumps(row) + "\n" for row in rows)
 
@@ -110,9 +111,11 @@ def _detect(args: argparse.Namespace) -> int:
     results = detector.score_many([e.path for e in entries if not e.problem], explain=explain)
     for n, entry in enumerate(tqdm(entries, desc="detect", unit="file", dynamic_ncols=True)):
         if entry.problem:
+            unreadable = [] if entry.skipped else [{"code": "unreadable", "message": entry.problem}]
             rows.append({"path": entry.path, "score": None, "label": None, "calibration": calibration_name,
-                         "probability": None, "verdict": None, "verdict_meaning": None,
-                         "decided_by": detector.decision.to_dict(),
+                         "probability": None, "verdict": "cannot_judge" if unreadable else None,
+                         "verdict_meaning": None, "decided_by": detector.decision.to_dict(),
+                         "cannot_judge": unreadable,
                          "status": "skipped" if entry.skipped else "unreadable", "reason": entry.problem,
                          "frames_used": 0, "faces_found": 0})
             continue

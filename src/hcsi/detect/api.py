@@ -17,6 +17,7 @@ import torch
 from ..checks import require_at_least
 from ..distributed import resolve_device
 from ..evaluate.calibration import (
+    CANNOT_JUDGE_MEANING,
     UNCALIBRATED,
     Calibration,
     CalibrationError,
@@ -25,6 +26,7 @@ from ..evaluate.calibration import (
 )
 from ..evaluate.protocol import (
     STATUS_ERROR,
+    STATUS_NO_FACE,
     STATUS_OK,
     STATUS_UNREADABLE,
     VideoFaces,
@@ -67,21 +69,30 @@ class DetectionResult:
     calibration: str = UNCALIBRATED  # the calibration file applied, or "uncalibrated"
     probability: float | None = None  # calibrated probability of "fake" (None without a calibration)
     decision: Decision = field(default_factory=Decision)  # tiers at operating points, or a raw-score threshold
+    cannot_judge: list[dict] = field(default_factory=list)  # {"code", "message"}: why no verdict can be given
 
     @property
     def label(self) -> str | None:
-        """fake/real by the raw-score threshold, only without a calibration (None with one: the verdict decides)."""
-        return self.decision.label(self.score)
+        """fake/real by the raw-score threshold, only without a calibration (None with one: the verdict decides,
+        and None when the input cannot be judged)."""
+        return None if self.cannot_judge else self.decision.label(self.score)
 
     @property
     def verdict(self) -> str | None:
-        """With a calibration: manipulated / inconclusive / no_evidence (None without a calibration or a score)."""
-        return self.decision.verdict(self.score)
+        """cannot_judge (calibrated or not, with `cannot_judge` saying why); with a calibration manipulated /
+        inconclusive / no_evidence; None otherwise."""
+        return "cannot_judge" if self.cannot_judge else self.decision.verdict(self.score)
+
+    def meaning(self) -> str | None:
+        if self.cannot_judge:
+            return CANNOT_JUDGE_MEANING.format(reasons="; ".join(r["message"] for r in self.cannot_judge))
+        return self.decision.meaning(self.score)
 
     def to_dict(self) -> dict:
         return {"path": self.source, "score": self.score, "label": self.label, "status": self.status,
                 "calibration": self.calibration, "probability": self.probability, "verdict": self.verdict,
-                "verdict_meaning": self.decision.meaning(self.score), "decided_by": self.decision.to_dict(),
+                "verdict_meaning": self.meaning(), "decided_by": self.decision.to_dict(),
+                "cannot_judge": self.cannot_judge,
                 "reason": self.reason, "frames_used": len(self.frame_indices), "faces_found": len(self.faces),
                 "frames_sampled": self.frames_sampled, "frame_indices": self.frame_indices,
                 "frame_scores": self.frame_scores,
@@ -209,8 +220,10 @@ class Detector:
                 crop_scores: np.ndarray | Exception | None = None, progress=None) -> DetectionResult:
         """The result of one input from its faces; `crop_scores` when they were scored already (or the exception
         scoring them raised). `progress("scoring faces", frames_done, frames_with_a_face)` follows the scoring."""
-        result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices))
+        result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices),
+                                 decision=self.decision)
         if faces.status != STATUS_OK:
+            result.cannot_judge = judgeability(result, faces)
             return result
         try:
             gates = None
@@ -220,13 +233,14 @@ class Detector:
                 crop_scores, gates = self._score_crops(faces.crops, explain, _frames_scored(faces, progress))
         except Exception as error:  # this input fails with the reason; the next one is scored
             result.status, result.reason = STATUS_ERROR, failure_reason(source, "scoring", error)
+            result.cannot_judge = judgeability(result, faces)
             return result
         score, frames = aggregate_video(faces, crop_scores)
         result.score = score
         if self.calibration is not None and score is not None:
             result.calibration = self.calibration.source
             result.probability = float(self.calibration.probability([score])[0])
-        result.decision = self.decision
+        result.cannot_judge = judgeability(result, faces)
         result.frame_indices = [index for index, _, _ in frames]
         result.frame_scores = [s for _, s, _ in frames]
         result.faces = [FaceResult(faces.frame_indices[p], box, float(s))
@@ -281,6 +295,35 @@ class Detector:
         extracted = ((str(s), extract_test_faces(s, self.face_detector, self.frames, size)) for s in sources)
         for source, faces, crop_scores in score_in_batches(self.model, extracted, self.device, self.batch_size):
             yield self._result(source, faces, False, crop_scores)
+
+
+MIN_FACE_CROP_PX = 64  # provisional (docs/protocol.md, "Cannot judge"): a crop upsampled more than 3.5× to 224 px
+MAX_FACES_PER_FRAME = 8  # provisional: a crowd, where the max over faces is decided by whoever scores highest
+
+
+def judgeability(result: DetectionResult, faces: VideoFaces) -> list[dict]:
+    """Why no verdict can be given for this input ({"code", "message"} each), or [] when one can."""
+    if result.status == STATUS_UNREADABLE:
+        return [{"code": "unreadable", "message": f"the file could not be read ({result.reason})"}]
+    if result.status == STATUS_NO_FACE:
+        return [{"code": "no_face", "message": f"no face was found ({result.reason})"}]
+    if result.status != STATUS_OK:
+        return [{"code": "error", "message": f"the analysis failed ({result.reason})"}]
+    reasons = []
+    per_frame: dict[int, list[float]] = {}
+    for frame, box in zip(faces.crop_frame, faces.boxes):
+        per_frame.setdefault(frame, []).append(min(box[2] - box[0], box[3] - box[1]))
+    largest = float(np.median([max(sides) for sides in per_frame.values()]))
+    if largest < MIN_FACE_CROP_PX:
+        reasons.append({"code": "face_too_small", "message": f"the largest face is about {largest:.0f} px (median "
+                        f"over frames of its crop's side), below {MIN_FACE_CROP_PX} px: too few pixels for the "
+                        "blending traces the detector looks for"})
+    crowd = int(np.median([len(sides) for sides in per_frame.values()]))
+    if crowd > MAX_FACES_PER_FRAME:
+        reasons.append({"code": "too_many_faces", "message": f"{crowd} faces per frame (median), more than "
+                        f"{MAX_FACES_PER_FRAME}: the video score is the highest face's, and one face among many "
+                        "decides it"})
+    return reasons
 
 
 def _frames_scored(faces: VideoFaces, progress) -> Callable[[int], None] | None:

@@ -112,7 +112,11 @@ def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None
     decided = record.get("decided_by") or {"kind": "threshold", "threshold": 0.5}
     verdict = record.get("verdict") if calibrated else record.get("label")
     settings = about.get("settings", {})
-    if record.get("score") is None:
+    cannot_judge = record.get("cannot_judge") or []
+    if cannot_judge:
+        verdict, headline = "cannot_judge", "CANNOT JUDGE" + (f" (score {record['score']:.3f})"
+                                                             if record.get("score") is not None else "")
+    elif record.get("score") is None:
         headline = f"No verdict: {record.get('status')} ({record.get('reason') or 'no reason given'})"
     elif calibrated:
         headline = (f"{(verdict or '').replace('_', ' ').upper()} — probability {record['probability']:.3f} "
@@ -128,6 +132,9 @@ def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None
         meaning = MEANING_UNCALIBRATED.format(threshold=decided.get("threshold", 0.5))
     if record.get("verdict_meaning"):
         meaning = f"{record['verdict_meaning']} {meaning}"
+    why_not = ('<div class="note" id="cannot-judge"><b>Why no verdict:</b><ul>' + "".join(
+        f"<li><b>{e(r['code'])}</b>: {e(r['message'])}</li>" for r in cannot_judge) + "</ul></div>"
+               if cannot_judge else "")
     size = about.get("size")
     duration = about.get("duration_s")
     facts = [("input", about.get("file_name")), ("SHA-256", about.get("sha256")),
@@ -157,10 +164,11 @@ def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None
 table{{border-collapse:collapse}}th,td{{text-align:left;padding:.2em .8em .2em 0;vertical-align:top}}
 th{{color:#555;font-weight:normal}}td{{font-family:ui-monospace,monospace;word-break:break-all}}
 .headline{{font-size:1.5em;margin:.5em 0}}.fake,.manipulated{{color:#b00}}.real,.no_evidence{{color:#070}}
-.inconclusive{{color:#a60}}img{{max-width:100%}}
+.inconclusive,.cannot_judge{{color:#a60}}img{{max-width:100%}}
 .note{{background:#f6f6f6;padding:.6em .8em;border-left:3px solid #999}}</style></head><body>
 <h1>hcsi case report</h1>
 <p class="headline {e(str(verdict or ''))}" id="headline">{e(headline)}</p>
+{why_not}
 <table>{rows}</table>
 <h2>What this means</h2><p class="note">{e(meaning)}</p><p class="note">{e(MEANING_LIMITS)}</p>
 {figures}

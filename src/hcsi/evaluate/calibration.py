@@ -129,6 +129,8 @@ TIER_MEANINGS = {
                    "not show that the video is authentic: {lenient_miss} of the calibration's fakes also scored "
                    "this low.",
 }
+CANNOT_JUDGE_MEANING = ("cannot judge: {reasons}. The score, if any, is shown for completeness; neither a verdict "
+                        "nor its absence says anything about this input")
 UNCALIBRATED_MEANING = ("uncalibrated: the raw score (not a probability) compared with the threshold {threshold:g}; "
                         "tiers need a calibration (`hcsi calibrate`)")
 

@@ -136,12 +136,14 @@ def gallery(out_dir: str | Path, out: str | Path, n: int = 8, threshold: float =
               ("false negatives: fake videos scored as real", false_negatives)]
     columns = max(1, max(len(g) for _, g in groups))
     plt = _pyplot()
-    fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns + 0.4, 4.8), squeeze=False)
-    for row, (title, cases) in enumerate(groups):
-        axes[row][0].set_title(f"{title} (threshold {threshold})" if cases else f"{title}: none", loc="left",
-                               fontsize=9, fontweight="bold")
+    # wide enough for the row headings whatever the number of columns (a heading over one narrow axis was cut off)
+    fig = plt.figure(figsize=(max(1.9 * columns + 0.4, 6.4), 5.2), layout="constrained")
+    for sub, (title, cases) in zip(fig.subfigures(2, 1), groups):
+        sub.suptitle(f"{title} (threshold {threshold})" if cases else f"{title}: none", x=0.01, ha="left",
+                     fontsize=9, fontweight="bold")
+        axes = sub.subplots(1, columns, squeeze=False)[0]
         for column in range(columns):
-            ax = axes[row][column]
+            ax = axes[column]
             ax.axis("off")
             if column >= len(cases):
                 continue
@@ -155,7 +157,6 @@ def gallery(out_dir: str | Path, out: str | Path, n: int = 8, threshold: float =
             name = name if len(name) <= 22 else name[:9] + "…" + name[-12:]
             ax.text(0.5, -0.04, f"score {case['score']:.3f}\n{'real' if case['label'] == 0 else 'fake'}\n{name}",
                     transform=ax.transAxes, ha="center", va="top", fontsize=7)
-    fig.tight_layout(h_pad=2.0)
     [path] = save_figure(fig, out, suffixes=(Path(out).suffix,))
     plt.close(fig)
     return path

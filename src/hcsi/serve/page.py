@@ -10,7 +10,7 @@ body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 
 #verdict{font-size:1.6em;margin:.6em 0}
 .detail{font-size:.55em;color:#333;margin:.2em 0}
 .banner{font-size:.55em;background:#fff3cd;border:1px solid #e0c36a;padding:.4em .6em;margin:.4em 0}
-.fake,.manipulated{color:#b00}.real,.no_evidence{color:#070}.inconclusive{color:#a60}
+.fake,.manipulated{color:#b00}.real,.no_evidence{color:#070}.inconclusive,.cannot_judge{color:#a60}
 #progress{width:100%;display:none}
 svg{background:#fafafa;border:1px solid #ddd}
 img{max-width:100%;margin-top:1em}
@@ -34,7 +34,7 @@ img{max-width:100%;margin-top:1em}
 <p><select id="filter-status"><option value="">any status</option><option>queued</option><option>running</option>
 <option>done</option><option>failed</option></select>
 <select id="filter-verdict"><option value="">any verdict</option><option>manipulated</option><option>inconclusive</option>
-<option>no_evidence</option><option value="fake">fake (uncalibrated)</option><option value="real">real (uncalibrated)</option></select>
+<option>no_evidence</option><option>cannot_judge</option><option value="fake">fake (uncalibrated)</option><option value="real">real (uncalibrated)</option></select>
 <select id="filter-label"><option value="">any label</option><option>fake</option><option>real</option>
 <option>unsure</option><option>unlabelled</option></select>
 <input id="search" type="search" placeholder="file name or SHA-256"> <button id="refresh">search</button>
@@ -64,6 +64,14 @@ function plot(indices, scores, decided){
 }
 function show(r){
   $("progress").style.display = "none";
+  if(r.verdict === "cannot_judge"){
+    $("verdict").className = "cannot_judge";
+    $("verdict").innerHTML = `<span id="label">CANNOT JUDGE</span>` + (r.score === null || r.score === undefined ? "" : ` <span class="detail">(score <span id="score">${r.score.toFixed(3)}</span>)</span>`)
+      + `<ul id="cannot-judge" class="detail">${r.cannot_judge.map(c => `<li><b>${esc(c.code)}</b>: ${esc(c.message)}</li>`).join("")}</ul>`;
+    plot([], []); $("heatmap").hidden = true;
+    $("report").innerHTML = r.report_url ? `<a id="report-link" href="${withToken(r.report_url)}" target="_blank">case report (HTML)</a>` : "";
+    return;
+  }
   if(r.score === null || r.score === undefined){
     $("verdict").className = ""; $("verdict").textContent = "No verdict: " + (r.reason || r.detail || r.status);
     plot([], []); $("heatmap").hidden = true; return;

@@ -22,8 +22,14 @@ def result_record(result, job: dict, media: Path, settings: dict, heatmap: bool)
     """A finished analysis (a DetectionResult) as stored and answered: the detector's fields with the upload's
     identity instead of its server path."""
     record = result.to_dict()
-    for server_name in (str(media), media.name):  # answers name the uploaded file, never a server path
-        record["reason"] = record["reason"].replace(server_name, job["file_name"])
+
+    def scrub(text: str | None) -> str | None:  # answers name the uploaded file, never a server path
+        for server_name in (str(media), media.name):
+            text = text.replace(server_name, job["file_name"]) if text else text
+        return text
+
+    record["reason"], record["verdict_meaning"] = scrub(record["reason"]), scrub(record["verdict_meaning"])
+    record["cannot_judge"] = [{**r, "message": scrub(r["message"])} for r in record["cannot_judge"]]
     record.pop("path", None)
     if record.get("calibration") not in (None, "uncalibrated"):
         record["calibration"] = settings["calibration"]  # its SHA-256, not the server's file name

@@ -45,7 +45,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
         "priority": {"type": "string", "enum": ["interactive", "batch"],
                      "description": "interactive jobs are analysed before batch jobs (default: batch on /v1/jobs, "
                                     "interactive on /v1/analyze)"}}}}}}}
-ERRORS = {400: "malformed form, empty file or a bad field", 401: "missing or wrong API token",
+ERRORS = {400: "malformed form or JSON body, empty file or a bad field", 401: "missing or wrong API token",
           404: "no such job", 413: "upload larger than the limit", 415: "content is not a known video or image",
           422: "frames not a whole number from 1 to 300; on /v1/analyze also: recognised but unreadable (the "
                "analysis failed; the job is stored as failed)",
@@ -53,7 +53,7 @@ ERRORS = {400: "malformed form, empty file or a bad field", 401: "missing or wro
 
 
 Status = Literal["queued", "running", "done", "failed"] | None  # the history's filters
-Verdict = Literal["manipulated", "inconclusive", "no_evidence", "fake", "real"] | None  # tiers; labels uncalibrated
+Verdict = Literal["manipulated", "inconclusive", "no_evidence", "cannot_judge", "fake", "real"] | None
 LabelFilter = Literal["fake", "real", "unsure", "unlabelled"] | None
 
 
@@ -172,7 +172,7 @@ def add_job_routes(app: FastAPI, service: ScoringService, unauthorised: dict) ->
             raise HTTPException(404, "no such job")
         return Response(status_code=204)
 
-    @app.put("/v1/jobs/{job_id}/label", responses={**errors(404, 422, 503), **unauthorised})
+    @app.put("/v1/jobs/{job_id}/label", responses={**errors(400, 404, 422, 503), **unauthorised})
     def label_job(job_id: str, body: AnalystLabel) -> dict:
         """An analyst's label (fake, real, unsure; null clears it), with a note and who gave it."""
         job = store_call(store.set_label, job_id, body.label, body.note, body.by)
