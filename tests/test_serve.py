@@ -248,7 +248,9 @@ def test_analysts_label_jobs_see_how_verdicts_hold_and_recalibrate_from_them(det
     assert client.put("/v1/jobs/" + "x" * 22 + "/label", json={"label": "fake"}).status_code == 404
     summary = client.get("/v1/labels/summary").json()
     assert summary["labelled"] == {"fake": 4, "real": 4, "unsure": 0} and summary["recall"]["of"] == 4
-    assert summary["called_fake"] == "label fake (uncalibrated)" and summary["precision"]["ci95"] is not None
+    called = sum(client.get(f"/v1/jobs/{i}").json()["verdict"] == "fake" for i in ids)  # untrained: any number
+    assert summary["called_fake"] == "label fake (uncalibrated)" and summary["precision"]["of"] == called
+    assert summary["true_positives"] + summary["false_negatives"] == 4 and summary["recall"]["ci95"] is not None
     assert client.get("/v1/jobs", params={"label": "fake"}).json()["total"] == 4
     exported = client.get("/v1/jobs.csv", params={"label": "real"}).text.splitlines()
     assert len(exported) == 5 and exported[0].endswith("analyst_label,label_note,label_by,labelled_at")

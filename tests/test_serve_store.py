@@ -292,11 +292,13 @@ def test_deduplication_keys_on_the_calibration_bytes_and_no_answer_names_a_serve
 
     path = tmp_path / "secret-folder" / "model.calibration.json"
     path.parent.mkdir()
+    settings = {"frames": 2, "face_detector": "hog540", "input_size": 64, "amp": False}
     first = Calibration("temperature", {"temperature": 2.0}, [OperatingPoint(0.05, 0.7, 0.05, 0.8)], 10, 10, {},
-                        "c" * 64)
+                        "c" * 64, settings)
     first.save(path)
     before = calibration_sha256(Calibration.load(path))
-    Calibration("temperature", {"temperature": 3.0}, first.operating_points, 10, 10, {}, "c" * 64).save(path)
+    Calibration("temperature", {"temperature": 3.0}, first.operating_points, 10, 10, {}, "c" * 64,
+                settings).save(path)
     after = calibration_sha256(Calibration.load(path))
     assert before != after  # re-calibrated to the same path: another key, so no stale verdict is reused
     assert str(tmp_path) not in before + after

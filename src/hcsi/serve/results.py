@@ -28,8 +28,8 @@ def result_record(result, job: dict, media: Path, settings: dict, heatmap: bool)
             text = text.replace(server_name, job["file_name"]) if text else text
         return text
 
-    record["reason"], record["verdict_meaning"] = scrub(record["reason"]), scrub(record["verdict_meaning"])
-    record["cannot_judge"] = [{**r, "message": scrub(r["message"])} for r in record["cannot_judge"]]
+    record["reason"], record["verdict_meaning"] = scrub(record.get("reason")), scrub(record.get("verdict_meaning"))
+    record["cannot_judge"] = [{**r, "message": scrub(r["message"])} for r in record.get("cannot_judge", [])]
     record.pop("path", None)
     if record.get("calibration") not in (None, "uncalibrated"):
         record["calibration"] = settings["calibration"]  # its SHA-256, not the server's file name
