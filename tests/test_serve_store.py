@@ -103,6 +103,9 @@ def test_the_history_filters_and_exports_every_match(open_test_store):
     jobs.append(store.create("=HYPERLINK(x).jpg", MEDIA, 1, ".jpg", 2, "{}", "m"))
     rows, total = store.list(text="CASE1")  # case-insensitive on both backends
     assert total == 1 and rows[0]["id"] == jobs[1]["id"]
+    store.set_label(jobs[0]["id"], "real", "looks fine", "ana")
+    labelled, total = store.list(label="labelled", limit=None)
+    assert total == 1 and labelled[0]["label_by"] == "ana" and store.list(label="unlabelled")[1] == 3
     every, total = store.list(limit=None)
     assert total == 4 and len(every) == 4
     lines = history_csv(every).splitlines()

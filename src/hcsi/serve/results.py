@@ -123,7 +123,8 @@ def label_summary(jobs: list[dict], settings: dict) -> dict:
     def rate(k: int, n: int) -> dict:
         return {"value": k / n if n else None, "ci95": wilson_interval(k, n), "of": n}
 
-    return {"labelled": counts, "other_settings": sum(1 for j in jobs if j["analyst_label"]) - len(mine),
+    labelled_done = sum(1 for j in jobs if j["analyst_label"] and j["status"] == "done")
+    return {"labelled": counts, "other_settings": labelled_done - len(mine),
             "called_fake": "verdict manipulated" if settings.get("calibration", "uncalibrated") != "uncalibrated"
             else "label fake (uncalibrated)",
             "true_positives": tp, "false_positives": fp, "false_negatives": fn, "true_negatives": tn,

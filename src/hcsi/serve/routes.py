@@ -243,7 +243,7 @@ def add_history_routes(app: FastAPI, service: ScoringService, unauthorised: dict
     def labels_summary() -> dict:
         """The analysts' labels against this server's verdicts (same checkpoint and calibration): counts, and
         precision, recall and FPR of "called fake" with Wilson 95 % intervals."""
-        jobs, _ = store_call(store.list, None, None, None, None, None, None, 0, None)
+        jobs, _ = store_call(store.list, None, None, None, None, None, None, 0, "labelled")  # not every job
         return label_summary(jobs, service.settings)
 
 

@@ -258,14 +258,14 @@ class JobStore:
              since: float | None = None, until: float | None = None, limit: int | None = 50,
              offset: int = 0, label: str | None = None) -> tuple[list[dict], int]:
         """Jobs newest first with the filters (text matches the file name or the SHA-256; label: an analyst's
-        label or "unlabelled"), and how many match; `limit=None`: all of them."""
+        label, "labelled" or "unlabelled"), and how many match; `limit=None`: all of them."""
         where, values = [], []
         for column, value in (("status", status), ("verdict", verdict)):
             if value:
                 where.append(f"{column} = ?")
                 values.append(value)
-        if label == "unlabelled":
-            where.append("analyst_label IS NULL")
+        if label in ("unlabelled", "labelled"):
+            where.append(f"analyst_label IS {'NOT ' if label == 'labelled' else ''}NULL")
         elif label:
             where.append("analyst_label = ?")
             values.append(label)
