@@ -85,6 +85,11 @@ def test_smaller_mistakes_get_the_command_to_use(tmp_path, capsys):
         (["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", "model.bin"], "*.onnx"),
         (["compare", "--auc", "cdf=ninety"], "expected dataset=percent"),
         (["profile", "--model", "hcsi_nett"], "unknown model 'hcsi_nett'; registered models: cnn_only"),
+        (["submit", str(checkpoint), "--server", "http://²"], "not a URL"),
+        (["submit", str(checkpoint), "--server", ".."], "expected http://HOST:PORT"),
+        (["serve", "--checkpoint", str(checkpoint), "--database", "mysql://x", "--data-dir", str(tmp_path / "d")],
+         "expected postgresql://USER@HOST:PORT/DB"),
+        (["worker", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "d")], "--database postgresql://... (or"),
     ]
     for args, expected in cases:
         code, error = _error_of(args, capsys)

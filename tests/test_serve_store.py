@@ -65,16 +65,16 @@ def test_claims_go_interactive_first_then_oldest_first(open_test_store):
 
 
 def test_a_lapsed_lease_is_claimed_again_and_given_up_after_max_attempts(open_test_store):
-    store = open_test_store(lease_s=0.3, max_attempts=2)
+    store = open_test_store(lease_s=1.0, max_attempts=2)
     job = queue(store)[0]
     first, first_claim = store.claim_next()
     assert store.claim_next() is None  # the lease holds
-    time.sleep(0.4)
+    time.sleep(1.2)
     second, second_claim = store.claim_next()  # the first worker stalled: another attempt
     assert second["id"] == job["id"] and second["attempts"] == 2
     assert not store.finish(job["id"], first_claim, {"status": "ok", "score": 0.1, "reason": ""}, None)
     assert not store.renew(job["id"], first_claim) and store.renew(job["id"], second_claim)
-    time.sleep(0.4)
+    time.sleep(1.2)
     assert store.claim_next() is None  # two attempts stopped: given up, not run a third time
     failed = store.get(job["id"])
     assert failed["status"] == "failed" and "stopped 2 times" in failed["reason"]
@@ -82,11 +82,11 @@ def test_a_lapsed_lease_is_claimed_again_and_given_up_after_max_attempts(open_te
 
 
 def test_renewals_keep_a_claim_and_deletion_ends_it(open_test_store):
-    store = open_test_store(lease_s=0.3)
+    store = open_test_store(lease_s=1.0)  # generous beside the pauses: a slow machine keeps the claim too
     job = queue(store)[0]
     _, claim = store.claim_next()
     for _ in range(4):
-        time.sleep(0.15)
+        time.sleep(0.4)
         assert store.set_progress(job["id"], claim, {"stage": "finding faces"})
     assert store.claim_next() is None  # renewed by progress: nobody else may take it
     assert store.delete(job["id"])

@@ -75,10 +75,9 @@ def _worker(args: argparse.Namespace) -> int:
     from ..serve.worker import Workers
 
     if not args.database:
-        print("hcsi worker needs --database postgresql://... (or HCSI_DATABASE): with SQLite, the jobs belong to "
-              "the one hcsi serve process whose data directory holds them, and its --workers analyse them",
-              file=sys.stderr)
-        return 2
+        raise ValueError("--database postgresql://... (or HCSI_DATABASE) is needed: with SQLite, the jobs belong "
+                         "to the one hcsi serve process whose data directory holds them, and its --workers analyse "
+                         "them")
     if not args.checkpoint:
         print(NO_CHECKPOINT.replace("hcsi detect", "hcsi worker"), file=sys.stderr)
         return 2

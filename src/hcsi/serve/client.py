@@ -18,6 +18,12 @@ class ServerError(RuntimeError):
 
 class ServiceClient:
     def __init__(self, server: str, token: str | None = None, timeout_s: float = 600.0) -> None:
+        try:
+            url = httpx.URL(server)
+        except httpx.InvalidURL as error:
+            raise ServerError(f"--server {server!r}: not a URL ({error})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ServerError(f"--server {server!r}: expected http://HOST:PORT or https://HOST")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=timeout_s)
 
