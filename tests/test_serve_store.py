@@ -171,12 +171,9 @@ class Finished:
 
 
 def workers_over(store, detector, **options):
-    from hcsi.serve.metrics import ServiceMetrics
     from hcsi.serve.worker import Workers
 
-    workers = Workers(detector, store, None, {"model": "m", "calibration": "uncalibrated"}, **options)
-    workers.metrics = ServiceMetrics(store, workers.states)
-    return workers
+    return Workers(detector, store, {"model": "m", "calibration": "uncalibrated"}, **options)
 
 
 def wait_for(condition, timeout=20.0):

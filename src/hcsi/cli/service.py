@@ -69,7 +69,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     """Analyses only: `--workers` threads over the shared database until SIGTERM or SIGINT; exits 1 when a worker
     thread dies (so that a supervisor restarts the process)."""
-    from ..serve.metrics import ServiceMetrics
     from ..serve.service import detector_settings
     from ..serve.backends import open_store
     from ..serve.worker import Workers
@@ -84,9 +83,7 @@ def _worker(args: argparse.Namespace) -> int:
     detector = _detector(args, "worker")
     store = open_store(args.data_dir, args.database, keep_media=args.keep_media, lease_s=args.lease_s,
                        max_attempts=args.max_attempts)
-    workers = Workers(detector, store, None, detector_settings(detector), count=args.workers,
-                      keep_days=args.keep_days)
-    workers.metrics = ServiceMetrics(store, workers.states)
+    workers = Workers(detector, store, detector_settings(detector), count=args.workers, keep_days=args.keep_days)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -38,8 +38,8 @@ def labelled_jobs(data_dir: str | Path, database: str | None = None) -> list[dic
             if version < 3:
                 return []  # made before analysts could label jobs
             return [dict(row) for row in db.execute(query).fetchall()]
-    store = open_store(data_dir, database)
+    store = open_store(data_dir, database)  # PostgreSQL: no lock to respect
     try:
-        return store._read(lambda db: [dict(r) for r in db.execute(query).fetchall()])
+        return store.list(status="done", label="labelled", limit=None)[0]
     finally:
         store.close()

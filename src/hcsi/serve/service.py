@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..checks import require_at_least, require_positive
 from ..detect.api import Detector
-from .metrics import ServiceMetrics
 from .store import JobStore, StoreUnavailable
 from .uploads import UploadRefused, receive_upload
 from .worker import Workers
@@ -54,10 +53,9 @@ class ScoringService:
         self.detector, self.store = detector, store
         self.max_upload_mb, self.capacity, self.keep_days = max_upload_mb, max(workers + queue_size, 1), keep_days
         self.settings = detector_settings(detector)
-        self.workers = Workers(detector, store, None, self.settings, count=workers, keep_days=keep_days,
+        self.workers = Workers(detector, store, self.settings, count=workers, keep_days=keep_days,
                                stuck_after_s=stuck_after_s)
-        self.metrics = ServiceMetrics(store, self.workers.states)
-        self.workers.metrics = self.metrics
+        self.metrics = self.workers.metrics
         self._submit_lock = threading.Lock()
         from ..train.checkpoints import git_commit
 

@@ -59,11 +59,13 @@ class LeaseKeeper:
 
 
 class Workers:
-    """`count` worker threads over `store` and `detector`; `settings` go into every result."""
+    """`count` worker threads over `store` and `detector`; `settings` go into every result; `metrics` are this
+    process's (the workers' states among them)."""
 
-    def __init__(self, detector: Detector, store: JobStore, metrics: ServiceMetrics, settings: dict, count: int = 1,
+    def __init__(self, detector: Detector, store: JobStore, settings: dict, count: int = 1,
                  keep_days: float | None = None, stuck_after_s: float = 900.0) -> None:
-        self.detector, self.store, self.metrics, self.settings = detector, store, metrics, settings
+        self.detector, self.store, self.settings = detector, store, settings
+        self.metrics = ServiceMetrics(store, self.states)
         self.count, self.keep_days, self.stuck_after_s = count, keep_days, stuck_after_s
         self._detector_lock = threading.Lock()  # one face detector and one model: one analysis at a time
         self._wake, self._stopping = threading.Event(), threading.Event()
