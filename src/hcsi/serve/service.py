@@ -88,15 +88,11 @@ class ScoringService:
         except UploadRefused as refusal:
             self.metrics.refused(refusal.reason)
             raise
-        calibration = self.detector.calibration
-        if calibration is not None and upload.frames not in (None, self.detector.frames):
-            upload.staged.unlink(missing_ok=True)
-            self.metrics.refused("frames_calibration")
-            raise UploadRefused(422, "frames_calibration", f"this server's calibration was fitted at "
-                                                           f"{self.detector.frames} frames per video; a mean over "
-                                                           f"{upload.frames} spreads differently, so its probabilities "
-                                                           "and tiers would not hold: leave frames out")
         try:
+            if self.detector.calibration is not None and upload.frames not in (None, self.detector.frames):
+                raise UploadRefused(422, "frames_calibration", f"this server's calibration was fitted at "
+                                    f"{self.detector.frames} frames per video; a mean over {upload.frames} spreads "
+                                    "differently, so its probabilities and tiers would not hold: leave frames out")
             frames = upload.frames or self.detector.frames
             settings = json.dumps({**self.settings, "frames": frames}, sort_keys=True)
             job, new = await asyncio.to_thread(self._admit, upload, frames, settings)
