@@ -6,6 +6,7 @@ Split in two so that the CPU part (decode, detect, crop) can run in worker proce
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from ..faces import FaceDetector, MediaError, keep_large_faces, sample_frames, sbi_test_crop_box
+from ..faces.persons import FaceDescriber, group_persons
 from ..normalization import image_to_tensor
 
 STATUS_OK = "ok"
@@ -25,9 +27,21 @@ STATUS_ERROR = "error"  # anything else that went wrong with this input (detecto
 
 
 @dataclass
+class PersonFaces:
+    """Every face of one person (`faces.persons_in_video`): where it was seen and which of its faces were scored."""
+
+    id: int  # 1, 2, ... in order of first appearance
+    positions: list[int] = field(default_factory=list)  # sampled-frame positions (in `frame_indices`) where seen
+    boxes: list[list[int]] = field(default_factory=list)  # its face box there, in pixels of the frame as decoded
+    crops: list[int] = field(default_factory=list)  # index of the face's crop in VideoFaces.crops, -1: not scored
+    identity: str = ""  # "appearance" (descriptors confirmed the grouping) or "position" (overlap alone)
+    thumbnail: np.ndarray | None = None  # THUMBNAIL_PX square RGB cut of its largest face (test crop)
+
+
+@dataclass
 class VideoFaces:
     """Test-time face crops of one video: crop k belongs to sampled frame `crop_frame[k]` (a position in
-    `frame_indices`)."""
+    `frame_indices`) and to person `crop_person[k]`; `persons` hold every face found, scored or not."""
 
     frame_indices: list[int] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)  # S×S×3 uint8, resized as the model expects
@@ -36,19 +50,29 @@ class VideoFaces:
     status: str = STATUS_OK
     reason: str = ""
     full_frames: bool = False  # boxes refer to the frames at their own size, not shrunk by `detection_frame`
+    frame_times: list[float] = field(default_factory=list)  # seconds from the start, per sampled frame
+    crop_person: list[int] = field(default_factory=list)
+    persons: list[PersonFaces] = field(default_factory=list)
+    overview: np.ndarray | None = None  # a small copy of the sampled frame showing the most persons (reports)
+    overview_position: int = -1  # its position in frame_indices; persons' boxes × overview_scale fall on it
+    overview_scale: float = 1.0
 
 
 MAX_DETECTION_SIDE = 1920  # frames with a longer side are shrunk before detection (bounded memory and time)
 PROGRESS_FRAMES = 4  # with a progress callback, faces are found this many frames at a time
+THUMBNAIL_PX = 96  # side of a person's thumbnail
+OVERVIEW_SIDE = 640  # longer side of the overview frame kept for reports
 
 
 def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector: FaceDetector,
-                    input_size: int, progress: Callable[[int, int], None] | None = None) -> VideoFaces:
+                    input_size: int, progress: Callable[[int, int], None] | None = None,
+                    frame_times: list[float] | None = None, persons: bool = True) -> VideoFaces:
     """Detect every face of each frame, keep those at least half the largest's area, crop each with SBI's test crop
     (12.5 % margins) and resize to input_size (bilinear). Frames longer than MAX_DETECTION_SIDE are shrunk first
     (boxes refer to the shrunk frame), except for a detector that wants full frames (sbi-retinaface, which resizes
     them itself as SBI does). `progress(frames_searched, frames_total)` is told after every
-    PROGRESS_FRAMES frames; without it a batched finder sees every frame in one call."""
+    PROGRESS_FRAMES frames; without it a batched finder sees every frame in one call. Every face found is grouped
+    into persons (`hcsi.faces.persons`; `persons=False`: by position only, no descriptors)."""
     full_frames = getattr(detector, "full_frames", False)
     shown = frames if full_frames else [detection_frame(frame) for frame in frames]
     detect_many = getattr(detector, "detect_many", None)  # batched finders see a whole chunk in one call
@@ -59,9 +83,59 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
         found += detect_many(part) if detect_many else [detector.detect(frame) for frame in part]
         if progress:
             progress(len(found), len(shown))
+    tracks = group_persons(shown, found, FaceDescriber() if persons else None)
     result = crop_test_faces(list(zip(shown, found)), frame_indices, input_size)
     result.full_frames = full_frames
+    result.frame_times = list(frame_times) if frame_times is not None else [0.0] * len(frames)
+    scales = [frame.shape[1] / seen.shape[1] for frame, seen in zip(frames, shown)]
+    _attach_persons(result, tracks, shown, found, scales)
     return result
+
+
+def _attach_persons(result: VideoFaces, tracks: list, shown: list[np.ndarray], found: list[list],
+                    scales: list[float]) -> None:
+    """Record the persons in `result`: each face's box in decoded-frame pixels, its crop if it was scored, a
+    thumbnail of its largest face, and a small overview frame (the one where the most persons are seen)."""
+    crop_of = {}  # (position, rounded crop box) -> crop index: the crop cut for that face
+    for k, (position, box) in enumerate(zip(result.crop_frame, result.boxes)):
+        crop_of[(position, tuple(int(v) for v in box))] = k
+    result.crop_person = [0] * len(result.crops)
+    for track in tracks:
+        person = PersonFaces(track.id, identity=track.identity)
+        largest = max(track.faces, key=lambda key: found[key[0]][key[1]].area)
+        for position, index in track.faces:
+            face = found[position][index]
+            person.positions.append(position)
+            person.boxes.append([int(round(float(v) * scales[position])) for v in face.box])
+            crop = crop_of.get((position, _test_crop_key(face, shown[position])), -1)
+            person.crops.append(crop)
+            if crop >= 0:
+                result.crop_person[crop] = track.id
+        person.thumbnail = _thumbnail(shown[largest[0]], found[largest[0]][largest[1]])
+        result.persons.append(person)
+    if tracks:
+        counts = [len({t.id for t in tracks if any(p == position for p, _ in t.faces)}) for position in
+                  range(len(shown))]
+        position = int(np.argmax(counts))
+        frame = shown[position]
+        scale = min(1.0, OVERVIEW_SIDE / max(frame.shape[:2]))
+        result.overview = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        result.overview_position, result.overview_scale = position, scale / scales[position]
+
+
+def _test_crop_key(face, frame: np.ndarray) -> tuple | None:
+    try:
+        return tuple(int(v) for v in sbi_test_crop_box(face.box, frame.shape[1], frame.shape[0]))
+    except ValueError:
+        return None
+
+
+def _thumbnail(frame: np.ndarray, face) -> np.ndarray | None:
+    box = _test_crop_key(face, frame)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    return cv2.resize(frame[y0:y1, x0:x1], (THUMBNAIL_PX, THUMBNAIL_PX), interpolation=cv2.INTER_AREA)
 
 
 def crop_test_faces(detected: list[tuple[np.ndarray, list]], frame_indices: list[int],
@@ -98,9 +172,7 @@ def detection_frame(frame: np.ndarray) -> np.ndarray:
 
 def crops_at(frames: list[np.ndarray], faces: VideoFaces, input_size: int) -> VideoFaces:
     """The crops of `faces` (found in other frames of the same size) cut from `frames` at the same boxes."""
-    result = VideoFaces(frame_indices=list(faces.frame_indices), crop_frame=list(faces.crop_frame),
-                        boxes=[list(b) for b in faces.boxes], status=faces.status, reason=faces.reason,
-                        full_frames=faces.full_frames)
+    result = dataclasses.replace(faces, crops=[])
     for position, box in zip(faces.crop_frame, faces.boxes):
         x0, y0, x1, y1 = (int(v) for v in box)
         frame = frames[position] if faces.full_frames else detection_frame(frames[position])
@@ -133,7 +205,7 @@ def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, in
     except Exception as error:  # this input fails, the batch goes on
         return decoding_failure(path, error)
     try:
-        result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size, progress)
+        result = faces_in_frames(sampled.frames, sampled.indices, detector, input_size, progress, sampled.times)
     except Exception as error:
         return VideoFaces(frame_indices=list(sampled.indices), status=STATUS_ERROR,
                           reason=failure_reason(path, "face detection or cropping", error))

@@ -24,6 +24,7 @@ class SampledFrames:
     indices: list[int]
     frame_count: int  # frames in the file, counted from its packets (not the container's header)
     failure: str | None = None  # why fewer frames than asked came back (e.g. the stream broke off), else None
+    times: list[float] | None = None  # seconds from the start of the video, per frame (images: 0)
 
 
 def is_image(path: str | os.PathLike) -> bool:
@@ -85,7 +86,7 @@ def sample_frames(path: str | os.PathLike, n: int = 32) -> SampledFrames:
         raise MediaError(f"{path}: empty file (0 bytes)")
     if is_image(path):
         try:
-            return SampledFrames([read_image(path)], [0], 1)
+            return SampledFrames([read_image(path)], [0], 1, times=[0.0])
         except MediaError as image_error:  # the name may lie: try the content as a video before giving up
             try:
                 return _sample_video(path, n)
@@ -99,16 +100,22 @@ def _sample_video(path: Path, n: int) -> SampledFrames:
     wanted = sample_frame_indices(frame_count, n)
     if not wanted:
         raise MediaError(f"{path}: the video stream holds no frames")
-    frames, indices, failure = [], [], None
+    frames, indices, times, failure = [], [], [], None
     wanted_set = set(wanted)
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            start = None
+            rate = float(stream.average_rate or stream.guessed_rate or 25)
             for index, frame in enumerate(container.decode(stream)):
+                if start is None:
+                    start = frame.time
                 if index in wanted_set:
                     frames.append(_to_display_orientation(frame))
                     indices.append(index)
+                    known = frame.time is not None and start is not None  # a timestamp, else the mean rate
+                    times.append(round(frame.time - start if known else index / rate, 4))
                     if len(indices) == len(wanted):
                         break
     except av.error.FFmpegError as error:
@@ -117,4 +124,4 @@ def _sample_video(path: Path, n: int) -> SampledFrames:
         failure = f"the stream ended after {len(indices)} of {len(wanted)} sampled frames"
     if not frames:
         raise MediaError(f"{path}: no frame could be decoded ({failure})")
-    return SampledFrames(frames, indices, frame_count, failure)
+    return SampledFrames(frames, indices, frame_count, failure, times)
