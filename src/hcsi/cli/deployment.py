@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .options import (
+    aggregate_option,
     checkpoint_option,
     decision_option,
     device_option,
@@ -24,8 +25,12 @@ NO_CHECKPOINT = (
     "An untrained model's scores are noise, so none are shown."
 )
 
-DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
-                     "calibration", "probability", "verdict", "verdict_meaning", "cannot_judge", "report"]
+DETECT_CSV_FIELDS = ["path", "score", "aggregate", "paper_score", "label", "status", "reason", "frames_used",
+                     "faces_found", "persons", "heatmap", "calibration", "probability", "verdict", "verdict_meaning",
+                     "cannot_judge", "report"]
+PERSON_CSV_FIELDS = ["path", "person", "person_score", "probability", "verdict", "cannot_judge", "frames_seen",
+                     "faces_scored", "time_ranges", "frames", "boxes", "identity", "video_score", "aggregate",
+                     "video_verdict", "status", "reason"]
 
 
 def _write_case_report(result, row: dict, detector, args: argparse.Namespace, commit: str | None, out: Path) -> Path:
@@ -34,38 +39,76 @@ def _write_case_report(result, row: dict, detector, args: argparse.Namespace, co
 
     import cv2
 
-    from ..detect.explain import gate_strip
-    from ..detect.report import case_report_html, media_facts
+    from ..detect.explain import gate_strip, person_images
+    from ..detect.report import case_report_html, media_facts, with_person_images
     from ..files import atomic_path
 
     heatmap = None
     if result.gates:
         ok, png = cv2.imencode(".png", cv2.cvtColor(gate_strip(result), cv2.COLOR_RGB2BGR))
         heatmap = png.tobytes() if ok else None
-    settings = {"frames": detector.frames, "face detector": detector.face_detector.name}
+    settings = {"frames": detector.frames, "face detector": detector.face_detector.name,
+                "video score": detector.aggregate}
     about = {"file_name": Path(result.source).name, **media_facts(result.source),
              "analysed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "model": detector.model.config.name, "checkpoint_sha256": detector.checkpoint_sha256,
              "commit": commit, "settings": settings}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        Path(tmp).write_text(case_report_html(row, about, heatmap))
+        Path(tmp).write_text(case_report_html(with_person_images(row, person_images(result)), about, heatmap))
     return out
 
 
-def _write_detections(rows: list[dict], out: str) -> None:
+def _codes(reasons: list[dict] | None) -> str:
+    return " ".join(r["code"] for r in reasons or [])
+
+
+def person_rows(row: dict) -> list[dict]:
+    """`--per-person` CSV rows of one input: one per person (an input without persons keeps one row, so that it
+    is not lost)."""
+    video = {"path": row["path"], "video_score": row.get("score"), "aggregate": row.get("aggregate"),
+             "video_verdict": row.get("verdict") or row.get("label"), "status": row["status"],
+             "reason": row.get("reason")}
+    if not row.get("persons"):
+        return [video]
+    return [{**video, "person": p["id"], "person_score": p["score"], "probability": p["probability"],
+             "verdict": p["verdict"], "cannot_judge": _codes(p["cannot_judge"]), "frames_seen": len(p["frames"]),
+             "faces_scored": p["faces_scored"], "identity": p["identity"],
+             "time_ranges": " ".join(f"{a:.2f}-{b:.2f}" for a, b in p["time_ranges"]),
+             "frames": " ".join(map(str, p["frames"])), "boxes": " ".join(",".join(map(str, b)) for b in p["boxes"])}
+            for p in row["persons"]]
+
+
+def _write_detections(rows: list[dict], out: str, per_person: bool = False) -> None:
     import csv as csv_module
 
     from ..files import atomic_path
 
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
         if out.lower().endswith(".csv"):
-            writer = csv_module.DictWriter(f, DETECT_CSV_FIELDS, extrasaction="ignore")
+            writer = csv_module.DictWriter(f, PERSON_CSV_FIELDS if per_person else DETECT_CSV_FIELDS,
+                                           extrasaction="ignore")
             writer.writeheader()
-            writer.writerows({**row, "cannot_judge": " ".join(r["code"] for r in row.get("cannot_judge") or [])}
-                             for row in rows)
+            if per_person:
+                writer.writerows(line for row in rows for line in person_rows(row))
+            else:
+                writer.writerows({**row, "cannot_judge": _codes(row.get("cannot_judge")),
+                                  "persons": len(row.get("persons") or [])} for row in rows)
         else:
             f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def _save_person_images(result, row: dict, folder: Path, stem: str) -> None:
+    """`--explain DIR`: each person's thumbnail and gate strip as files beside the input's strip, named in its
+    row."""
+    from ..detect.explain import person_strip, save_image
+
+    for person, entry in zip(result.persons, row["persons"]):
+        if person.thumbnail is not None:
+            entry["thumbnail"] = str(save_image(person.thumbnail, folder / f"{stem}-person{person.id}.jpg"))
+        strip = person_strip(result, person)
+        if strip is not None:
+            entry["heatmap"] = str(save_image(strip, folder / f"{stem}-person{person.id}-gates.png"))
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -89,17 +132,21 @@ def _detect(args: argparse.Namespace) -> int:
         return 2
     if args.out and not args.out.lower().endswith((".jsonl", ".csv")):
         raise ValueError(f"--out {args.out}: expected a .jsonl (one JSON object per input) or .csv file name")
+    if args.per_person and not (args.out or "").lower().endswith(".csv"):
+        raise ValueError("--per-person writes one CSV row per person: give --out FILE.csv (the JSONL always holds "
+                         "a `persons` list per input)")
     entries = expand_inputs(args.paths)
     if args.backend == "onnxruntime":
         detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector,
                                       calibration=args.calibration, strict_fpr=args.strict_fpr,
-                                      lenient_fpr=args.lenient_fpr, threshold=args.threshold)
+                                      lenient_fpr=args.lenient_fpr, threshold=args.threshold,
+                                      aggregate=args.aggregate)
     else:
         require_hcsi_checkpoint(args.checkpoint, "detect")
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                             face_detector=args.face_detector, calibration=args.calibration,
                                             strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
-                                            threshold=args.threshold)
+                                            threshold=args.threshold, aggregate=args.aggregate)
     calibration_name = detector.calibration.source if detector.calibration is not None else "uncalibrated"
     rows = []
     # the readable inputs' crops are pooled into full model batches across files; results come back in order
@@ -124,14 +171,15 @@ def _detect(args: argparse.Namespace) -> int:
         if args.explain and result.gates:
             strip = Path(args.explain) / f"{n:04d}-{Path(result.source).stem}.png"
             row["heatmap"] = str(save_gate_strip(result, strip))
+            _save_person_images(result, row, Path(args.explain), strip.stem)
         if args.report:
             row["report"] = str(_write_case_report(result, row, detector, args, commit, Path(args.report) /
                                                    f"{n:04d}-{Path(result.source).stem}.html"))
         rows.append(row)
-        if args.out:
-            _write_detections(rows, args.out)  # rewritten after every file: a killed run keeps what it scored
+        if args.out:  # rewritten after every file: a killed run keeps what it scored
+            _write_detections(rows, args.out, args.per_person)
     if args.out:
-        _write_detections(rows, args.out)
+        _write_detections(rows, args.out, args.per_person)
     width = min(60, max([len(r["path"]) for r in rows] + [4]))
     calibrated = detector.calibration is not None
     print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<12}  status" if calibrated else
@@ -186,10 +234,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                  description="Scores every file (folders recursively, glob patterns) with the "
                                              "evaluation protocol; per-file problems are reported, not fatal.",
                                  parents=[checkpoint_option(required=False), frames_option(), device_option(),
-                                          decision_option(), face_detector_option()])
+                                          decision_option(), face_detector_option(), aggregate_option()])
     detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
-    detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR")
+    detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR, and "
+                                                         "each person's thumbnail and highest-scoring face's strip")
+    detect.add_argument("--per-person", action="store_true",
+                        help="with --out FILE.csv: one row per person (its score, verdict, frames, times, boxes)")
     detect.add_argument("--report", metavar="DIR",
                         help="write a case report per input into DIR: one self-contained HTML file (images embedded)")
     detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])

@@ -109,6 +109,12 @@ def frames_option() -> argparse.ArgumentParser:
     return option("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
 
 
+def aggregate_option() -> argparse.ArgumentParser:
+    return option("--aggregate", default="paper", choices=["paper", "persons"],
+                  help="a video's score: 'paper' (default: the highest face score per sampled frame, averaged over "
+                       "frames) or 'persons' (the highest person score; a person's: the mean of its face scores)")
+
+
 def device_option() -> argparse.ArgumentParser:
     return option("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 

@@ -42,6 +42,7 @@ from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
+from .persons import AGGREGATE_MEANING, AGGREGATES, PersonResult, aggregate_persons, person_results
 
 PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
 
@@ -60,7 +61,9 @@ class DetectionResult:
     source: str
     status: str  # ok | no_face | unreadable | error
     reason: str = ""
-    score: float | None = None  # mean over frames of the max over faces; None unless status is ok
+    score: float | None = None  # the video's score by `aggregate`; None unless status is ok
+    aggregate: str = "paper"  # how `score` was made (AGGREGATE_MEANING); `paper_score` is always the paper's
+    paper_score: float | None = None  # mean over frames of the max over faces (the paper's protocol)
     frame_indices: list[int] = field(default_factory=list)  # frames with a face
     frame_scores: list[float] = field(default_factory=list)
     faces: list[FaceResult] = field(default_factory=list)
@@ -70,6 +73,10 @@ class DetectionResult:
     probability: float | None = None  # calibrated probability of "fake" (None without a calibration)
     decision: Decision = field(default_factory=Decision)  # tiers at operating points, or a raw-score threshold
     cannot_judge: list[dict] = field(default_factory=list)  # {"code", "message"}: why no verdict can be given
+    persons: list[PersonResult] = field(default_factory=list)  # every face found, grouped into people
+    overview: np.ndarray | None = None  # a small copy of the sampled frame showing the most persons (reports)
+    overview_frame: int | None = None  # its frame index; person boxes × overview_scale fall on it
+    overview_scale: float = 1.0
 
     @property
     def label(self) -> str | None:
@@ -89,14 +96,17 @@ class DetectionResult:
         return self.decision.meaning(self.score)
 
     def to_dict(self) -> dict:
-        return {"path": self.source, "score": self.score, "label": self.label, "status": self.status,
+        return {"path": self.source, "score": self.score, "aggregate": self.aggregate,
+                "aggregate_meaning": AGGREGATE_MEANING[self.aggregate], "paper_score": self.paper_score,
+                "label": self.label, "status": self.status,
                 "calibration": self.calibration, "probability": self.probability, "verdict": self.verdict,
                 "verdict_meaning": self.meaning(), "decided_by": self.decision.to_dict(),
                 "cannot_judge": self.cannot_judge,
                 "reason": self.reason, "frames_used": len(self.frame_indices), "faces_found": len(self.faces),
                 "frames_sampled": self.frames_sampled, "frame_indices": self.frame_indices,
                 "frame_scores": self.frame_scores,
-                "faces": [{"frame_index": f.frame_index, "box": f.box, "score": f.score} for f in self.faces]}
+                "faces": [{"frame_index": f.frame_index, "box": f.box, "score": f.score} for f in self.faces],
+                "persons": [p.to_dict() for p in self.persons]}
 
 
 class Detector:
@@ -114,13 +124,17 @@ class Detector:
         strict_fpr, lenient_fpr: the calibration's operating points of the tiers (default: its lowest and highest
             target FPR).
         threshold: the raw-score threshold of the fake/real label, only without a calibration.
+        aggregate: "paper" (the video score of the paper's protocol) or "persons" (the highest person score).
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
                  face_detector: str | None = None, calibration: Calibration | None = None,
                  strict_fpr: float | None = None, lenient_fpr: float | None = None,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, aggregate: str = "paper") -> None:
         require_at_least("frames", frames, 1)
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATES)}")
+        self.aggregate = aggregate
         require_at_least("batch_size", batch_size, 1)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -146,7 +160,7 @@ class Detector:
     def scoring_settings(self, frames: int | None = None) -> dict:
         """What a score depends on besides the model: the settings a calibration is fitted with and checked by."""
         return {"frames": frames or self.frames, "face_detector": self.face_detector.name,
-                "input_size": self.model.config.input_size, "amp": False}
+                "input_size": self.model.config.input_size, "amp": False, "aggregate": self.aggregate}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", calibration: str | Path | None = None,
@@ -221,9 +235,13 @@ class Detector:
         """The result of one input from its faces; `crop_scores` when they were scored already (or the exception
         scoring them raised). `progress("scoring faces", frames_done, frames_with_a_face)` follows the scoring."""
         result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices),
-                                 decision=self.decision)
+                                 decision=self.decision, aggregate=self.aggregate, overview=faces.overview,
+                                 overview_scale=faces.overview_scale)
+        if 0 <= faces.overview_position < len(faces.frame_indices):
+            result.overview_frame = faces.frame_indices[faces.overview_position]
         if faces.status != STATUS_OK:
             result.cannot_judge = judgeability(result, faces)
+            result.persons = self._judged_persons(faces, None)
             return result
         try:
             gates = None
@@ -234,8 +252,11 @@ class Detector:
         except Exception as error:  # this input fails with the reason; the next one is scored
             result.status, result.reason = STATUS_ERROR, failure_reason(source, "scoring", error)
             result.cannot_judge = judgeability(result, faces)
+            result.persons = self._judged_persons(faces, None)
             return result
-        score, frames = aggregate_video(faces, crop_scores)
+        result.paper_score, frames = aggregate_video(faces, crop_scores)
+        result.persons = self._judged_persons(faces, crop_scores)
+        score = result.paper_score if self.aggregate == "paper" else aggregate_persons(result.persons)
         result.score = score
         if self.calibration is not None and score is not None:
             result.calibration = self.calibration.source
@@ -247,6 +268,16 @@ class Detector:
                         for p, box, s in zip(faces.crop_frame, faces.boxes, crop_scores)]
         result.gates = gates
         return result
+
+    def _judged_persons(self, faces: VideoFaces, crop_scores: np.ndarray | None) -> list[PersonResult]:
+        """The persons of an input with their scores and, with a calibration, probabilities and verdicts (the
+        calibration's scale is the video score's: with one person the two are the same number)."""
+        persons = person_results(faces, crop_scores, MIN_FACE_CROP_PX)
+        for person in persons:
+            if self.calibration is not None and person.score is not None:
+                person.probability = float(self.calibration.probability([person.score])[0])
+            person.verdict = "cannot_judge" if person.cannot_judge else self.decision.verdict(person.score)
+        return persons
 
     def score(self, source: str | Path | np.ndarray, explain: bool = False, frames: int | None = None,
               progress=None) -> DetectionResult:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..files import atomic_path
 from .api import DetectionResult
+from .report import person_colour
 
 TILE = 112  # side of each tile in the strip, pixels
 HEADER = 18  # height of the column-title band, pixels
@@ -35,17 +36,33 @@ def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
             best[face.frame_index] = i
     frames = sorted(best)
     keep = np.unique(np.linspace(0, len(frames) - 1, min(max_rows, len(frames))).round().astype(int))
+    chosen = [best[frames[k]] for k in keep]
+    return _strip(result, chosen, [f"frame {result.faces[i].frame_index}  score {result.faces[i].score:.3f}"
+                                   for i in chosen])
+
+
+def person_strip(result: DetectionResult, person) -> np.ndarray | None:
+    """The gate strip of one person's highest-scoring face (None without gates or a scored face)."""
+    if not result.gates or person.best_face is None:
+        return None
+    face = result.faces[person.best_face]
+    return _strip(result, [person.best_face], [f"person {person.id}  frame {face.frame_index}  "
+                                               f"score {face.score:.3f}"])
+
+
+def _strip(result: DetectionResult, faces: list[int], captions: list[str]) -> np.ndarray:
+    """Rows of tiles for the given faces (indices in result.faces), under a header naming the columns."""
     rows = []
-    for frame_index in (frames[k] for k in keep):
-        g = result.gates[best[frame_index]]
+    for index, caption in zip(faces, captions):
+        g = result.gates[index]
         crop = cv2.resize(g["crop"], (TILE, TILE), interpolation=cv2.INTER_AREA)
         tiles = [crop] + [overlay(crop, m) for m in g["cnn"]] + [overlay(crop, m) for m in g["vit"]]
         if g.get("gradcam") is not None:
             tiles.append(overlay(crop, g["gradcam"]))
         row = np.concatenate(tiles, axis=1)
-        _caption(row, f"frame {frame_index}  score {result.faces[best[frame_index]].score:.3f}")
+        _caption(row, caption)
         rows.append(row)
-    first = result.gates[best[frames[keep[0]]]]
+    first = result.gates[faces[0]]
     titles = (["face"] + [f"CNN gate s{k + 1}" for k in range(len(first["cnn"]))]
               + [f"ViT gate s{k + 1}" for k in range(len(first["vit"]))]
               + (["Grad-CAM (CNN)"] if first.get("gradcam") is not None else []))
@@ -54,6 +71,40 @@ def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
         cv2.putText(header, title, (column * TILE + 4, HEADER - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1,
                     cv2.LINE_AA)
     return np.concatenate([header] + rows, axis=0)
+
+
+def persons_overview(result: DetectionResult) -> np.ndarray | None:
+    """The overview frame with each person seen there boxed and numbered (None without persons)."""
+    if result.overview is None or result.overview_frame is None:
+        return None
+    image = result.overview.copy()
+    for person in result.persons:
+        if result.overview_frame not in person.frame_indices:
+            continue
+        box = person.boxes[person.frame_indices.index(result.overview_frame)]
+        x0, y0, x1, y1 = (int(round(v * result.overview_scale)) for v in box)
+        hex_colour = person_colour(person.id)
+        colour = tuple(int(hex_colour[k:k + 2], 16) for k in (1, 3, 5))
+        cv2.rectangle(image, (x0, y0), (x1, y1), colour, 2)
+        cv2.putText(image, f"P{person.id}", (x0 + 3, max(14, y0 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.55, colour, 2,
+                    cv2.LINE_AA)
+    return image
+
+
+def person_images(result: DetectionResult) -> dict:
+    """JPEG bytes of what shows the persons: {"overview": bytes | None, "persons": {id: {"thumbnail", "heatmap"}}}."""
+    images = {"overview": _jpeg(persons_overview(result)), "persons": {}}
+    for person in result.persons:
+        images["persons"][person.id] = {"thumbnail": _jpeg(person.thumbnail),
+                                        "heatmap": _jpeg(person_strip(result, person))}
+    return images
+
+
+def _jpeg(image: np.ndarray | None) -> bytes | None:
+    if image is None:
+        return None
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return data.tobytes() if ok else None
 
 
 def _caption(image: np.ndarray, text: str) -> None:
@@ -65,9 +116,13 @@ def _caption(image: np.ndarray, text: str) -> None:
 
 
 def save_gate_strip(result: DetectionResult, path: str | Path) -> Path:
+    return save_image(gate_strip(result), path)
+
+
+def save_image(image: np.ndarray, path: str | Path) -> Path:
+    """An RGB image written atomically (format by the suffix)."""
     path = Path(path)
-    strip = gate_strip(result)
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
+        if not cv2.imwrite(tmp, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {path}")
     return path

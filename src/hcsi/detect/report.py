@@ -66,9 +66,31 @@ def _png_data_url(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def frame_plot_png(indices: list[int], scores: list[float], decided: dict | None = None) -> bytes | None:
+def data_url(data: bytes | None, mime: str = "image/jpeg") -> str | None:
+    return None if data is None else f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def with_person_images(record: dict, images: dict) -> dict:
+    """A copy of `record` (DetectionResult.to_dict()) whose persons carry their thumbnail and heatmap strip as data
+    URLs, with the overview frame (`images`: `hcsi.detect.explain.person_images`)."""
+    persons = [{**p, **{k: data_url(v) for k, v in images["persons"].get(p["id"], {}).items()}}
+               for p in record.get("persons", [])]
+    return {**record, "persons": persons, "persons_overview": data_url(images.get("overview"))}
+
+
+PERSON_COLOURS = ["#e6194b", "#3cb44b", "#0082c8", "#f58230", "#911eb4", "#46f0f0", "#f032e6", "#808000"]
+# person k is drawn in colour (k - 1) mod 8 everywhere: overview boxes, plots, the page
+
+
+def person_colour(person_id: int) -> str:
+    return PERSON_COLOURS[(person_id - 1) % len(PERSON_COLOURS)]
+
+
+def frame_plot_png(indices: list[int], scores: list[float], decided: dict | None = None,
+                   persons: list[dict] | None = None) -> bytes | None:
     """The per-frame score plot as PNG bytes (None without scored frames), with the line(s) that decided the
-    verdict (`decided`: DetectionResult's `decided_by`)."""
+    verdict (`decided`: DetectionResult's `decided_by`) and, when there are several persons, one line per person
+    (its face's score in each frame where it was scored)."""
     if not scores:
         return None
     import matplotlib
@@ -77,7 +99,14 @@ def frame_plot_png(indices: list[int], scores: list[float], decided: dict | None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 2.6))
-    ax.plot(indices, scores, marker="o", ms=3, lw=1.2, color="#c33", label="score per sampled frame")
+    several = len([p for p in persons or [] if p.get("score") is not None]) > 1
+    ax.plot(indices, scores, marker="o", ms=3, lw=1.2, color="#c33" if not several else "0.35",
+            ls="-" if not several else ":", label="highest face score per sampled frame")
+    for person in persons or [] if several else []:
+        points = [(f, s) for f, s in zip(person["frames"], person["face_scores"]) if s is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", ms=3, lw=1.2, color=person_colour(person["id"]),
+                    label=f"person {person['id']}")
     decided = decided or {"kind": "threshold", "threshold": 0.5}
     if decided["kind"] == "operating_points":
         lines = [(decided["strict"]["threshold"], f"strict point (FPR {decided['strict']['target_fpr']:g}): "
@@ -88,7 +117,8 @@ def frame_plot_png(indices: list[int], scores: list[float], decided: dict | None
         lines = [(decided["threshold"], f"threshold {decided['threshold']:g}: label fake at or above", "0.5")]
     for value, text, colour in lines:
         ax.axhline(value, color=colour, lw=0.9, ls="--", label=f"{text} (video score)")
-    ax.set(ylim=(0, 1), xlabel="frame index", ylabel="score", title="highest face score in each sampled frame")
+    ax.set(ylim=(0, 1), xlabel="frame index", ylabel="score",
+           title="face scores per sampled frame" + (", per person" if several else ""))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -96,6 +126,55 @@ def frame_plot_png(indices: list[int], scores: list[float], decided: dict | None
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def seen_text(person: dict) -> str:
+    """"8 frames: 0.00–1.24 s, 2.00–2.40 s"."""
+    ranges = ", ".join(f"{a:.2f} s" if a == b else f"{a:.2f}–{b:.2f} s" for a, b in person.get("time_ranges", []))
+    return f"{len(person.get('frames', []))} frame(s): {ranges}"
+
+
+def person_outcome(person: dict) -> str:
+    """A person's score, probability and verdict (or why it cannot be judged) in a few words."""
+    if person.get("cannot_judge"):
+        reasons = "; ".join(r["message"] for r in person["cannot_judge"])
+        score = f"score {person['score']:.3f}; " if person.get("score") is not None else ""
+        return f"cannot judge ({score}{reasons})"
+    text = f"score {person['score']:.3f}" if person.get("score") is not None else "no score"
+    if person.get("probability") is not None:
+        text += f", probability {person['probability']:.3f}"
+    return text + (f" — {person['verdict'].replace('_', ' ')}" if person.get("verdict") else "")
+
+
+def persons_section(record: dict) -> str:
+    """The persons of the input: the overview frame with their boxes, and one row each (thumbnail, where seen,
+    outcome)."""
+    persons = record.get("persons") or []
+    if not persons:
+        return ""
+    e = html.escape
+    aggregate = record.get("aggregate", "paper")
+    text = (f"The faces found were grouped into {len(persons)} person(s) by position and appearance. The video's "
+            f"score is {e(record.get('aggregate_meaning') or aggregate)}; a person's score is the mean of its face "
+            "scores (its probability and verdict use the same calibration as the video's).")
+    overview = record.get("persons_overview")
+    figure = (f'<figure><img id="persons-overview" alt="a sampled frame with each person boxed" src="{overview}">'
+              '<figcaption>A sampled frame with each person seen in it boxed and numbered.</figcaption></figure>'
+              if str(overview or "").startswith("data:") else "")
+    rows = []
+    for person in persons:
+        thumbnail = person.get("thumbnail")
+        image = (f'<img class="person-thumbnail" alt="person {person["id"]}" src="{thumbnail}">'
+                 if str(thumbnail or "").startswith("data:") else "")
+        boxes = "; ".join(f"frame {f}: ({b[0]}, {b[1]})–({b[2]}, {b[3]})" for f, b in
+                          list(zip(person["frames"], person["boxes"]))[:4])
+        more = f" (+{len(person['boxes']) - 4} more)" if len(person["boxes"]) > 4 else ""
+        rows.append(f'<tr class="{e(str(person.get("verdict") or ""))}"><td>{image}</td>'
+                    f'<td style="color:{person_colour(person["id"])}"><b>P{person["id"]}</b></td>'
+                    f'<td>{e(seen_text(person))}<br><small>{e(boxes + more)}</small></td>'
+                    f'<td>{e(person_outcome(person))}</td></tr>')
+    return (f'<h2>Persons</h2><p>{text}</p>{figure}<table class="persons"><tr><th></th><th>person</th>'
+            f'<th>seen (sampled frames, time, face boxes)</th><th>outcome</th></tr>{"".join(rows)}</table>')
 
 
 def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None) -> str:
@@ -150,14 +229,20 @@ def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None
              ("faces scored", record.get("faces_found"))]
     rows = "\n".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in facts if v is not None)
     scores = record.get("frame_scores", [])
-    plot = frame_plot_png(record.get("frame_indices", []), scores, decided) if len(scores) > 1 else None  # a still
-    figures = ""
+    plot = (frame_plot_png(record.get("frame_indices", []), scores, decided, record.get("persons"))
+            if len(scores) > 1 else None)  # a still image has one point
+    figures = persons_section(record)
     if plot:
         figures += f'<h2>Score per sampled frame</h2><img alt="per-frame scores" src="{_png_data_url(plot)}">'
     if heatmap_png:
         figures += ('<h2>Faces and where the model looked</h2><p>Each row: a face crop, the gates of both streams '
                     'at each of the five stages (the model\'s own spatial weighting), and the CNN stream\'s '
                     f'Grad-CAM.</p><img alt="face crops and gate heatmaps" src="{_png_data_url(heatmap_png)}">')
+    strips = [p for p in record.get("persons", []) if str(p.get("heatmap") or "").startswith("data:")]
+    if len(strips) > 1:
+        figures += "<h3>Each person's highest-scoring face</h3>" + "".join(
+            f'<img alt="person {p["id"]}: gate heatmaps" class="person-heatmap" src="{p["heatmap"]}">'
+            for p in strips)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>hcsi case report: {e(str(about.get('file_name')))}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}}
@@ -165,7 +250,9 @@ table{{border-collapse:collapse}}th,td{{text-align:left;padding:.2em .8em .2em 0
 th{{color:#555;font-weight:normal}}td{{font-family:ui-monospace,monospace;word-break:break-all}}
 .headline{{font-size:1.5em;margin:.5em 0}}.fake,.manipulated{{color:#b00}}.real,.no_evidence{{color:#070}}
 .inconclusive,.cannot_judge{{color:#a60}}img{{max-width:100%}}
-.note{{background:#f6f6f6;padding:.6em .8em;border-left:3px solid #999}}</style></head><body>
+.note{{background:#f6f6f6;padding:.6em .8em;border-left:3px solid #999}}
+.persons td{{font-family:system-ui,sans-serif;word-break:normal}}.person-thumbnail{{width:72px;height:72px}}
+figure{{margin:.5em 0}}figcaption{{color:#555;font-size:.9em}}</style></head><body>
 <h1>hcsi case report</h1>
 <p class="headline {e(str(verdict or ''))}" id="headline">{e(headline)}</p>
 {why_not}

@@ -28,7 +28,8 @@ from .metrics import bootstrap_intervals, threshold_at_fpr
 CALIBRATION_VERSION = 2
 METHODS = ("platt", "temperature", "isotonic")
 DEFAULT_TARGET_FPRS = (0.01, 0.10)  # the strict and the lenient operating point of the tiers
-SETTINGS = ("frames", "face_detector", "input_size", "amp")  # what a calibration was fitted with
+SETTINGS = ("frames", "face_detector", "input_size", "amp", "aggregate")  # what a calibration was fitted with
+SETTINGS_BEFORE_PERSONS = {"aggregate": "paper"}  # files written before `--aggregate persons` existed scored this way
 CV_FOLDS = 5
 MIN_VIDEOS_PER_CLASS = 20  # fewer of a class: a warning that says how wide the AUC interval is
 UNCALIBRATED = "uncalibrated"
@@ -248,6 +249,7 @@ class Calibration:
             data = json.loads(path.read_text())
             points = [OperatingPoint(**p) for p in data["operating_points"]]
             calibration = cls(**{**data, "operating_points": points, "source": str(path)})
+            calibration.settings = {**SETTINGS_BEFORE_PERSONS, **calibration.settings}
         except FileNotFoundError:
             raise CalibrationError(f"{path}: calibration file not found") from None
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
