@@ -4,6 +4,7 @@ photos of different people."""
 import csv
 import json
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -195,3 +196,36 @@ def test_detect_writes_persons_in_jsonl_per_person_csv_and_the_case_report(video
         rows = list(csv.DictReader(f))
     assert [r["person"] for r in rows] == ["1", "2"] and rows[0]["path"] == str(videos["side_by_side"])
     assert {"person_score", "frames_seen", "time_ranges", "video_score"} <= set(rows[0])
+
+
+def test_the_page_and_the_served_report_show_each_person(videos, tmp_path):
+    """In Chromium: the page lists both persons (thumbnail, frames seen, score) and draws one line per person in
+    the per-frame plot; the job's JSON holds the persons and the served case report shows them."""
+    from test_serve import CHROMIUM, CHROMIUM_FLAGS, _browser, serving
+
+    from hcsi.serve import create_app
+
+    checkpoint = tmp_path / "model.safetensors"
+    save_checkpoint(build_model("hcsi_net_small", input_size=64), checkpoint)
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=6)
+    playwright = _browser()
+    with serving(create_app(detector, data_dir=tmp_path / "data")) as port, playwright as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#file", str(videos["swap"]))
+        page.wait_for_selector("#persons .person", timeout=240_000)
+        assert page.locator("#persons .person").count() == 2
+        assert page.locator("#persons .person img").count() == 2
+        page.wait_for_function("[...document.querySelectorAll('#persons img')].every(i => i.naturalWidth > 0)")
+        assert "6 frame(s)" in page.inner_text("#persons .person[data-person='1']")
+        assert page.locator("#frame-plot .person-line").count() == 2
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        report_url = page.get_attribute("#report-link", "href")
+        job = httpx.get(f"http://127.0.0.1:{port}" + report_url.replace("/report.html", "")).json()
+        assert [person["id"] for person in job["result"]["persons"]] == [1, 2]
+        assert job["result"]["persons"][0]["thumbnail"].startswith("data:image/jpeg;base64,")
+        page.goto(f"http://127.0.0.1:{port}{report_url}")
+        assert page.locator(".person-thumbnail").count() == 2 and page.locator("#persons-overview").count() == 1
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()

@@ -164,7 +164,7 @@ class SlowDetector:
 
 
 class Finished:
-    gates = None
+    gates, persons, overview, overview_frame = None, [], None, None
 
     def to_dict(self):
         return {"path": "x", "status": "ok", "reason": "", "score": 0.8, "label": "fake"}

@@ -1,4 +1,7 @@
 """The single-page UI: plain HTML, CSS and JavaScript, nothing loaded from elsewhere (air-gapped machines)."""
+import json
+
+from ..detect.report import PERSON_COLOURS
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>hcsi — deepfake check</title>
@@ -19,13 +22,15 @@ img{max-width:100%;margin-top:1em}
 #history tbody tr{cursor:pointer}#history tbody tr:hover{background:#f3f3ff}
 #history td.file{max-width:22em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;direction:rtl;text-align:left}
 #labelbar{margin:.6em 0}.small{font-size:.85em;color:#444}
+#persons{margin:.5em 0}.person{display:flex;align-items:center;gap:.8em;padding:.3em 0;border-bottom:1px solid #eee}
+.person img{width:56px;height:56px;margin:0;border-radius:4px}.person .id{font-weight:bold;min-width:2.5em}
 </style></head><body>
 <h1>hcsi — is this face video real?</h1>
 <div id="drop">Drop a video or image here, or <label><u>choose a file</u>
 <input id="file" type="file" accept="video/*,image/*" hidden></label></div>
 <p><label>Frames <input id="frames" type="number" min="1" max="300" placeholder="server default" style="width:9em"></label></p>
 <progress id="progress" max="100"></progress><div id="status"></div>
-<div id="verdict"></div><div id="plot"></div><p id="report"></p><div id="labelbar" hidden>Your judgement:
+<div id="verdict"></div><div id="plot"></div><div id="persons"></div><p id="report"></p><div id="labelbar" hidden>Your judgement:
 <button data-label="fake">fake</button> <button data-label="real">real</button> <button data-label="unsure">unsure</button>
 <input id="label-note" placeholder="note" maxlength="2000"> <input id="label-by" placeholder="your name" maxlength="200" style="width:8em">
 <span id="label-state"></span></div><img id="heatmap" alt="" hidden>
@@ -45,11 +50,19 @@ img{max-width:100%;margin-top:1em}
 const token = new URLSearchParams(location.search).get("token");
 const $ = id => document.getElementById(id);
 function headers(){ return token ? {"Authorization": "Bearer " + token} : {}; }
-function plot(indices, scores, decided){
+const COLOURS = __PERSON_COLOURS__;
+const colour = id => COLOURS[(id - 1) % COLOURS.length];
+function plot(indices, scores, decided, persons){
   if(scores.length < 2){ $("plot").innerHTML = ""; return; }  // a still image: one score, no curve
   const w = 900, h = 160, n = scores.length;
   const x = i => 30 + (n === 1 ? (w - 40) / 2 : i * (w - 40) / (n - 1)), y = s => h - 20 - s * (h - 30);
   let pts = scores.map((s, i) => x(i) + "," + y(s)).join(" ");
+  const scored = (persons || []).filter(p => p.score !== null);
+  const several = scored.length > 1, at = new Map(indices.map((f, i) => [f, i]));
+  const personLines = several ? scored.map(p => {
+    const points = p.frames.map((f, k) => [f, p.face_scores[k]]).filter(([f, s]) => s !== null && at.has(f));
+    return `<polyline class="person-line" data-person="${p.id}" points="${points.map(([f, s]) => x(at.get(f)) + "," + y(s)).join(" ")}" fill="none" stroke="${colour(p.id)}" stroke-width="2"><title>person ${p.id}</title></polyline>`;
+  }).join("") : "";
   const lines = decided && decided.kind === "operating_points"
     ? [[decided.strict.threshold, `strict operating point (FPR ${decided.strict.target_fpr}): manipulated above`],
        [decided.lenient.threshold, `lenient operating point (FPR ${decided.lenient.target_fpr}): no evidence below`]]
@@ -57,10 +70,27 @@ function plot(indices, scores, decided){
   $("plot").innerHTML = `<svg id="frame-plot" width="${w}" height="${h}">
     ${lines.map(([t, text], k) => `<line class="decided" x1="30" y1="${y(t)}" x2="${w - 10}" y2="${y(t)}" stroke="#888" stroke-dasharray="4"/>
       <text x="${k ? 34 : w - 12}" y="${k ? y(t) + 11 : y(t) - 3}" font-size="10" text-anchor="${k ? "start" : "end"}" fill="#555">${esc(text)} (video score)</text>`).join("")}
-    <polyline points="${pts}" fill="none" stroke="#c33" stroke-width="2"/>
-    ${scores.map((s, i) => `<circle cx="${x(i)}" cy="${y(s)}" r="3" fill="#c33"><title>frame ${indices[i]}: ${s.toFixed(3)}</title></circle>`).join("")}
+    <polyline points="${pts}" fill="none" stroke="${several ? "#999" : "#c33"}" stroke-width="${several ? 1 : 2}" stroke-dasharray="${several ? "2" : ""}"/>
+    ${personLines}
+    ${scores.map((s, i) => `<circle cx="${x(i)}" cy="${y(s)}" r="3" fill="${several ? "#999" : "#c33"}"><title>frame ${indices[i]}: ${s.toFixed(3)}</title></circle>`).join("")}
     <text x="2" y="${y(1) + 4}" font-size="10">1</text><text x="2" y="${y(0) + 4}" font-size="10">0</text>
-    <text x="${w / 2 - 90}" y="${h - 4}" font-size="11">score per sampled frame (highest face)</text></svg>`;
+    <text x="${w / 2 - 90}" y="${h - 4}" font-size="11">score per sampled frame (highest face${several ? "; one coloured line per person" : ""})</text></svg>`;
+}
+function seen(p){
+  const ranges = p.time_ranges.map(([a, b]) => a === b ? `${a.toFixed(2)} s` : `${a.toFixed(2)}–${b.toFixed(2)} s`).join(", ");
+  return `${p.frames.length} frame(s): ${ranges}`;
+}
+function outcome(p){
+  if(p.cannot_judge.length) return "cannot judge: " + p.cannot_judge.map(c => c.message).join("; ");
+  let text = p.score === null ? "no score" : `score ${p.score.toFixed(3)}`;
+  if(p.probability !== null) text += `, probability ${p.probability.toFixed(3)}`;
+  return text + (p.verdict ? ` — ${p.verdict.replace("_", " ")}` : "");
+}
+function showPersons(r){
+  const persons = r.persons || [];
+  $("persons").innerHTML = persons.length ? `<div class="small">${persons.length} person(s); the video's score is ${esc(r.aggregate_meaning || "")}.</div>` + persons.map(p =>
+    `<div class="person ${esc(p.verdict || "")}" data-person="${p.id}">${String(p.thumbnail || "").startsWith("data:") ? `<img alt="person ${p.id}" src="${p.thumbnail}">` : ""}
+     <span class="id" style="color:${colour(p.id)}">P${p.id}</span><span class="small">${esc(seen(p))}</span><span class="outcome">${esc(outcome(p))}</span></div>`).join("") : "";
 }
 function show(r){
   $("progress").style.display = "none";
@@ -68,13 +98,13 @@ function show(r){
     $("verdict").className = "cannot_judge";
     $("verdict").innerHTML = `<span id="label">CANNOT JUDGE</span>` + (r.score === null || r.score === undefined ? "" : ` <span class="detail">(score <span id="score">${r.score.toFixed(3)}</span>)</span>`)
       + `<ul id="cannot-judge" class="detail">${r.cannot_judge.map(c => `<li><b>${esc(c.code)}</b>: ${esc(c.message)}</li>`).join("")}</ul>`;
-    plot([], []); $("heatmap").hidden = true;
+    plot([], []); $("heatmap").hidden = true; showPersons(r);
     $("report").innerHTML = r.report_url ? `<a id="report-link" href="${withToken(r.report_url)}" target="_blank">case report (HTML)</a>` : "";
     return;
   }
   if(r.score === null || r.score === undefined){
     $("verdict").className = ""; $("verdict").textContent = "No verdict: " + (r.reason || r.detail || r.status);
-    plot([], []); $("heatmap").hidden = true; return;
+    plot([], []); $("heatmap").hidden = true; showPersons(r); return;
   }
   const calibrated = r.calibration && r.calibration !== "uncalibrated";
   const verdict = calibrated ? r.verdict : r.label;
@@ -86,7 +116,8 @@ function show(r){
     + `<div class="detail" id="meaning">${esc(r.verdict_meaning || "")}</div>`
     + `<div class="detail">${r.frames_used} frame(s) with a face, ${r.faces_found} face(s).</div>`;
   $("status").textContent = "";
-  plot(r.frame_indices, r.frame_scores, r.decided_by);
+  plot(r.frame_indices, r.frame_scores, r.decided_by, r.persons);
+  showPersons(r);
   if(r.heatmap_url){ $("heatmap").src = withToken(r.heatmap_url); $("heatmap").hidden = false; }
   else $("heatmap").hidden = true;
   $("report").innerHTML = r.report_url ? `<a id="report-link" href="${withToken(r.report_url)}" target="_blank">case report (HTML)</a>` : "";
@@ -192,4 +223,4 @@ drop.ondragover = e => { e.preventDefault(); drop.classList.add("over"); };
 drop.ondragleave = () => drop.classList.remove("over");
 drop.ondrop = e => { e.preventDefault(); drop.classList.remove("over"); e.dataTransfer.files[0] && send(e.dataTransfer.files[0]); };
 </script></body></html>
-"""
+""".replace("__PERSON_COLOURS__", json.dumps(PERSON_COLOURS))

@@ -10,7 +10,8 @@ import json
 import math
 from pathlib import Path
 
-from ..detect.report import case_report_html, picture_facts
+from ..detect.explain import person_images
+from ..detect.report import case_report_html, picture_facts, with_person_images
 from .store import JobStore
 
 CSV_COLUMNS = ("id", "created", "finished", "status", "verdict", "score", "file_name", "sha256", "size", "frames",
@@ -20,8 +21,8 @@ PRIORITY_NAMES = {0: "interactive", 1: "batch"}
 
 def result_record(result, job: dict, media: Path, settings: dict, heatmap: bool) -> dict:
     """A finished analysis (a DetectionResult) as stored and answered: the detector's fields with the upload's
-    identity instead of its server path."""
-    record = result.to_dict()
+    identity instead of its server path, and each person's thumbnail and gate strip as data URLs."""
+    record = with_person_images(result.to_dict(), person_images(result))
 
     def scrub(text: str | None) -> str | None:  # answers name the uploaded file, never a server path
         for server_name in (str(media), media.name):
