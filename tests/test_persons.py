@@ -229,3 +229,46 @@ def test_the_page_and_the_served_report_show_each_person(videos, tmp_path):
         assert page.locator(".person-thumbnail").count() == 2 and page.locator("#persons-overview").count() == 1
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
+
+
+def test_ffiw_masks_and_folder_boxes_label_persons_and_evaluate_reports_person_auc(videos, tmp_path):
+    """An FFIW layout built here: a real video (one man) and a fake one whose mask video covers the marked man. The
+    reader finds the mask, the persons are labelled by it, and the evaluation reports person-level AUC and that the
+    highest-scoring person of the fake video is the manipulated one. A folder CSV's fake_boxes label the same."""
+    import shutil
+
+    from hcsi.evaluate.datasets import test_videos
+    from hcsi.evaluate.protocol import extract_test_faces
+    from hcsi.evaluate.run import EvaluationOptions, evaluate, label_persons
+    from hcsi.faces import create_face_detector
+
+    release = tmp_path / "ffiw" / "FFIW10K-v1-release"
+    for folder in ("source/val/videos", "target/val/videos", "target_mask/val/videos"):
+        (release / folder).mkdir(parents=True)
+    shutil.copy(videos["alone"], release / "source/val/videos/r1.mp4")
+    shutil.copy(videos["side_by_side"], release / "target/val/videos/f1.mp4")
+    white = np.full((180, 150, 3), 255, np.uint8)  # where the marked head is pasted in side_by_side
+    write_people_video(release / "target_mask/val/videos/f1.mp4", [[(white, 420 - 2 * k, 100)] for k in range(FRAMES)])
+    listed = test_videos("ffiw", tmp_path / "ffiw")
+    assert [v.face_mask is not None for v in listed] == [False, True]
+    summary = evaluate(GreenMarkerModel(), listed, tmp_path / "out", EvaluationOptions(frames=8, workers=0),
+                       progress=False)
+    assert summary["person_auc"] == pytest.approx(1.0) and summary["top_person_is_manipulated"] == 1.0
+    assert summary["n_persons_labelled"] == 3 and summary["n_persons_manipulated"] == 1
+    with open(tmp_path / "out" / "persons.csv", newline="") as f:
+        labelled = {(r["video_id"], r["label"]) for r in csv.DictReader(f)}
+    assert labelled == {("r1", "0"), ("f1", "0"), ("f1", "1")}
+    persons = evaluate(GreenMarkerModel(), listed, tmp_path / "out", EvaluationOptions(frames=8, workers=0,
+                                                                                      aggregate="persons"),
+                       progress=False)  # the cached faces are summarised again by their persons
+    assert persons["aggregate"] == "persons" and persons["auc"] == pytest.approx(1.0)
+
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text(f"path,label,fake_boxes\n{videos['side_by_side']},fake,380 90 600 290\n")
+    (video,) = test_videos("folder", manifest)
+    faces = extract_test_faces(video.path, create_face_detector(), 4, 64)
+    label_persons(video, faces, 4)
+    assert faces.person_labels == {1: 0, 2: 1}
+    manifest.write_text(f"path,label,fake_boxes\n{videos['side_by_side']},fake,380 90 300 290\n")
+    with pytest.raises(ValueError, match="fake_boxes"):
+        test_videos("folder", manifest)

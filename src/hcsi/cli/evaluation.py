@@ -11,6 +11,7 @@ from pathlib import Path
 from ..faces.detect import default_face_detector
 from ..perturbations import LEVELS, PERTURBATIONS
 from .options import (
+    aggregate_option,
     benchmark_options,
     checkpoint_option,
     face_detector_option,
@@ -36,7 +37,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 failure_score=None if args.exclude_failures else args.failure_score,
                                 detector=args.detector or default_face_detector(resolve_device(args.device)),
-                                amp=args.amp, retry_failed=args.retry_failed)
+                                amp=args.amp, retry_failed=args.retry_failed, aggregate=args.aggregate)
     path = os.path.abspath(args.checkpoint)
     in_run = os.path.basename(os.path.dirname(path)) == "checkpoints"  # runs/<name>/checkpoints/best.safetensors
     run_name = os.path.basename(os.path.dirname(os.path.dirname(path))) if in_run else \
@@ -57,8 +58,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed(ctx)
     if summary is not None:
-        keys = ("dataset", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc")
-        print(json.dumps({k: summary[k] for k in keys} | {"out": out}))
+        keys = ("dataset", "aggregate", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc", "person_auc",
+                "top_person_is_manipulated")
+        print(json.dumps({k: summary[k] for k in keys if k in summary} | {"out": out}))
     return 0
 
 
@@ -75,7 +77,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(args.checkpoint)
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 detector=args.detector or default_face_detector(resolve_device(args.device)),
-                                amp=args.amp)
+                                amp=args.amp, aggregate=args.aggregate)
     if args.from_jobs:
         return _calibrate_from_jobs(args, model, targets)
     results = args.from_results
@@ -105,6 +107,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     with open(Path(results) / "videos.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]  # failed videos carry no model score
     summary = json.loads((Path(results) / "summary.json").read_text())
+    if summary.get("aggregate", "paper") != options.aggregate:
+        raise ValueError(f"{results} holds video scores made with --aggregate {summary.get('aggregate', 'paper')}, "
+                         f"not {options.aggregate}: summarise it again with `hcsi evaluate --aggregate "
+                         f"{options.aggregate}` into the same folder (the cached faces are reused)")
     keys = [video_key(r) for r in rows]
     fitted_on = {"dataset": summary.get("dataset"), "root": summary.get("root"), "n_videos": len(rows),
                  "videos_sha256": video_list_sha256(keys), "video_sha256s": sorted(map(video_sha256, keys)),
@@ -125,7 +131,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_from_jobs(args: argparse.Namespace, model, targets: list[float]) -> int:
     """Fit a calibration on the jobs of `hcsi serve` that analysts labelled fake or real, made with this checkpoint;
-    among them, the largest group with one set of scoring settings (frames, face detector) is used."""
+    among them, the largest group with one set of scoring settings (frames, face detector, aggregate) is used."""
     from collections import Counter
 
     from ..evaluate.calibration import calibration_path_for, fit_calibration, video_sha256
@@ -139,19 +145,21 @@ def _calibrate_from_jobs(args: argparse.Namespace, model, targets: list[float]) 
 
     def scoring(job: dict) -> tuple:
         settings = json.loads(job["settings"])
-        return settings.get("frames"), settings.get("face_detector")
+        return settings.get("frames"), settings.get("face_detector"), settings.get("aggregate", "paper")
 
     groups = Counter(map(scoring, mine))
     if not groups:
         raise ValueError(f"--from-jobs {args.from_jobs}: no job labelled fake or real was made with this checkpoint "
                          f"({len(decided)} labelled fake/real with other checkpoints, "
                          f"{len(jobs) - len(decided)} labelled unsure)")
-    (frames, face_detector), _ = groups.most_common(1)[0]
-    used = [j for j in mine if scoring(j) == (frames, face_detector)]
-    print(f"calibrating on {len(used)} labelled job(s) at {frames} frames with {face_detector}; not used: "
+    (frames, face_detector, aggregate), _ = groups.most_common(1)[0]
+    used = [j for j in mine if scoring(j) == (frames, face_detector, aggregate)]
+    print(f"calibrating on {len(used)} labelled job(s) at {frames} frames with {face_detector} ({aggregate} video "
+          f"scores); not used: "
           f"{len(decided) - len(mine)} made with another checkpoint, {len(mine) - len(used)} with other settings, "
           f"{len(jobs) - len(decided)} labelled unsure", file=sys.stderr)
-    settings = {"frames": frames, "face_detector": face_detector, "input_size": model.config.input_size, "amp": False}
+    settings = {"frames": frames, "face_detector": face_detector, "input_size": model.config.input_size, "amp": False,
+                "aggregate": aggregate}
     fitted_on = {"jobs": os.path.abspath(args.from_jobs), "n_videos": len(used),
                  "video_sha256s": sorted(video_sha256(j["sha256"]) for j in used)}
     calibration = fit_calibration([int(j["analyst_label"] == "fake") for j in used], [j["score"] for j in used],
@@ -203,7 +211,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              description="N frames per video, every face cropped, max over faces, mean over frames; "
                                          "ROC-AUC over videos. Under torchrun the videos are shared among processes.",
                              parents=[checkpoint_option(required=True), benchmark_options(),
-                                      face_detector_option("--detector", dest="detector")])
+                                      face_detector_option("--detector", dest="detector"), aggregate_option()])
     ev.add_argument("--out", help="output folder (default results/<dataset>-<run>); a rerun resumes")
     ev.add_argument("--failure-score", type=fraction, default=0.5,
                     help="score of a video that is unreadable or has no face (default 0.5, as SBI)")
@@ -225,7 +233,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "calibration file (default: beside the checkpoint, <checkpoint>.calibration.json) that hcsi "
                     "detect, hcsi serve and hcsi evaluate --calibration apply.",
         parents=[checkpoint_option(required=True), benchmark_options(required=False),
-                 face_detector_option("--detector", dest="detector")])
+                 face_detector_option("--detector", dest="detector"), aggregate_option()])
     cal.add_argument("--method", default="platt", choices=["platt", "temperature", "isotonic", "auto"],
                      help="platt (default: a logistic fit on the score's logit, which can move the scale), "
                           "temperature, isotonic, or auto (the lowest 5-fold cross-validated NLL)")

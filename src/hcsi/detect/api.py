@@ -42,7 +42,7 @@ from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
-from .persons import AGGREGATE_MEANING, AGGREGATES, PersonResult, aggregate_persons, person_results
+from ..evaluate.persons import AGGREGATE_MEANING, AGGREGATES, PersonResult, aggregate_persons, person_results
 
 PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
 

@@ -26,6 +26,8 @@ class TestVideo:
     path: Path
     label: int  # 1 = fake, 0 = real
     group: str = ""  # a folder CSV's `group` column (AUC per group in the summary)
+    face_mask: Path | None = None  # a fake video's mask video (white on its manipulated faces, frame-aligned): FFIW
+    fake_boxes: tuple = ()  # boxes (x0, y0, x1, y1, frame pixels) of a fake video's manipulated faces: folder CSV
 
     @property
     def key(self) -> str:
@@ -140,12 +142,34 @@ def dfdcp_test_videos(root: Path) -> list[TestVideo]:
 
 
 def ffiw_test_videos(root: Path) -> list[TestVideo]:
-    """FFIW-10K val split (250 real source videos, 250 fake target videos), labelled by folder."""
+    """FFIW-10K val split (250 real source videos, 250 fake target videos), labelled by folder. Where the release's
+    `target_mask/val/videos/<id>.mp4` (or `target_mask/val/<id>.mp4`) exists, a fake video carries it: its white
+    pixels mark the manipulated face in each frame, which labels the video's persons (person-level AUC)."""
     release = root / "FFIW10K-v1-release" if (root / "FFIW10K-v1-release").is_dir() else root
     real = _videos_in(release / "source" / "val" / "videos", "FFIW real videos (FFIW10K-v1-release/source/val/videos)")
     fake = _videos_in(release / "target" / "val" / "videos", "FFIW fake videos (FFIW10K-v1-release/target/val/videos)")
+    masks = [release / "target_mask" / "val" / "videos", release / "target_mask" / "val"]
+
+    def mask_of(video: Path) -> Path | None:
+        return next((m / video.name for m in masks if (m / video.name).is_file()), None)
+
     return [TestVideo("ffiw", "source", p.stem, p, 0) for p in real] + \
-        [TestVideo("ffiw", "target", p.stem, p, 1) for p in fake]
+        [TestVideo("ffiw", "target", p.stem, p, 1, face_mask=mask_of(p)) for p in fake]
+
+
+def _boxes_value(text: str, where: str) -> tuple:
+    """A folder CSV's `fake_boxes`: boxes "x0 y0 x1 y1" separated by ";" (frame pixels)."""
+    boxes = []
+    for part in filter(None, (p.strip() for p in (text or "").split(";"))):
+        values = part.replace(",", " ").split()
+        try:
+            box = tuple(float(v) for v in values)
+        except ValueError:
+            box = ()
+        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"{where}: fake_boxes {part!r} is not a box 'x0 y0 x1 y1' with x1 > x0 and y1 > y0")
+        boxes.append(box)
+    return tuple(boxes)
 
 
 def _label_value(text: str, where: str) -> int:
@@ -156,8 +180,9 @@ def _label_value(text: str, where: str) -> int:
 
 
 def folder_test_videos(root: Path) -> list[TestVideo]:
-    """A CSV manifest (root is a .csv with columns path,label and optionally group; paths relative to it) or a folder
-    with real/ and fake/ subfolders (searched recursively). Labels: 0/1 or real/fake."""
+    """A CSV manifest (root is a .csv with columns path,label and optionally group, and fake_boxes: the boxes of a
+    fake video's manipulated faces, which label its persons; paths relative to it) or a folder with real/ and fake/
+    subfolders (searched recursively). Labels: 0/1 or real/fake."""
     media = VIDEO_SUFFIXES | IMAGE_SUFFIXES
     if root.is_file() and root.suffix.lower() == ".csv":
         with open(root, newline="") as f:
@@ -170,7 +195,8 @@ def folder_test_videos(root: Path) -> list[TestVideo]:
             label = _label_value(row["label"], f"{root}:{n}")
             videos.append(TestVideo("folder", "fake" if label else "real",
                                     Path(row["path"]).with_suffix("").as_posix(), path, label,
-                                    (row.get("group") or "").strip()))
+                                    (row.get("group") or "").strip(),
+                                    fake_boxes=_boxes_value(row.get("fake_boxes"), f"{root}:{n}")))
         return videos
     if not root.is_dir():
         raise FileNotFoundError(f"{root} not found: expected a folder with real/ and fake/ subfolders or a CSV "

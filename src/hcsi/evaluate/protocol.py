@@ -56,6 +56,8 @@ class VideoFaces:
     overview: np.ndarray | None = None  # a small copy of the sampled frame showing the most persons (reports)
     overview_position: int = -1  # its position in frame_indices; persons' boxes × overview_scale fall on it
     overview_scale: float = 1.0
+    frame_size: tuple[int, int] = (0, 0)  # width, height of the decoded frames
+    person_labels: dict[int, int] = field(default_factory=dict)  # evaluation: person id -> 1 manipulated, 0 not
 
 
 MAX_DETECTION_SIDE = 1920  # frames with a longer side are shrunk before detection (bounded memory and time)
@@ -88,6 +90,8 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
     result.full_frames = full_frames
     result.frame_times = list(frame_times) if frame_times is not None else [0.0] * len(frames)
     scales = [frame.shape[1] / seen.shape[1] for frame, seen in zip(frames, shown)]
+    if frames:
+        result.frame_size = (frames[0].shape[1], frames[0].shape[0])
     _attach_persons(result, tracks, shown, found, scales)
     return result
 

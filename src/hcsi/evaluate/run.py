@@ -10,9 +10,13 @@ Output folder:
     roc.png, roc.svg    the video-level ROC curve
     reliability.png/.svg  the reliability diagram (fraction of fakes against the score, 15 bins; calibrated too)
     frames.csv          dataset, video_id, label, frame_index, score, faces
+    persons.csv         dataset, video_id, video_label, person, score, label (1: its face is the manipulated one, from
+                        FFIW's masks or a folder CSV's fake_boxes; 0 in real videos; empty: unknown), frames, faces_scored
     summary.json        auc, ap, eer, acc, frame_auc (fractions) with 95 % bootstrap intervals (auc_ci95, ...), TPR at
                         FPR 0.1/1/5 %, ECE and Brier (raw; calibrated with --calibration), AUC per FF++
-                        manipulation or folder group, n_videos, n_failed, policy, checkpoint, config, commit
+                        manipulation or folder group, n_videos, n_failed, policy, checkpoint, config, commit;
+                        `aggregate` (paper or persons: how video scores were made); with labelled persons, person-level
+                        AUC and the share of fake videos whose highest-scoring person is the manipulated one
 """
 from __future__ import annotations
 
@@ -33,12 +37,13 @@ from tqdm import tqdm
 
 from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
-from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector, require_face_detector
+from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector, require_face_detector, sample_frames
 from ..files import atomic_path, options_to_continue, settings_mismatch, write_json_atomic
 from .calibration import Calibration, video_sha256
 from .datasets import TestVideo
 from .figures import evaluation_roc, reliability_diagram
 from .metrics import bootstrap_intervals, brier_score, detection_metrics, expected_calibration_error, tpr_at_fpr
+from .persons import AGGREGATES, aggregate_persons, person_labels_from_boxes, person_labels_from_masks, person_results
 from .protocol import (
     STATUS_ERROR,
     STATUS_OK,
@@ -53,6 +58,7 @@ VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_f
                 "path", "crop"]
 CROP_SIDE = 160  # side of the stored deciding face crop (crops/<key>.jpg), for `hcsi gallery`
 FRAME_FIELDS = ["dataset", "video_id", "label", "frame_index", "score", "faces"]
+PERSON_FIELDS = ["dataset", "video_id", "video_label", "person", "score", "label", "frames", "faces_scored"]
 
 
 @dataclass
@@ -66,8 +72,11 @@ class ScoringOptions:
     # such videos out of the metrics (they are still listed and counted)
     detector: str = DEFAULT_FACE_DETECTOR
     amp: bool = False  # bf16 autocast on CUDA
+    aggregate: str = "paper"  # a video's score: the paper's protocol, or "persons" (the highest person score)
 
     def __post_init__(self) -> None:
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate {self.aggregate!r}: expected one of {', '.join(AGGREGATES)}")
         require_at_least("frames", self.frames, 1)
         require_at_least("batch_size", self.batch_size, 1)
         require_at_least("workers", self.workers, 0)
@@ -111,7 +120,26 @@ def map_in_workers(function, jobs: list, workers: int, detector_name: str, devic
 
 def _extract(job: tuple[TestVideo, int, int]):
     video, frames, input_size = job
-    return video, extract_test_faces(video.path, worker_detector(), frames, input_size)  # never raises
+    faces = extract_test_faces(video.path, worker_detector(), frames, input_size)  # never raises
+    label_persons(video, faces, frames)
+    return video, faces
+
+
+def label_persons(video: TestVideo, faces, frames: int) -> None:
+    """Which persons of a video are manipulated (faces.person_labels): none in a real video; in a fake one, those
+    its mask video (FFIW) or fake boxes (folder CSV) cover; unknown otherwise. A mask that cannot be read leaves
+    them unknown, with the reason added to the video's."""
+    if video.label == 0:
+        faces.person_labels = {person.id: 0 for person in faces.persons}
+    elif video.face_mask is not None and faces.persons:
+        try:
+            masks = sample_frames(video.face_mask, frames).frames
+            faces.person_labels = person_labels_from_masks(faces, masks)
+        except Exception as error:  # the video is still scored; its persons stay unlabelled
+            faces.reason = "; ".join(filter(None, [faces.reason, failure_reason(video.face_mask, "person labels",
+                                                                                  error)]))
+    elif video.fake_boxes:
+        faces.person_labels = person_labels_from_boxes(faces, video.fake_boxes)
 
 
 def cache_path(out_dir: Path, video: TestVideo) -> Path:
@@ -144,11 +172,15 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
         except Exception as error:  # this video fails (listed with the reason), the evaluation goes on
             score, frames = None, []
             status, reason = STATUS_ERROR, failure_reason(video.path, "scoring", error)
+        persons = person_results(faces, None if score is None else crop_scores, 0)
         record = {"key": video.key, "dataset": video.dataset, "source": video.source, "group": video.group,
                   "video_id": video.video_id,
                   "path": str(video.path), "label": video.label, "status": status, "reason": reason,
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
-                  "frames_sampled": len(faces.frame_indices), "frames": frames, "crop": crop}
+                  "frames_sampled": len(faces.frame_indices), "frames": frames, "crop": crop,
+                  "persons_score": aggregate_persons(persons),
+                  "persons": [{"id": p.id, "score": p.score, "label": faces.person_labels.get(p.id),
+                               "frames": len(p.frame_indices), "faces_scored": p.faces_scored} for p in persons]}
         write_json_atomic(cache_path(out_dir, video), record)
         bar.update(1)
     bar.close()
@@ -171,8 +203,15 @@ def _store_deciding_crop(out_dir: Path, video: TestVideo, crop: np.ndarray) -> s
     return str(relative)
 
 
-def _video_score(record: dict, policy: float | None) -> float | None:
-    return record["score"] if record["status"] == STATUS_OK else policy
+def video_score(record: dict, policy: float | None, aggregate: str = "paper") -> float | None:
+    if record["status"] != STATUS_OK:
+        return policy
+    if aggregate == "persons":
+        if "persons" not in record:
+            raise ValueError(f"{record['key']}: scored before hcsi grouped faces into persons, so it has no persons "
+                             "score: evaluate into a new output folder to use --aggregate persons")
+        return record["persons_score"] if record["persons_score"] is not None else policy
+    return record["score"]
 
 
 def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions, about: dict[str, Any],
@@ -186,13 +225,17 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
             raise FileNotFoundError(f"{path} missing for {video.key}: the evaluation has not finished; rerun it")
         records.append(json.loads(path.read_text()))
     policy = options.failure_score
-    scored = [(r["label"], _video_score(r, policy)) for r in records if _video_score(r, policy) is not None]
+
+    def score_of(record: dict) -> float | None:
+        return video_score(record, policy, options.aggregate)
+
+    scored = [(r["label"], score_of(r)) for r in records if score_of(r) is not None]
     frame_pairs = [(r["label"], s) for r in records if r["status"] == STATUS_OK for _, s, _ in r["frames"]]
     video_metrics = detection_metrics([label for label, _ in scored], [s for _, s in scored])
     frame_metrics = detection_metrics([label for label, _ in frame_pairs], [s for _, s in frame_pairs])
     trust = trust_metrics([label for label, _ in scored], [s for _, s in scored], calibration,
-                          [video_key(r) for r in records if _video_score(r, policy) is not None])
-    subsets = subset_aucs([(r, _video_score(r, policy)) for r in records if _video_score(r, policy) is not None])
+                          [video_key(r) for r in records if score_of(r) is not None])
+    subsets = subset_aucs([(r, score_of(r)) for r in records if score_of(r) is not None])
     failed: dict[str, int] = {}
     for r in records:
         if r["status"] != STATUS_OK:
@@ -201,6 +244,8 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
         **video_metrics,
         **trust,
         **subsets,
+        **person_metrics(records),
+        "aggregate": options.aggregate,
         "frame_auc": frame_metrics["auc"],
         "n_videos": len(records),
         "n_scored": len(scored),
@@ -217,7 +262,7 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
         writer = csv.DictWriter(f, VIDEO_FIELDS)
         writer.writeheader()
         for r in records:
-            score = _video_score(r, policy)
+            score = score_of(r)
             writer.writerow({**{k: r.get(k, "") for k in VIDEO_FIELDS if k != "score"},
                              "score": "" if score is None else f"{score:.6f}"})
     with atomic_path(out_dir / "frames.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -226,6 +271,14 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
         for r in records:
             for index, score, faces in r["frames"]:
                 writer.writerow([r["dataset"], r["video_id"], r["label"], index, f"{score:.6f}", faces])
+    with atomic_path(out_dir / "persons.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(PERSON_FIELDS)
+        for r in records:
+            for p in r.get("persons", []):
+                writer.writerow([r["dataset"], r["video_id"], r["label"], p["id"],
+                                 "" if p["score"] is None else f"{p['score']:.6f}",
+                                 "" if p["label"] is None else p["label"], p["frames"], p["faces_scored"]])
     write_json_atomic(out_dir / "summary.json", summary, indent=1)
     if video_metrics["auc"] is not None:
         evaluation_roc(out_dir, summary.get("dataset", ""))
@@ -233,6 +286,25 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
         reliability_diagram([label for label, _ in scored], [s for _, s in scored], out_dir / "reliability",
                             calibration, summary.get("dataset", ""))
     return summary
+
+
+def person_metrics(records: list[dict]) -> dict:
+    """Where persons are labelled (FFIW's masks, a folder CSV's fake_boxes; every person of a real video is 0):
+    the AUC over persons with a score, and the share of the fake videos with a scored manipulated person whose
+    highest-scoring person is a manipulated one. Empty when no fake video has labelled persons."""
+    persons = [p for r in records if r["status"] == STATUS_OK for p in r.get("persons", [])
+               if p["score"] is not None and p["label"] is not None]
+    located = []  # per fake video with a scored manipulated person: is its top person a manipulated one?
+    for r in records:
+        scored = [p for p in r.get("persons", []) if p["score"] is not None and p["label"] is not None]
+        if r["label"] == 1 and r["status"] == STATUS_OK and any(p["label"] == 1 for p in scored):
+            located.append(max(scored, key=lambda p: p["score"])["label"] == 1)
+    if not located:
+        return {}
+    labels = [p["label"] for p in persons]
+    return {"person_auc": detection_metrics(labels, [p["score"] for p in persons])["auc"],
+            "n_persons_labelled": len(persons), "n_persons_manipulated": sum(labels),
+            "top_person_is_manipulated": float(np.mean(located)), "n_fake_videos_with_labelled_persons": len(located)}
 
 
 TPR_AT_FPRS = (0.001, 0.01, 0.05)
@@ -331,7 +403,7 @@ def scoring_settings(model: torch.nn.Module, options: EvaluationOptions) -> dict
 def calibration_settings(model: torch.nn.Module, options: EvaluationOptions) -> dict:
     """The settings a calibration records and is checked against (`Calibration.require_settings`)."""
     return {"frames": options.frames, "face_detector": options.detector, "input_size": model.config.input_size,
-            "amp": options.amp}
+            "amp": options.amp, "aggregate": options.aggregate}
 
 
 def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:

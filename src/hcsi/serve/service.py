@@ -32,7 +32,7 @@ def detector_settings(detector: Detector) -> dict:
     """What a result depends on besides the bytes and the frames: the key of deduplication (no server paths)."""
     config, calibration = detector.model.config, detector.calibration
     return {"model": config.name, "input_size": config.input_size, "checkpoint_sha256": detector.checkpoint_sha256,
-            "face_detector": detector.face_detector.name,
+            "face_detector": detector.face_detector.name, "aggregate": detector.aggregate,
             "calibration": f"sha256:{calibration_sha256(calibration)}" if calibration else "uncalibrated",
             "decided_by": detector.decision.to_dict()}
 

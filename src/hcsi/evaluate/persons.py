@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..evaluate.protocol import VideoFaces
+from .protocol import VideoFaces
 
 AGGREGATES = ("paper", "persons")  # how a video's score is made from its faces
 AGGREGATE_MEANING = {
@@ -92,3 +92,47 @@ def aggregate_persons(persons: list[PersonResult]) -> float | None:
     """A video's score as the highest of its persons' scores (None when no person has one)."""
     scores = [p.score for p in persons if p.score is not None]
     return max(scores) if scores else None
+
+
+FACE_COVER = 0.3  # share of a face box a mask (or a given fake box) must cover for it to be the manipulated face
+
+
+def _manipulated_in_most_frames(flags: list[bool]) -> int:
+    """A person is the manipulated one when it is so in at least half of the frames where it was seen."""
+    return int(sum(flags) >= len(flags) / 2) if flags else 0
+
+
+def person_labels_from_masks(faces: VideoFaces, mask_frames: list[np.ndarray]) -> dict[int, int]:
+    """{person id: 1 if the mask covers its face, else 0}: `mask_frames[k]` is the mask of sampled frame k (white =
+    manipulated; resized to the video's frames when their sizes differ)."""
+    if len(mask_frames) != len(faces.frame_indices):
+        raise ValueError(f"the mask video gives {len(mask_frames)} sampled frames, the video {len(faces.frame_indices)}:"
+                         " not frame-aligned")
+    width, height = faces.frame_size
+    labels = {}
+    for person in faces.persons:
+        flags = []
+        for position, box in zip(person.positions, person.boxes):
+            mask = mask_frames[position]
+            if mask.ndim == 3:
+                mask = mask.max(axis=2)
+            sy, sx = mask.shape[0] / height, mask.shape[1] / width
+            x0, y0, x1, y1 = (int(round(v)) for v in (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
+            window = mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
+            flags.append(window.size > 0 and float((window > 127).mean()) >= FACE_COVER)
+        labels[person.id] = _manipulated_in_most_frames(flags)
+    return labels
+
+
+def person_labels_from_boxes(faces: VideoFaces, fake_boxes) -> dict[int, int]:
+    """{person id: 1 if one of `fake_boxes` covers at least FACE_COVER of its face box in most frames, else 0}."""
+    return {person.id: _manipulated_in_most_frames([any(box_cover(box, fake) >= FACE_COVER for fake in fake_boxes)
+                                                    for box in person.boxes]) for person in faces.persons}
+
+
+def box_cover(box, cover) -> float:
+    """The share of `box` inside `cover` (both x0, y0, x1, y1)."""
+    width = min(box[2], cover[2]) - max(box[0], cover[0])
+    height = min(box[3], cover[3]) - max(box[1], cover[1])
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return float(width * height / area) if width > 0 and height > 0 and area > 0 else 0.0
