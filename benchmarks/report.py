@@ -279,6 +279,40 @@ def serve_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+def persons_section(result: dict) -> list[str]:
+    t = result["thresholds"]
+    split, join, link = t["split"], t["join"], t["link_iou"]
+    lines = [f"### Persons on {result['device']} ({result.get('cores', '?')} cores)", "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}). {len(t['people'])} people: "
+             f"{', '.join(t['people'])}; {result['frames']} sampled frames per clip.", "",
+             f"Linking: IoU of one person's boxes in consecutive sampled frames over {link['n']} links: median "
+             f"{link['median']:.2f}, 5th percentile {link['p05']:.2f}, 1st {link['p01']:.2f}, minimum "
+             f"{link['min']:.2f} (LINK_IOU {t['thresholds']['LINK_IOU']}).", "",
+             "| descriptor distance | one person: median / p99 / max | two people: p01 / min | "
+             "wrong side at the threshold (one person ≥, two people <) |", "|---|---|---|---|"]
+    for name, r in (("single faces (SPLIT_DISTANCE)", split), ("means of two faces (JOIN_DISTANCE)", join)):
+        lines.append(f"| {name} {r['threshold']} | {r['same_median']:.3f} / {r['same_p99']:.3f} / "
+                     f"{r['same_max']:.3f} | {r['different_p01']:.3f} / {r['different_min']:.3f} | "
+                     f"{r['same_above']:.2%} / {r['different_below']:.2%} |")
+    closest = join["closest_people"]
+    lines += ["", f"Closest two people (mean descriptors): {closest[1]} and {closest[2]}, {closest[0]:.3f}. The same "
+              f"two men in another photo: {', '.join(f'{d:.3f}' for d in split['same_across_photos'])} from their "
+              "portraits.", "",
+              "| face side (px) | one person to itself: max | share < JOIN | two people: min | share ≥ JOIN |",
+              "|---|---|---|---|---|"]
+    for side, r in t["face_side"].items():
+        lines.append(f"| {side} | {r['same_max']:.3f} | {r['same_share_below']:.0%} | {r['different_min']:.3f} | "
+                     f"{r['different_share_above']:.1%} |")
+    lines += ["", "Cost per clip (median of 3 runs): decoding, finding faces, then grouping them into persons "
+              "(`faces_in_frames` with persons minus without).", "",
+              "| clip | size | persons | faces | descriptors | decode (s) | faces (s) | persons (s) | share |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["cost"]:
+        lines.append(f"| {r['clip']} | {r['size']} | {r['persons']} | {r['faces']} | {r['descriptors']} | "
+                     f"{r['decode_s']:.2f} | {r['faces_s']:.2f} | {r['persons_s']:.2f} | {r['share_of_video']:.0%} |")
+    return lines + [""]
+
+
 def main() -> None:
     lines = [INTRO]
     files = sorted(RESULTS.glob("*.json"))
@@ -290,7 +324,8 @@ def main() -> None:
                 ("evaluate-", "## End-to-end evaluation", evaluate_section),
                 ("face-stage-", "## Before the model: decode, faces, landmarks, crop", face_stage_section),
                 ("retinaface-", "## RetinaFace", retinaface_section),
-                ("serve-", "## The service", serve_section))
+                ("serve-", "## The service", serve_section),
+                ("persons-", "## Persons", persons_section))
     for group, heading, render in sections:
         lines += [heading, ""]
         for path in (p for p in files if p.name.startswith(group)):

@@ -7,9 +7,9 @@ on the calibration videos and the true-positive rate measured there. Methods: Pl
 score's logit, sigmoid(a · logit(s) + b) (the default: its bias moves the scale, which SBI-trained detectors need),
 temperature scaling (a alone, b = 0: 0.5 stays 0.5), isotonic regression, or `auto` (the lowest 5-fold
 cross-validated negative log-likelihood). The file records the method's held-out NLL, the checkpoint it was made for
-(SHA-256) and the scoring settings it was fitted with (frames, face detector, input size, amp): a consumer with
-another checkpoint or other settings refuses it, naming what differs, since a mean over fewer frames, or faces found
-by another detector, spread differently.
+(SHA-256) and the scoring settings it was fitted with (frames, face detector, input size, amp, aggregate): a consumer
+with another checkpoint or other settings refuses it, naming what differs, since a mean over fewer frames, or faces
+found by another detector, spread differently.
 """
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ class Calibration:
     n_fake: int
     fitted_on: dict  # dataset, root, n_videos, videos_sha256 (sorted keys), video_sha256s (one per video), results
     checkpoint_sha256: str
-    settings: dict = field(default_factory=dict)  # SETTINGS: frames, face_detector, input_size, amp
+    settings: dict = field(default_factory=dict)  # SETTINGS: frames, face_detector, input_size, amp, aggregate
     heldout_nll: float | None = None  # CV_FOLDS-fold cross-validated NLL of the method
     selection: dict = field(default_factory=dict)  # method -> held-out NLL of each method compared (method auto)
     created: str = ""

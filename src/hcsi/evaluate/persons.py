@@ -106,8 +106,8 @@ def person_labels_from_masks(faces: VideoFaces, mask_frames: list[np.ndarray]) -
     """{person id: 1 if the mask covers its face, else 0}: `mask_frames[k]` is the mask of sampled frame k (white =
     manipulated; resized to the video's frames when their sizes differ)."""
     if len(mask_frames) != len(faces.frame_indices):
-        raise ValueError(f"the mask video gives {len(mask_frames)} sampled frames, the video {len(faces.frame_indices)}:"
-                         " not frame-aligned")
+        raise ValueError(f"the mask video gives {len(mask_frames)} sampled frames, the video "
+                         f"{len(faces.frame_indices)}: not frame-aligned")
     width, height = faces.frame_size
     labels = {}
     for person in faces.persons:

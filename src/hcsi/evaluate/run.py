@@ -10,8 +10,9 @@ Output folder:
     roc.png, roc.svg    the video-level ROC curve
     reliability.png/.svg  the reliability diagram (fraction of fakes against the score, 15 bins; calibrated too)
     frames.csv          dataset, video_id, label, frame_index, score, faces
-    persons.csv         dataset, video_id, video_label, person, score, label (1: its face is the manipulated one, from
-                        FFIW's masks or a folder CSV's fake_boxes; 0 in real videos; empty: unknown), frames, faces_scored
+    persons.csv         dataset, video_id, video_label, person, score, label (1: its face is the manipulated one,
+                        from FFIW's masks or a folder CSV's fake_boxes; 0 in real videos; empty: unknown), frames,
+                        faces_scored
     summary.json        auc, ap, eer, acc, frame_auc (fractions) with 95 % bootstrap intervals (auc_ci95, ...), TPR at
                         FPR 0.1/1/5 %, ECE and Brier (raw; calibrated with --calibration), AUC per FF++
                         manipulation or folder group, n_videos, n_failed, policy, checkpoint, config, commit;

@@ -5,9 +5,10 @@ Two cues, the cheap one first:
    LINK_IOU; each face used once, best overlaps first). Linked faces form a *track*.
 2. **Appearance** (dlib's 128-D face descriptor, the ResNet of `face-recognition-models`). Overlap can join two
    people (a cut to another shot, two people crossing or swapping places between two sampled frames), so each track's
-   first, middle and last faces are compared, and where two disagree the track is bisected to the frame where the
-   identity changes and cut there. The pieces are then joined across gaps (a person who leaves and returns) when
-   their descriptors are closer than SAME_PERSON_DISTANCE, never two pieces seen in the same frame.
+   first, middle and last faces are compared, and where two are further apart than SPLIT_DISTANCE the track is
+   bisected to the frame where the identity changes and cut there. The pieces are then joined across gaps (a
+   person who leaves and returns) when the means of their end faces' descriptors are closer than JOIN_DISTANCE,
+   never two pieces seen in the same frame.
 
 Descriptors are computed only for the faces these comparisons need (three per track, a few more per identity change,
 one per piece to join), and only when the face is large enough for them to mean something (MIN_DESCRIPTOR_FACE_PX);
@@ -22,9 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-LINK_IOU = 0.3  # boxes of one face in consecutive sampled frames overlap at least this much (measured)
-SAME_PERSON_DISTANCE = 0.6  # descriptor distance below which two faces are one person (measured; dlib's own 0.6)
-MIN_DESCRIPTOR_FACE_PX = 40  # shorter side of a face box below which descriptors no longer tell people apart
+# Measured by benchmarks/bench_persons.py on 12 single-person clips and 4 photos (docs/protocol.md, "Persons"):
+LINK_IOU = 0.3  # one face's boxes in consecutive sampled frames: IoU ≥ 0.40 in 99 % of 372 links (min 0.18)
+SPLIT_DISTANCE = 0.55  # two faces further apart are different people: 0.6 % of one person's face pairs are
+# (max 0.59), 4.2 % of two people's are not (dlib's own 0.6 lets 10 % of two people's pairs through)
+JOIN_DISTANCE = 0.45  # pieces whose end-face means are closer are one person: 0.17 % of one person's mean pairs
+# are further, 0.6 % of two people's are closer (closest two people 0.40)
+MIN_DESCRIPTOR_FACE_PX = 32  # face box's shorter side: smaller, one person's distance to itself passes 0.45
 DESCRIPTOR_CHIP_PX = 150  # dlib's face chip for its descriptor network
 IDENTITY_BY_APPEARANCE = "appearance"  # grouping confirmed by descriptors
 IDENTITY_BY_POSITION = "position"  # faces too small, or a single face: grouped by overlap alone
@@ -141,7 +146,7 @@ class _Descriptors:
         first, second = self(a), self(b)
         if first is None or second is None:
             return None
-        return float(np.linalg.norm(first - second)) < SAME_PERSON_DISTANCE
+        return float(np.linalg.norm(first - second)) < SPLIT_DISTANCE
 
 
 def split_where_identity_changes(track: list[tuple[int, int]], descriptors: _Descriptors) -> list[list]:
@@ -190,19 +195,20 @@ def group_persons(frames: list[np.ndarray], faces_per_frame: list[list],
 
 
 def _join_by_appearance(pieces: list[list[tuple[int, int]]], descriptors: _Descriptors) -> list[list[int]]:
-    """Pieces joined into persons: closest mean descriptors first, below SAME_PERSON_DISTANCE, never two groups
-    that share a sampled frame."""
+    """Pieces joined into persons: closest mean descriptors first, below JOIN_DISTANCE, never two groups that share
+    a sampled frame."""
+    frames_of = {k: {position for position, _ in piece} for k, piece in enumerate(pieces)}
     means = []
-    for piece in pieces:
-        known = [d for d in (descriptors(face) for face in _ends(piece)) if d is not None]
+    for k, piece in enumerate(pieces):  # a piece seen beside every other one can join none: no descriptor needed
+        joinable = any(not frames_of[k] & frames_of[other] for other in frames_of if other != k)
+        known = [d for d in (descriptors(face) for face in _ends(piece)) if d is not None] if joinable else []
         means.append(np.mean(known, axis=0) if known else None)
     group_of = list(range(len(pieces)))
     members = {k: [k] for k in range(len(pieces))}
-    frames_of = {k: {position for position, _ in piece} for k, piece in enumerate(pieces)}
     pairs = sorted((float(np.linalg.norm(means[a] - means[b])), a, b) for a in range(len(pieces))
                    for b in range(a + 1, len(pieces)) if means[a] is not None and means[b] is not None)
     for distance, a, b in pairs:
-        if distance >= SAME_PERSON_DISTANCE:
+        if distance >= JOIN_DISTANCE:
             break
         ga, gb = group_of[a], group_of[b]
         if ga == gb or frames_of[ga] & frames_of[gb]:
