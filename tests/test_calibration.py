@@ -24,7 +24,7 @@ from hcsi.files import file_sha256
 from hcsi.models import build_model, save_checkpoint
 
 
-SETTINGS = {"frames": 8, "face_detector": "hog540", "input_size": 64, "amp": False}
+SETTINGS = {"frames": 8, "face_detector": "hog540", "input_size": 64, "amp": False, "aggregate": "paper"}
 
 
 def _overconfident(n, rng, sharpen=3.0):
@@ -272,7 +272,8 @@ def test_evaluate_reports_intervals_and_calibration_errors_and_calibrate_reuses_
     made = Calibration.load(cal, file_sha256(checkpoint))
     assert made.fitted_on["n_videos"] == 6 and made.n_real == 3 and made.n_fake == 3
     assert [p.target_fpr for p in made.operating_points] == [0.01, 0.1]
-    assert made.settings == {"frames": 2, "face_detector": DEFAULT_FACE_DETECTOR, "input_size": 64, "amp": False}
+    assert made.settings == {"frames": 2, "face_detector": DEFAULT_FACE_DETECTOR, "input_size": 64, "amp": False,
+                             "aggregate": "paper"}
     assert len(made.fitted_on["video_sha256s"]) == 6 and made.heldout_nll > 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["calibration"] == str(cal)
 

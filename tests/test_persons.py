@@ -272,3 +272,47 @@ def test_ffiw_masks_and_folder_boxes_label_persons_and_evaluate_reports_person_a
     manifest.write_text(f"path,label,fake_boxes\n{videos['side_by_side']},fake,380 90 300 290\n")
     with pytest.raises(ValueError, match="fake_boxes"):
         test_videos("folder", manifest)
+
+
+def test_a_face_seen_once_is_a_person_of_one_frame(tmp_path, marker_detector):
+    """A third head that shows up in a single frame is its own person, seen in that frame only; the two others keep
+    all their frames."""
+    a, b, c = person_patch("obama"), person_patch("beckham", marker=True), person_patch("biden")
+    frames = [[(a, 40, 90), (b, 450, 100)] for _ in range(6)]
+    frames[3].append((c, 245, 150))
+    path = tmp_path / "once.mp4"
+    write_people_video(path, frames)
+    result = Detector(GreenMarkerModel(), device="cpu", frames=6).score(path)
+    assert sorted(len(p.frame_indices) for p in result.persons) == [1, 6, 6]
+    (once,) = [p for p in result.persons if len(p.frame_indices) == 1]
+    assert once.frame_indices == [3] and once.time_ranges == [[0.12, 0.12]]
+
+
+def test_old_calibrations_were_fitted_on_the_papers_scores_and_old_evaluations_have_no_persons(tmp_path):
+    from hcsi.evaluate.calibration import Calibration
+    from hcsi.evaluate.run import video_score
+
+    settings = Detector(GreenMarkerModel(), device="cpu", frames=4).scoring_settings()
+    rng = np.random.default_rng(0)
+    path = fit_calibration(np.r_[np.zeros(30, int), np.ones(30, int)], rng.uniform(0, 1, 60),
+                           settings=settings).save(tmp_path / "c.json")
+    data = json.loads(path.read_text())
+    del data["settings"]["aggregate"]  # as written before persons existed
+    path.write_text(json.dumps(data))
+    assert Calibration.load(path).settings["aggregate"] == "paper"
+    old = {"key": "folder/real/a", "status": "ok", "score": 0.3}
+    assert video_score(old, 0.5) == 0.3
+    with pytest.raises(ValueError, match="new output folder"):
+        video_score(old, 0.5, "persons")
+
+
+def test_failing_descriptors_leave_persons_by_position_and_say_so(videos, marker_detector, monkeypatch):
+    from hcsi.faces.persons import IDENTITY_BY_POSITION, FaceDescriber
+
+    def broken(self, frame, face):
+        raise RuntimeError("dlib model file damaged")
+
+    monkeypatch.setattr(FaceDescriber, "describe", broken)
+    result = marker_detector.score(videos["side_by_side"])
+    assert result.status == "ok" and "face descriptors failed: RuntimeError: dlib model file damaged" in result.reason
+    assert len(result.persons) == 2 and {p.identity for p in result.persons} == {IDENTITY_BY_POSITION}

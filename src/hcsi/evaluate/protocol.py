@@ -28,7 +28,7 @@ STATUS_ERROR = "error"  # anything else that went wrong with this input (detecto
 
 @dataclass
 class PersonFaces:
-    """Every face of one person (`faces.persons_in_video`): where it was seen and which of its faces were scored."""
+    """Every face of one person (`hcsi.faces.persons`): where it was seen and which of its faces were scored."""
 
     id: int  # 1, 2, ... in order of first appearance
     positions: list[int] = field(default_factory=list)  # sampled-frame positions (in `frame_indices`) where seen
@@ -41,7 +41,7 @@ class PersonFaces:
 @dataclass
 class VideoFaces:
     """Test-time face crops of one video: crop k belongs to sampled frame `crop_frame[k]` (a position in
-    `frame_indices`) and to person `crop_person[k]`; `persons` hold every face found, scored or not."""
+    `frame_indices`); `persons` hold every face found, scored or not."""
 
     frame_indices: list[int] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)  # S×S×3 uint8, resized as the model expects
@@ -51,7 +51,6 @@ class VideoFaces:
     reason: str = ""
     full_frames: bool = False  # boxes refer to the frames at their own size, not shrunk by `detection_frame`
     frame_times: list[float] = field(default_factory=list)  # seconds from the start, per sampled frame
-    crop_person: list[int] = field(default_factory=list)
     persons: list[PersonFaces] = field(default_factory=list)
     overview: np.ndarray | None = None  # a small copy of the sampled frame showing the most persons (reports)
     overview_position: int = -1  # its position in frame_indices; persons' boxes × overview_scale fall on it
@@ -85,8 +84,14 @@ def faces_in_frames(frames: list[np.ndarray], frame_indices: list[int], detector
         found += detect_many(part) if detect_many else [detector.detect(frame) for frame in part]
         if progress:
             progress(len(found), len(shown))
-    tracks = group_persons(shown, found, FaceDescriber() if persons else None)
+    grouping_failed = ""
+    try:
+        tracks = group_persons(shown, found, FaceDescriber() if persons else None)
+    except Exception as error:  # the video is still scored; its persons come from box overlap alone, said so
+        tracks = group_persons(shown, found, None)
+        grouping_failed = f"persons grouped by position only (face descriptors failed: {type(error).__name__}: {error})"
     result = crop_test_faces(list(zip(shown, found)), frame_indices, input_size)
+    result.reason = "; ".join(filter(None, [result.reason, grouping_failed]))
     result.full_frames = full_frames
     result.frame_times = list(frame_times) if frame_times is not None else [0.0] * len(frames)
     scales = [frame.shape[1] / seen.shape[1] for frame, seen in zip(frames, shown)]
@@ -103,7 +108,6 @@ def _attach_persons(result: VideoFaces, tracks: list, shown: list[np.ndarray], f
     crop_of = {}  # (position, rounded crop box) -> crop index: the crop cut for that face
     for k, (position, box) in enumerate(zip(result.crop_frame, result.boxes)):
         crop_of[(position, tuple(int(v) for v in box))] = k
-    result.crop_person = [0] * len(result.crops)
     for track in tracks:
         person = PersonFaces(track.id, identity=track.identity)
         largest = max(track.faces, key=lambda key: found[key[0]][key[1]].area)
@@ -111,10 +115,7 @@ def _attach_persons(result: VideoFaces, tracks: list, shown: list[np.ndarray], f
             face = found[position][index]
             person.positions.append(position)
             person.boxes.append([int(round(float(v) * scales[position])) for v in face.box])
-            crop = crop_of.get((position, _test_crop_key(face, shown[position])), -1)
-            person.crops.append(crop)
-            if crop >= 0:
-                result.crop_person[crop] = track.id
+            person.crops.append(crop_of.get((position, _test_crop_key(face, shown[position])), -1))
         person.thumbnail = _thumbnail(shown[largest[0]], found[largest[0]][largest[1]])
         result.persons.append(person)
     if tracks:
