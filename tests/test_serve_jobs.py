@@ -155,8 +155,10 @@ def test_the_history_page_lists_jobs_opens_one_and_its_report_renders(server):
         report = popup.value
         report.wait_for_load_state()
         assert "hcsi case report" in report.inner_text("h1") and job["sha256"] in report.content()
-        report.wait_for_function("[...document.images].length === 1 && "  # a still: the heatmaps, no curve
-                                 "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+        report.wait_for_function(  # a still: heatmaps and its two persons, no curve
+            "!document.querySelector('img[alt=\"per-frame scores\"]') && "
+            "document.querySelectorAll('.person-thumbnail').length === 2 && "
+            "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
         browser.close()
 
 

@@ -25,9 +25,9 @@ NO_CHECKPOINT = (
     "An untrained model's scores are noise, so none are shown."
 )
 
-DETECT_CSV_FIELDS = ["path", "score", "aggregate", "paper_score", "label", "status", "reason", "frames_used",
-                     "faces_found", "persons", "heatmap", "calibration", "probability", "verdict", "verdict_meaning",
-                     "cannot_judge", "report"]
+DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
+                     "calibration", "probability", "verdict", "verdict_meaning", "cannot_judge", "report",
+                     "aggregate", "paper_score", "persons"]  # new columns go last: readers keep their positions
 PERSON_CSV_FIELDS = ["path", "person", "person_score", "probability", "verdict", "cannot_judge", "frames_seen",
                      "faces_scored", "time_ranges", "frames", "boxes", "identity", "video_score", "aggregate",
                      "video_verdict", "status", "reason"]
@@ -77,6 +77,15 @@ def person_rows(row: dict) -> list[dict]:
              "time_ranges": " ".join(f"{a:.2f}-{b:.2f}" for a, b in p["time_ranges"]),
              "frames": " ".join(map(str, p["frames"])), "boxes": " ".join(",".join(map(str, b)) for b in p["boxes"])}
             for p in row["persons"]]
+
+
+def _persons_cell(persons: list[dict]) -> str:
+    """"2 (top P2 0.931)": how many persons, and the highest-scoring one."""
+    scored = [p for p in persons if p["score"] is not None]
+    if not scored:
+        return str(len(persons)) if persons else "-"
+    top = max(scored, key=lambda p: p["score"])
+    return f"{len(persons)} (top P{top['id']} {top['score']:.3f})"
 
 
 def _write_detections(rows: list[dict], out: str, per_person: bool = False) -> None:
@@ -182,17 +191,19 @@ def _detect(args: argparse.Namespace) -> int:
         _write_detections(rows, args.out, args.per_person)
     width = min(60, max([len(r["path"]) for r in rows] + [4]))
     calibrated = detector.calibration is not None
-    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<12}  status" if calibrated else
-          f"{'file':<{width}}  {'score':>6}  {'label':<5}  status  (uncalibrated: raw scores)")
+    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<12}  {'persons':<14}  status" if calibrated else
+          f"{'file':<{width}}  {'score':>6}  {'label':<5}  {'persons':<14}  status  (uncalibrated: raw scores)")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         status = r["status"] + (f" ({r['reason']})" if r["status"] != "ok" and r["reason"] else "")
         shown = r["path"] if len(r["path"]) <= width else "…" + r["path"][-(width - 1):]
+        persons = _persons_cell(r.get("persons") or [])
         if calibrated:
             probability = "" if r.get("probability") is None else f"{r['probability']:.3f}"
-            print(f"{shown:<{width}}  {score:>6}  {probability:>6}  {r.get('verdict') or '-':<12}  {status}")
+            print(f"{shown:<{width}}  {score:>6}  {probability:>6}  {r.get('verdict') or '-':<12}  {persons:<14}  "
+                  f"{status}")
         else:
-            print(f"{shown:<{width}}  {score:>6}  {r['label'] or '-':<5}  {status}")
+            print(f"{shown:<{width}}  {score:>6}  {r['label'] or '-':<5}  {persons:<14}  {status}")
     processed = sum(1 for r in rows if r["status"] in ("ok", "no_face"))
     decision = detector.decision
     if calibrated:

@@ -24,6 +24,7 @@ from ..evaluate.calibration import (
     Decision,
     calibration_path_for,
 )
+from ..evaluate.persons import AGGREGATE_MEANING, AGGREGATES, PersonResult, aggregate_persons, person_results
 from ..evaluate.protocol import (
     STATUS_ERROR,
     STATUS_NO_FACE,
@@ -42,7 +43,6 @@ from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from .gradcam import grad_cam_maps
-from ..evaluate.persons import AGGREGATE_MEANING, AGGREGATES, PersonResult, aggregate_persons, person_results
 
 PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
 
@@ -132,10 +132,10 @@ class Detector:
                  strict_fpr: float | None = None, lenient_fpr: float | None = None,
                  threshold: float | None = None, aggregate: str = "paper") -> None:
         require_at_least("frames", frames, 1)
+        require_at_least("batch_size", batch_size, 1)
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATES)}")
         self.aggregate = aggregate
-        require_at_least("batch_size", batch_size, 1)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.frames = frames

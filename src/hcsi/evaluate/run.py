@@ -205,6 +205,7 @@ def _store_deciding_crop(out_dir: Path, video: TestVideo, crop: np.ndarray) -> s
 
 
 def video_score(record: dict, policy: float | None, aggregate: str = "paper") -> float | None:
+    """A cached video's score by `aggregate` (the paper's, or its highest person's); `policy` for a failed video."""
     if record["status"] != STATUS_OK:
         return policy
     if aggregate == "persons":

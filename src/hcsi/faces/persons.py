@@ -88,6 +88,7 @@ class FaceDescriber:
         if face_side(face) < MIN_DESCRIPTOR_FACE_PX:
             return None
         network, five_points = self._load()
+        frame = np.ascontiguousarray(frame)  # dlib's bindings refuse views (a shrunk or rotated frame can be one)
         x0, y0, x1, y1 = (int(round(float(v))) for v in face.detector_box)
         rect = dlib.rectangle(x0, y0, x1, y1)
         if len(face.landmarks) >= 68:
