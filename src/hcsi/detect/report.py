@@ -169,10 +169,9 @@ def persons_section(record: dict) -> str:
         boxes = "; ".join(f"frame {f}: ({b[0]}, {b[1]})–({b[2]}, {b[3]})" for f, b in
                           list(zip(person["frames"], person["boxes"]))[:4])
         more = f" (+{len(person['boxes']) - 4} more)" if len(person["boxes"]) > 4 else ""
-        rows.append(f'<tr class="{e(str(person.get("verdict") or ""))}"><td>{image}</td>'
-                    f'<td style="color:{person_colour(person["id"])}"><b>P{person["id"]}</b></td>'
+        rows.append(f'<tr><td>{image}</td><td style="color:{person_colour(person["id"])}"><b>P{person["id"]}</b></td>'
                     f'<td>{e(seen_text(person))}<br><small>{e(boxes + more)}</small></td>'
-                    f'<td>{e(person_outcome(person))}</td></tr>')
+                    f'<td class="{e(str(person.get("verdict") or ""))}">{e(person_outcome(person))}</td></tr>')
     return (f'<h2>Persons</h2><p>{text}</p>{figure}<table class="persons"><tr><th></th><th>person</th>'
             f'<th>seen (sampled frames, time, face boxes)</th><th>outcome</th></tr>{"".join(rows)}</table>')
 
