@@ -1,10 +1,15 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates on import otherwise
+ONNX_CACHE = os.environ.setdefault("HCSI_ONNX_CACHE_DIR", tempfile.mkdtemp(prefix="hcsi-test-onnx-"))
+atexit.register(shutil.rmtree, ONNX_CACHE, True)  # the tests' exports (about 140 MB each) go with the session
 
 
 @pytest.fixture(autouse=True)

@@ -86,3 +86,10 @@ def options_to_continue(changed: dict[str, tuple]) -> str:
     when none of them is a setting a user chooses on the command line."""
     return " ".join(f"{SETTING_OPTIONS[k]} {'none' if old is None else old}" for k, (old, _) in changed.items()
                     if k in SETTING_OPTIONS and (old is not None or k == "retinaface"))
+
+
+def cache_dir() -> Path:
+    """hcsi's cache: $HCSI_CACHE_DIR, else $XDG_CACHE_HOME/hcsi, else ~/.cache/hcsi."""
+    if os.environ.get("HCSI_CACHE_DIR"):
+        return Path(os.environ["HCSI_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hcsi"

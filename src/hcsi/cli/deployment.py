@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .options import (
     aggregate_option,
+    backend_option,
     checkpoint_option,
     decision_option,
     device_option,
@@ -127,12 +128,12 @@ def _detect(args: argparse.Namespace) -> int:
     from ..detect.explain import save_gate_strip
     from ..detect.inputs import expand_inputs
 
-    if args.backend == "onnxruntime":
-        if not args.model:
-            raise ValueError("--backend onnxruntime needs --model FILE.onnx (made by `hcsi export --format onnx`)")
+    if args.model and args.backend == "torch":
+        raise ValueError("--model FILE.onnx is an ONNX file: it runs on ONNX Runtime, not with --backend torch")
+    if args.model:
         if args.explain or args.report:
-            raise ValueError("--explain and --report need the PyTorch backend (gates are not in the ONNX graph's "
-                             "outputs)")
+            raise ValueError("--explain and --report need the checkpoint (the gates come from its PyTorch model, not "
+                             "from the ONNX graph's outputs): give --checkpoint instead of --model")
         if (args.strict_fpr or args.lenient_fpr) and not args.calibration:
             raise ValueError("--strict-fpr and --lenient-fpr need --calibration FILE (with --backend onnxruntime the "
                              "calibration is not found beside a checkpoint)")
@@ -145,7 +146,7 @@ def _detect(args: argparse.Namespace) -> int:
         raise ValueError("--per-person writes one CSV row per person: give --out FILE.csv (the JSONL always holds "
                          "a `persons` list per input)")
     entries = expand_inputs(args.paths)
-    if args.backend == "onnxruntime":
+    if args.model:
         detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector,
                                       calibration=args.calibration, strict_fpr=args.strict_fpr,
                                       lenient_fpr=args.lenient_fpr, threshold=args.threshold,
@@ -155,7 +156,8 @@ def _detect(args: argparse.Namespace) -> int:
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                             face_detector=args.face_detector, calibration=args.calibration,
                                             strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
-                                            threshold=args.threshold, aggregate=args.aggregate)
+                                            threshold=args.threshold, aggregate=args.aggregate,
+                                            backend=args.backend)
     calibration_name = detector.calibration.source if detector.calibration is not None else "uncalibrated"
     rows = []
     # the readable inputs' crops are pooled into full model batches across files; results come back in order
@@ -245,7 +247,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                  description="Scores every file (folders recursively, glob patterns) with the "
                                              "evaluation protocol; per-file problems are reported, not fatal.",
                                  parents=[checkpoint_option(required=False), frames_option(), device_option(),
-                                          decision_option(), face_detector_option(), aggregate_option()])
+                                          decision_option(), face_detector_option(), aggregate_option(),
+                                          backend_option()])
     detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
     detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR, and "
@@ -254,8 +257,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="with --out FILE.csv: one row per person (its score, verdict, frames, times, boxes)")
     detect.add_argument("--report", metavar="DIR",
                         help="write a case report per input into DIR: one self-contained HTML file (images embedded)")
-    detect.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    detect.add_argument("--model", help="exported .onnx file (with --backend onnxruntime)")
+    detect.add_argument("--model", help="an exported .onnx file to score with (--backend onnxruntime)")
     detect.set_defaults(run=_detect)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript (probabilities out)",

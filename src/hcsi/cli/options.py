@@ -109,6 +109,13 @@ def frames_option() -> argparse.ArgumentParser:
     return option("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
 
 
+def backend_option() -> argparse.ArgumentParser:
+    return option("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                  help="what runs the network: auto (default: ONNX Runtime on the CPU, from an export made once per "
+                       "checkpoint and cached; PyTorch on a GPU), torch (PyTorch eager), onnxruntime (with --model "
+                       "FILE.onnx: that file)")
+
+
 def aggregate_option() -> argparse.ArgumentParser:
     return option("--aggregate", default="paper", choices=["paper", "persons"],
                   help="a video's score: 'paper' (default: the highest face score per sampled frame, averaged over "

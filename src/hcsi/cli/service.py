@@ -13,6 +13,7 @@ from pathlib import Path
 from .deployment import NO_CHECKPOINT
 from .options import (
     aggregate_option,
+    backend_option,
     at_least,
     checkpoint_option,
     decision_option,
@@ -31,7 +32,7 @@ def _detector(args: argparse.Namespace, command: str):
     return Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                     face_detector=args.face_detector, calibration=args.calibration,
                                     strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
-                                    threshold=args.threshold, aggregate=args.aggregate)
+                                    threshold=args.threshold, aggregate=args.aggregate, backend=args.backend)
 
 
 def _log_json_lines() -> None:
@@ -149,7 +150,7 @@ def _store_options() -> argparse.ArgumentParser:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """serve, worker, submit."""
     shared = [checkpoint_option(required=False), frames_option(), device_option(), face_detector_option(),
-              decision_option(), aggregate_option(), _store_options()]
+              decision_option(), aggregate_option(), backend_option(), _store_options()]
     serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint", parents=shared)
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     serve.add_argument("--port", type=at_least(1), default=8000)

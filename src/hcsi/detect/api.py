@@ -42,6 +42,7 @@ from ..faces import create_face_detector, default_face_detector
 from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
+from .backends import cached_onnx_model, resolve_backend, say
 from .gradcam import grad_cam_maps
 
 PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
@@ -125,12 +126,14 @@ class Detector:
             target FPR).
         threshold: the raw-score threshold of the fake/real label, only without a calibration.
         aggregate: "paper" (the video score of the paper's protocol) or "persons" (the highest person score).
+        scorer: what computes the scores when not `model` itself (an `OnnxRuntimeModel` of it: `from_checkpoint`'s
+            default on the CPU); `model` then still computes the gates and Grad-CAM of the inputs explained.
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
                  face_detector: str | None = None, calibration: Calibration | None = None,
                  strict_fpr: float | None = None, lenient_fpr: float | None = None,
-                 threshold: float | None = None, aggregate: str = "paper") -> None:
+                 threshold: float | None = None, aggregate: str = "paper", scorer=None) -> None:
         require_at_least("frames", frames, 1)
         require_at_least("batch_size", batch_size, 1)
         if aggregate not in AGGREGATES:
@@ -138,6 +141,8 @@ class Detector:
         self.aggregate = aggregate
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        self.scorer = model if scorer is None else scorer
+        self.backend = "torch" if scorer is None else "onnxruntime"
         self.frames = frames
         self.batch_size = batch_size
         self.face_detector = create_face_detector(face_detector or default_face_detector(self.device),
@@ -164,9 +169,11 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", calibration: str | Path | None = None,
-                        **options) -> Detector:
+                        backend: str = "auto", **options) -> Detector:
         """A detector for an hcsi checkpoint, with the calibration given or found beside it (`<checkpoint>
-        .calibration.json`; "none": no calibration); a calibration made for another checkpoint is refused."""
+        .calibration.json`; "none": no calibration); a calibration made for another checkpoint is refused.
+        `backend`: "auto" (ONNX Runtime on the CPU from a cached export, `hcsi.detect.backends`; PyTorch on a GPU),
+        "torch" or "onnxruntime". An export that fails is said once and PyTorch scores instead."""
         beside = calibration_path_for(path)
         digest = None
         if str(calibration) == "none":
@@ -174,7 +181,16 @@ class Detector:
         if calibration is not None or beside.is_file():
             digest = file_sha256(path)
             options["calibration"] = Calibration.load(calibration or beside, digest)
-        detector = cls(model_from_checkpoint(path), device=device, **options)
+        model = model_from_checkpoint(path)
+        scorer = None
+        if resolve_backend(backend, resolve_device(device)) == "onnxruntime":
+            digest = digest or file_sha256(path)
+            try:
+                scorer = cached_onnx_model(model, digest)
+            except Exception as error:  # never a silent other result: said, then the PyTorch path
+                say(f"the ONNX export of {Path(path).name} failed ({type(error).__name__}: {error}); scoring with "
+                    "PyTorch instead (--backend torch skips the attempt)")
+        detector = cls(model, device=device, scorer=scorer, **options)
         detector.checkpoint_path, detector._checkpoint_sha256 = Path(path), digest
         return detector
 
@@ -199,7 +215,7 @@ class Detector:
                                        "hcsi recorded it): export it again with `hcsi export` to use a calibration")
             options["calibration"] = Calibration.load(calibration, model.checkpoint_sha256)
         detector = cls(model, device="cpu", **options)
-        detector._checkpoint_sha256 = model.checkpoint_sha256
+        detector._checkpoint_sha256, detector.backend = model.checkpoint_sha256, "onnxruntime"
         return detector
 
     @torch.no_grad()
@@ -213,13 +229,14 @@ class Detector:
         for start in range(0, len(crops), batch_size):
             chunk = crops[start:start + batch_size]
             if not explain:  # the evaluation protocol's own scoring, so detect and evaluate cannot drift apart
-                scores.append(score_crops(self.model, chunk, self.device, batch_size))
+                scores.append(score_crops(self.scorer, chunk, self.device, batch_size))
                 if scored:
                     scored(start + len(chunk))
                 continue
             x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in chunk]).to(self.device)
-            logits, stage_gates = self.model(x, return_gates=True)
-            scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
+            logits, stage_gates = self.model(x, return_gates=True)  # the gates: the PyTorch model's
+            scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy() if self.scorer is self.model else
+                          score_crops(self.scorer, chunk, self.device, batch_size))  # one backend's scores
             cams = grad_cam_maps(self.model, x) if getattr(self.model, "cnn", None) is not None else None
             for i, crop in enumerate(chunk):
                 gates.append({"crop": crop,
@@ -324,7 +341,7 @@ class Detector:
             return
         size = self.model.config.input_size
         extracted = ((str(s), extract_test_faces(s, self.face_detector, self.frames, size)) for s in sources)
-        for source, faces, crop_scores in score_in_batches(self.model, extracted, self.device, self.batch_size):
+        for source, faces, crop_scores in score_in_batches(self.scorer, extracted, self.device, self.batch_size):
             yield self._result(source, faces, False, crop_scores)
 
 

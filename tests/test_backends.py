@@ -1,0 +1,132 @@
+"""The CPU backends: ONNX Runtime from a cached export (the default on the CPU) against PyTorch eager, for both model
+families; the cache (reused, never stale, safe under two writers, an unwritable folder); a failed export."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from media import fixture
+
+from hcsi.detect import Detector
+from hcsi.detect.backends import cached_onnx_model, onnx_cache_dir
+from hcsi.evaluate.calibration import fit_calibration
+from hcsi.files import file_sha256
+from hcsi.models import build_model, model_from_checkpoint, save_checkpoint
+
+FAMILIES = {"hcsi_net_small": 64, "sbi_efficientnet_b4": 64}  # HCSI-Net and SBI's EfficientNet-B4 (x/255 input)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def checkpoint(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param) / "model.safetensors"
+    save_checkpoint(build_model(request.param, input_size=FAMILIES[request.param]), path)
+    return path
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HCSI_ONNX_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_onnx_runtime_and_pytorch_give_the_same_scores_and_verdicts(checkpoint, fresh_cache):
+    """Every crop's p(fake) within 1e-4 on fixture videos (no crop dropped), so the calibrated probabilities and
+    tiers are the same with either backend."""
+    torch_detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=4, backend="torch")
+    onnx_detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=4)
+    assert (torch_detector.backend, onnx_detector.backend) == ("torch", "onnxruntime")
+    videos = [fixture("ghost/elon.mp4"), fixture("face_recognition/two_people.jpg")]
+    by_torch = list(torch_detector.score_many(videos))
+    by_onnx = list(onnx_detector.score_many(videos))
+    for a, b in zip(by_torch, by_onnx):
+        assert len(a.faces) == len(b.faces) > 0
+        assert max(abs(x.score - y.score) for x, y in zip(a.faces, b.faces)) < 1e-4
+        assert abs(a.score - b.score) < 1e-4
+    scores = np.array([r.score for r in by_torch])
+    rng = np.random.default_rng(0)
+    calibration = fit_calibration(np.r_[np.zeros(100, int), np.ones(100, int)],
+                                  np.r_[rng.normal(scores.mean() - 0.02, 0.01, 100),
+                                        rng.normal(scores.mean() + 0.02, 0.01, 100)],
+                                  checkpoint_sha256=file_sha256(checkpoint),
+                                  settings=torch_detector.scoring_settings())
+    path = calibration.save(checkpoint.parent / "c.json")
+    verdicts = {}
+    for backend in ("torch", "auto"):
+        detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=4, backend=backend, calibration=path)
+        verdicts[backend] = [(r.verdict, round(r.probability, 3)) for r in detector.score_many(videos)]
+    assert verdicts["torch"] == verdicts["auto"]
+
+
+def test_the_export_is_made_once_reused_and_rebuilt_for_a_changed_checkpoint(checkpoint, fresh_cache, capsys):
+    Detector.from_checkpoint(checkpoint, device="cpu")
+    assert "exporting the network to ONNX once" in capsys.readouterr().err
+    entries = list(fresh_cache.glob("*.onnx"))
+    assert [e.name for e in entries] == [f"{file_sha256(checkpoint)}-64.onnx"]
+    Detector.from_checkpoint(checkpoint, device="cpu")
+    assert "exporting" not in capsys.readouterr().err  # reused
+
+    changed = checkpoint.parent / "changed.safetensors"
+    model = model_from_checkpoint(checkpoint)
+    for parameter in model.parameters():
+        parameter.data.add_(0.01)
+    save_checkpoint(model, changed)
+    again = Detector.from_checkpoint(changed, device="cpu")
+    assert "exporting the network to ONNX once" in capsys.readouterr().err
+    assert again.scorer.checkpoint_sha256 == file_sha256(changed)
+    assert len(list(fresh_cache.glob("*.onnx"))) == 2
+
+
+def test_a_cache_entry_made_from_another_checkpoint_is_never_used(checkpoint, fresh_cache, capsys):
+    """An entry under this checkpoint's name whose recorded checkpoint differs (a copied or damaged cache) is
+    exported again, not scored with."""
+    model = model_from_checkpoint(checkpoint)
+    other = cached_onnx_model(model, "0" * 64)
+    entry = fresh_cache / f"{file_sha256(checkpoint)}-64.onnx"
+    os.replace(other.path, entry)
+    capsys.readouterr()
+    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+    assert "was made from another checkpoint; exporting again" in capsys.readouterr().err
+    assert detector.scorer.checkpoint_sha256 == file_sha256(checkpoint)
+
+
+def test_two_processes_filling_the_cache_at_once_leave_one_whole_entry(checkpoint, fresh_cache):
+    script = ("import sys; from hcsi.detect.backends import cached_onnx_model; "
+              "from hcsi.models import model_from_checkpoint; from hcsi.files import file_sha256; "
+              "m = cached_onnx_model(model_from_checkpoint(sys.argv[1]), file_sha256(sys.argv[1])); "
+              "print(m.checkpoint_sha256)")
+    env = {**os.environ, "HCSI_ONNX_CACHE_DIR": str(fresh_cache)}
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(checkpoint)], stdout=subprocess.PIPE, env=env)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0].decode().strip() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0] and outputs == [file_sha256(checkpoint)] * 2
+    assert [p.name for p in fresh_cache.iterdir()] == [f"{file_sha256(checkpoint)}-64.onnx"]
+    assert Detector.from_checkpoint(checkpoint, device="cpu").backend == "onnxruntime"
+
+
+def test_an_unwritable_cache_exports_for_the_run_and_says_so(checkpoint, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HCSI_ONNX_CACHE_DIR", str(blocker / "cache"))
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=2)
+    assert detector.backend == "onnxruntime" and not detector.scorer.path.exists()  # nothing left behind
+    err = capsys.readouterr().err
+    assert "is not writable" in err and "exporting for this run only" in err
+    assert onnx_cache_dir() == blocker / "cache"
+    assert detector.score(fixture("face_recognition/obama.jpg")).status == "ok"
+
+
+def test_a_failed_export_is_said_once_and_pytorch_scores(checkpoint, fresh_cache, monkeypatch, capsys):
+    import hcsi.detect.export as export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(export, "export_model", broken)
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=2)
+    err = capsys.readouterr().err
+    assert err.count("failed (RuntimeError: unsupported operator); scoring with PyTorch instead") == 1
+    assert detector.backend == "torch" and detector.score(fixture("face_recognition/obama.jpg")).status == "ok"
+    assert not list(fresh_cache.glob("*"))  # no partial entry left behind
+    assert json.dumps(detector.scoring_settings())
