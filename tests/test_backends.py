@@ -130,3 +130,49 @@ def test_a_failed_export_is_said_once_and_pytorch_scores(checkpoint, fresh_cache
     assert detector.backend == "torch" and detector.score(fixture("face_recognition/obama.jpg")).status == "ok"
     assert not list(fresh_cache.glob("*"))  # no partial entry left behind
     assert json.dumps(detector.scoring_settings())
+
+
+def test_mistakes_are_answered_before_torch_is_imported(tmp_path):
+    """A missing checkpoint, a checkpoint folder, a misspelt option (the sub-command's usage and the closest option)
+    and an empty folder: each message, from a process that never imported torch (so it answers at once)."""
+    probe = ("import sys, runpy; sys.argv = ['hcsi'] + sys.argv[1:]\n"
+             "from hcsi.cli import main\n"
+             "code = main(sys.argv[1:])\n"
+             "print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)\n"
+             "sys.exit(code)")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["detect", "a.mp4", "--checkpoint", str(tmp_path / "none.safetensors")], "--checkpoint .* no such file"),
+        (["detect", "a.mp4", "--checkpoint", str(tmp_path)], "is a folder: give the .safetensors file"),
+        (["detect", "a.mp4", "--chekpoint", "x.safetensors"],
+         r"usage: hcsi detect .*unrecognized arguments: --chekpoint \(did you mean --checkpoint\?\)"),
+        (["detect", str(tmp_path / "empty"), "--checkpoint", __file__], "no media files found in"),
+    ]
+    import re
+
+    for argv, expected in cases:
+        run = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+        assert run.returncode in (1, 2), (argv, run.stderr)
+        assert re.search(expected, run.stderr, re.S), (argv, run.stderr)
+        if "usage" not in expected:
+            assert "torch not imported" in run.stderr, (argv, run.stderr)
+
+
+def test_a_text_file_named_like_a_video_says_what_it_is(tmp_path):
+    from hcsi.faces import MediaError, sample_frames
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("meeting notes")
+    with pytest.raises(MediaError, match="notes.mp4: not a video or image file") as info:
+        sample_frames(notes)
+    assert "Errno" not in str(info.value)
+
+
+def test_warnings_print_their_message_not_a_source_line(tmp_path):
+    probe = ("import warnings, sys\nfrom hcsi.cli import main\n"
+             "main.__globals__['warnings'].formatwarning  # set by main\n"
+             "try:\n    main(['detect'])\nexcept SystemExit:\n    pass\n"
+             "warnings.warn('calibration fitted on few videos', stacklevel=1)\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "hcsi: warning: calibration fitted on few videos" in run.stderr
+    assert "warnings.warn(" not in run.stderr

@@ -77,7 +77,7 @@ def test_unreadable_files_raise_media_errors_naming_the_file(tmp_path):
     text.write_text("not a video")
     bad_image = tmp_path / "broken.jpg"
     bad_image.write_bytes(b"\xff\xd8garbage")
-    for path, problem in ((empty, "empty"), (text, "not a readable video"), (bad_image, "not a readable image"),
+    for path, problem in ((empty, "empty"), (text, "not a video or image file"), (bad_image, "not a readable image"),
                           (tmp_path / "missing.mp4", "no such file")):
         with pytest.raises(MediaError, match=problem) as info:
             sample_frames(path)

@@ -3,7 +3,9 @@ commands, each with its `add_commands`; what several commands share is in `optio
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+import warnings
 
 from ..demo import add_demo_arguments, run_demo
 from . import deployment, evaluation, profile, reports, service, training, weights
@@ -25,8 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like parse_args, but an unknown option is reported by its sub-command (its usage, not hcsi's) with the
+    closest option it has."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        options = [o for action in command._actions for o in action.option_strings]
+        hints = []
+        for word in unknown:
+            close = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
+            hints.append(f"{word} (did you mean {close[0]}?)" if close and word.startswith("-") else word)
+        command.error(f"unrecognized arguments: {' '.join(hints)}")
+    return args
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"hcsi: warning: {message}\n"  # the message, not the Python source line that raised it
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _warning_line
+    args = parse_arguments(build_parser(), argv)
     try:
         return args.run(args)
     except (ValueError, RuntimeError, KeyError, OSError) as error:

@@ -122,11 +122,7 @@ def _save_person_images(result, row: dict, folder: Path, stem: str) -> None:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..detect import Detector
-    from ..detect.explain import save_gate_strip
-    from ..detect.inputs import expand_inputs
+    from ..detect.inputs import expand_inputs  # light: every argument is checked before torch is imported
 
     if args.model and args.backend == "torch":
         raise ValueError("--model FILE.onnx is an ONNX file: it runs on ONNX Runtime, not with --backend torch")
@@ -145,14 +141,25 @@ def _detect(args: argparse.Namespace) -> int:
     if args.per_person and not (args.out or "").lower().endswith(".csv"):
         raise ValueError("--per-person writes one CSV row per person: give --out FILE.csv (the JSONL always holds "
                          "a `persons` list per input)")
+    if not args.model:
+        require_hcsi_checkpoint(args.checkpoint, "detect")
     entries = expand_inputs(args.paths)
+    if all(entry.problem for entry in entries):  # nothing to score: said before any model is loaded
+        for entry in entries:
+            print(f"{entry.path}: {entry.problem}", file=sys.stderr)
+        print(f"nothing to score in {len(entries)} input(s)", file=sys.stderr)
+        return 1
+    from tqdm import tqdm
+
+    from ..detect import Detector
+    from ..detect.explain import save_gate_strip
+
     if args.model:
         detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector,
                                       calibration=args.calibration, strict_fpr=args.strict_fpr,
                                       lenient_fpr=args.lenient_fpr, threshold=args.threshold,
                                       aggregate=args.aggregate)
     else:
-        require_hcsi_checkpoint(args.checkpoint, "detect")
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                             face_detector=args.face_detector, calibration=args.calibration,
                                             strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,

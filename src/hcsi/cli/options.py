@@ -38,7 +38,10 @@ positive_float = number_type(float, require_positive, "a number")
 
 def require_hcsi_checkpoint(path: str, command: str) -> None:
     """Refuse, with the command to use instead, files that are not hcsi checkpoints but look like something a user
-    would pass: an exported ONNX file, a published or foreign torch checkpoint."""
+    would pass: an exported ONNX file, a published or foreign torch checkpoint; and a path that is no file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--checkpoint {path}: no such file" if not os.path.exists(path) else
+                         f"--checkpoint {path} is a folder: give the .safetensors file (e.g. {path}/best.safetensors)")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".onnx":
         instead = (f"score it with --backend onnxruntime --model {path}" if command == "detect" else

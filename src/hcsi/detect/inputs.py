@@ -33,7 +33,7 @@ def expand_inputs(items: list[str]) -> list[InputEntry]:
             entries += [InputEntry(str(p)) if p in media else
                         InputEntry(str(p), "not a video or image file name", skipped=True) for p in contents]
             if not media:
-                entries.append(InputEntry(item, "folder holds no video or image files"))
+                entries.append(InputEntry(item, f"no media files found in {item}", skipped=True))
         elif path.exists():
             entries.append(InputEntry(str(path)))
         elif any(c in item for c in "*?["):

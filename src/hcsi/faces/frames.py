@@ -59,8 +59,10 @@ def count_video_frames(path: str | os.PathLike) -> int:
                 raise MediaError(f"{path}: has no video stream")
             stream = container.streams.video[0]
             return sum(1 for packet in container.demux(stream) if packet.size > 0)
+    except av.error.InvalidDataError:
+        raise MediaError(f"{path}: not a video or image file (its content is neither, whatever its name)") from None
     except av.error.FFmpegError as error:
-        raise MediaError(f"{path}: not a readable video ({error})") from error
+        raise MediaError(f"{path}: not a readable video ({error.strerror or error})") from error
 
 
 def _to_display_orientation(frame: av.VideoFrame) -> np.ndarray:
