@@ -313,6 +313,19 @@ def persons_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+def detect_section(result: dict) -> list[str]:
+    lines = [f"### `hcsi detect` on {result['device']} ({result['cores']} cores)", "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}). Random "
+             f"weights (timing only), 32 sampled frames, median of {result['runs']} runs after a warm-up; "
+             "`Detector.score` wall time (decode, faces, persons, network); faces alone measured once per clip.", "",
+             "| model | backend | clip | crops | seconds per clip | of which faces (s) | first load incl. export (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["records"]:
+        lines.append(f"| {r['model']} ({r['input_size']} px) | {r['backend']} | {r['clip']} | {r['crops']} | "
+                     f"{r['seconds']:.1f} | {r['faces_seconds']:.1f} | {r['load_and_export_s']:.1f} |")
+    return lines + [""]
+
+
 def main() -> None:
     lines = [INTRO]
     files = sorted(RESULTS.glob("*.json"))
@@ -325,7 +338,8 @@ def main() -> None:
                 ("face-stage-", "## Before the model: decode, faces, landmarks, crop", face_stage_section),
                 ("retinaface-", "## RetinaFace", retinaface_section),
                 ("serve-", "## The service", serve_section),
-                ("persons-", "## Persons", persons_section))
+                ("persons-", "## Persons", persons_section),
+                ("detect-", "## hcsi detect on the CPU", detect_section))
     for group, heading, render in sections:
         lines += [heading, ""]
         for path in (p for p in files if p.name.startswith(group)):

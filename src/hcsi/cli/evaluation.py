@@ -25,14 +25,15 @@ from .options import (
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..distributed import resolve_device, setup_distributed, shutdown_distributed
     from ..evaluate.datasets import test_videos
+
+    require_hcsi_checkpoint(args.checkpoint, "evaluate")  # mistakes answered before torch is imported
+    videos = test_videos(args.dataset, args.root, args.compression)
+    from ..distributed import resolve_device, setup_distributed, shutdown_distributed
     from ..evaluate.run import EvaluationOptions, evaluate
     from ..models.builder import model_from_checkpoint
     from ..train.checkpoints import git_commit
 
-    videos = test_videos(args.dataset, args.root, args.compression)
-    require_hcsi_checkpoint(args.checkpoint, "evaluate")
     model = model_from_checkpoint(args.checkpoint)
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 failure_score=None if args.exclude_failures else args.failure_score,

@@ -127,7 +127,8 @@ class Detector:
         threshold: the raw-score threshold of the fake/real label, only without a calibration.
         aggregate: "paper" (the video score of the paper's protocol) or "persons" (the highest person score).
         scorer: what computes the scores when not `model` itself (an `OnnxRuntimeModel` of it: `from_checkpoint`'s
-            default on the CPU); `model` then still computes the gates and Grad-CAM of the inputs explained.
+            default on the CPU, within 1e-4 of it); inputs scored with `explain` run on `model`, which computes
+            their gates and Grad-CAM in the same pass.
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
@@ -234,9 +235,8 @@ class Detector:
                     scored(start + len(chunk))
                 continue
             x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in chunk]).to(self.device)
-            logits, stage_gates = self.model(x, return_gates=True)  # the gates: the PyTorch model's
-            scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy() if self.scorer is self.model else
-                          score_crops(self.scorer, chunk, self.device, batch_size))  # one backend's scores
+            logits, stage_gates = self.model(x, return_gates=True)  # explained inputs: scored by the PyTorch model
+            scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())  # that computes their gates anyway
             cams = grad_cam_maps(self.model, x) if getattr(self.model, "cnn", None) is not None else None
             for i, crop in enumerate(chunk):
                 gates.append({"crop": crop,
