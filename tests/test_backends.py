@@ -147,6 +147,11 @@ def test_mistakes_are_answered_before_torch_is_imported(tmp_path):
         (["detect", "a.mp4", "--chekpoint", "x.safetensors"],
          r"usage: hcsi detect .*unrecognized arguments: --chekpoint \(did you mean --checkpoint\?\)"),
         (["detect", str(tmp_path / "empty"), "--checkpoint", __file__], "no media files found in"),
+        (["serve", "--checkpoint", str(tmp_path / "none.safetensors")], "hcsi serve: error: --checkpoint .* no such"),
+        (["worker", "--database", "postgresql://x/y", "--checkpoint", str(tmp_path / "none.safetensors")],
+         "hcsi worker: error: --checkpoint .* no such file"),
+        (["evaluate", "--checkpoint", str(tmp_path / "none.safetensors"), "--dataset", "folder", "--root",
+          str(tmp_path)], "hcsi evaluate: error: --checkpoint .* no such file"),
     ]
     import re
 

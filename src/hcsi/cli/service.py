@@ -48,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         print(NO_CHECKPOINT.replace("hcsi detect", "hcsi serve"), file=sys.stderr)
         return 2
+    require_hcsi_checkpoint(args.checkpoint, "serve")  # before torch and the web stack are imported
     import uvicorn
 
     from ..serve import create_app
@@ -71,10 +72,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     """Analyses only: `--workers` threads over the shared database until SIGTERM or SIGINT; exits 1 when a worker
     thread dies (so that a supervisor restarts the process)."""
-    from ..serve.service import detector_settings
-    from ..serve.backends import open_store
-    from ..serve.worker import Workers
-
     if not args.database:
         raise ValueError("--database postgresql://... (or HCSI_DATABASE) is needed: with SQLite, the jobs belong "
                          "to the one hcsi serve process whose data directory holds them, and its --workers analyse "
@@ -82,6 +79,11 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         print(NO_CHECKPOINT.replace("hcsi detect", "hcsi worker"), file=sys.stderr)
         return 2
+    require_hcsi_checkpoint(args.checkpoint, "worker")  # before torch is imported
+    from ..serve.backends import open_store
+    from ..serve.service import detector_settings
+    from ..serve.worker import Workers
+
     detector = _detector(args, "worker")
     store = open_store(args.data_dir, args.database, keep_media=args.keep_media, lease_s=args.lease_s,
                        max_attempts=args.max_attempts)
