@@ -46,6 +46,7 @@ class VideoFaces:
     frame_indices: list[int] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)  # S×S×3 uint8, resized as the model expects
     crop_frame: list[int] = field(default_factory=list)
+    crop_face: list[int] = field(default_factory=list)  # index of the crop's face among its frame's detections
     boxes: list[list[float]] = field(default_factory=list)  # crop boxes in frame pixels
     status: str = STATUS_OK
     reason: str = ""
@@ -105,9 +106,7 @@ def _attach_persons(result: VideoFaces, tracks: list, shown: list[np.ndarray], f
                     scales: list[float]) -> None:
     """Record the persons in `result`: each face's box in decoded-frame pixels, its crop if it was scored, a
     thumbnail of its largest face, and a small overview frame (the one where the most persons are seen)."""
-    crop_of = {}  # (position, rounded crop box) -> crop index: the crop cut for that face
-    for k, (position, box) in enumerate(zip(result.crop_frame, result.boxes)):
-        crop_of[(position, tuple(int(v) for v in box))] = k
+    crop_of = {key: k for k, key in enumerate(zip(result.crop_frame, result.crop_face))}  # the face's crop
     for track in tracks:
         person = PersonFaces(track.id, identity=track.identity)
         largest = max(track.faces, key=lambda key: found[key[0]][key[1]].area)
@@ -115,7 +114,7 @@ def _attach_persons(result: VideoFaces, tracks: list, shown: list[np.ndarray], f
             face = found[position][index]
             person.positions.append(position)
             person.boxes.append([int(round(float(v) * scales[position])) for v in face.box])
-            person.crops.append(crop_of.get((position, _test_crop_key(face, shown[position])), -1))
+            person.crops.append(crop_of.get((position, index), -1))
         person.thumbnail = _thumbnail(shown[largest[0]], found[largest[0]][largest[1]])
         result.persons.append(person)
     if tracks:
@@ -128,18 +127,12 @@ def _attach_persons(result: VideoFaces, tracks: list, shown: list[np.ndarray], f
         result.overview_position, result.overview_scale = position, scale / scales[position]
 
 
-def _test_crop_key(face, frame: np.ndarray) -> tuple | None:
+def _thumbnail(frame: np.ndarray, face) -> np.ndarray | None:
+    """The face's test crop at THUMBNAIL_PX (None when no crop fits in the frame)."""
     try:
-        return tuple(int(v) for v in sbi_test_crop_box(face.box, frame.shape[1], frame.shape[0]))
+        x0, y0, x1, y1 = sbi_test_crop_box(face.box, frame.shape[1], frame.shape[0])
     except ValueError:
         return None
-
-
-def _thumbnail(frame: np.ndarray, face) -> np.ndarray | None:
-    box = _test_crop_key(face, frame)
-    if box is None:
-        return None
-    x0, y0, x1, y1 = box
     return cv2.resize(frame[y0:y1, x0:x1], (THUMBNAIL_PX, THUMBNAIL_PX), interpolation=cv2.INTER_AREA)
 
 
@@ -152,15 +145,18 @@ def crop_test_faces(detected: list[tuple[np.ndarray, list]], frame_indices: list
     skipped = []
     for position, (frame, faces) in enumerate(detected):
         height, width = frame.shape[:2]
+        large = {id(face) for face in keep_large_faces(faces)}
+        kept = [(index, face) for index, face in enumerate(faces) if id(face) in large]
         try:
-            boxes = [sbi_test_crop_box(face.box, width, height) for face in keep_large_faces(faces)]
+            boxes = [(index, sbi_test_crop_box(face.box, width, height)) for index, face in kept]
         except ValueError as error:
             skipped.append(f"frame {frame_indices[position]} skipped: {error}")
             continue
-        for x0, y0, x1, y1 in boxes:
+        for index, (x0, y0, x1, y1) in boxes:
             crop = cv2.resize(frame[y0:y1, x0:x1], (input_size, input_size), interpolation=cv2.INTER_LINEAR)
             result.crops.append(crop)
             result.crop_frame.append(position)
+            result.crop_face.append(index)
             result.boxes.append([int(x0), int(y0), int(x1), int(y1)])
     if not result.crops:
         result.status, result.reason = STATUS_NO_FACE, f"no face found in {len(detected)} frame(s)"

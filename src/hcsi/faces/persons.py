@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .detect import box_iou
+
 # Measured by benchmarks/bench_persons.py on 12 single-person clips and 4 photos (docs/protocol.md, "Persons"):
 LINK_IOU = 0.3  # one face's boxes in consecutive sampled frames: IoU ≥ 0.40 in 99 % of 372 links (min 0.18)
 SPLIT_DISTANCE = 0.55  # two faces further apart are different people: 0.6 % of one person's face pairs are
@@ -42,17 +44,6 @@ class PersonTrack:
     id: int
     faces: list[tuple[int, int]] = field(default_factory=list)
     identity: str = IDENTITY_BY_APPEARANCE
-
-
-def box_iou(a, b) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def face_side(face) -> float:
