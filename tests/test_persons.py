@@ -269,9 +269,10 @@ def test_ffiw_masks_and_folder_boxes_label_persons_and_evaluate_reports_person_a
     faces = extract_test_faces(video.path, create_face_detector(), 4, 64)
     label_persons(video, faces, 4)
     assert faces.person_labels == {1: 0, 2: 1}
-    manifest.write_text(f"path,label,fake_boxes\n{videos['side_by_side']},fake,380 90 300 290\n")
-    with pytest.raises(ValueError, match="fake_boxes"):
-        test_videos("folder", manifest)
+    for malformed in ("380 90 300 290", "nan 1 inf 2", "1 2 ² 4", "1 2 3"):
+        manifest.write_text(f"path,label,fake_boxes\n{videos['side_by_side']},fake,{malformed}\n")
+        with pytest.raises(ValueError, match="fake_boxes"):
+            test_videos("folder", manifest)
 
 
 def test_a_face_seen_once_is_a_person_of_one_frame(tmp_path, marker_detector):

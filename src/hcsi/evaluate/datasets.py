@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def _boxes_value(text: str, where: str) -> tuple:
             box = tuple(float(v) for v in values)
         except ValueError:
             box = ()
-        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"{where}: fake_boxes {part!r} is not a box 'x0 y0 x1 y1' with x1 > x0 and y1 > y0")
         boxes.append(box)
     return tuple(boxes)
