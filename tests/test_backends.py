@@ -1,5 +1,6 @@
 """The CPU backends: ONNX Runtime from a cached export (the default on the CPU) against PyTorch eager, for both model
 families; the cache (reused, never stale, safe under two writers, an unwritable folder); a failed export."""
+import csv
 import json
 import os
 import subprocess
@@ -7,8 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from media import fixture
 
+from hcsi.cli import main
 from hcsi.detect import Detector
 from hcsi.detect.backends import cached_onnx_model, onnx_cache_dir
 from hcsi.evaluate.calibration import fit_calibration
@@ -18,10 +21,27 @@ from hcsi.models import build_model, model_from_checkpoint, save_checkpoint
 FAMILIES = {"hcsi_net_small": 64, "sbi_efficientnet_b4": 64}  # HCSI-Net and SBI's EfficientNet-B4 (x/255 input)
 
 
+def with_batch_statistics(model: torch.nn.Module, size: int) -> torch.nn.Module:
+    """Randomly initialised, EfficientNet's activations shrink about 4x per stage, so every input gets the same
+    score and a comparison of backends would prove nothing; batch-norm statistics taken from a few random batches
+    scale them back, so that scores differ between faces."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # the mean over the batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    return model.eval()
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def checkpoint(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param) / "model.safetensors"
-    save_checkpoint(build_model(request.param, input_size=FAMILIES[request.param]), path)
+    size = FAMILIES[request.param]
+    torch.manual_seed(0)
+    save_checkpoint(with_batch_statistics(build_model(request.param, input_size=size), size), path)
     return path
 
 
@@ -40,6 +60,7 @@ def test_onnx_runtime_and_pytorch_give_the_same_scores_and_verdicts(checkpoint, 
     videos = [fixture("ghost/elon.mp4"), fixture("face_recognition/two_people.jpg")]
     by_torch = list(torch_detector.score_many(videos))
     by_onnx = list(onnx_detector.score_many(videos))
+    assert np.ptp([f.score for r in by_torch for f in r.faces]) > 1e-3  # faces score differently
     for a, b in zip(by_torch, by_onnx):
         assert len(a.faces) == len(b.faces) > 0
         assert max(abs(x.score - y.score) for x, y in zip(a.faces, b.faces)) < 1e-4
@@ -134,14 +155,17 @@ def test_a_failed_export_is_said_once_and_pytorch_scores(checkpoint, fresh_cache
 
 
 def test_mistakes_are_answered_before_torch_is_imported(tmp_path):
-    """A missing checkpoint, a checkpoint folder, a misspelt option (the sub-command's usage and the closest option)
-    and an empty folder: each message, from a process that never imported torch (so it answers at once)."""
+    """A missing checkpoint, a checkpoint folder, a misspelt option (the sub-command's usage and the closest option),
+    an empty folder, a junk file to import: each message, from a process that never imported torch (so it answers
+    at once)."""
     probe = ("import sys, runpy; sys.argv = ['hcsi'] + sys.argv[1:]\n"
              "from hcsi.cli import main\n"
              "code = main(sys.argv[1:])\n"
              "print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)\n"
              "sys.exit(code)")
     (tmp_path / "empty").mkdir()
+    junk = tmp_path / "junk.pth"  # e.g. a web page saved instead of the download
+    junk.write_text("PNG preview of the model card")
     cases = [
         (["detect", "a.mp4", "--checkpoint", str(tmp_path / "none.safetensors")], "--checkpoint .* no such file"),
         (["detect", "a.mp4", "--checkpoint", str(tmp_path)], "is a folder: give the .safetensors file"),
@@ -153,6 +177,14 @@ def test_mistakes_are_answered_before_torch_is_imported(tmp_path):
          "hcsi worker: error: --checkpoint .* no such file"),
         (["evaluate", "--checkpoint", str(tmp_path / "none.safetensors"), "--dataset", "folder", "--root",
           str(tmp_path)], "hcsi evaluate: error: --checkpoint .* no such file"),
+        (["calibrate", "--checkpoint", str(tmp_path / "none.safetensors"), "--from-results", str(tmp_path)],
+         "hcsi calibrate: error: --checkpoint .* no such file"),
+        (["calibrate", "--checkpoint", __file__, "--from-results", str(tmp_path / "gone")],
+         "--from-results .*gone: no such folder"),
+        (["robustness", "--checkpoint", str(tmp_path / "none.safetensors"), "--dataset", "folder", "--root",
+          str(tmp_path), "--out", str(tmp_path / "r")], "hcsi robustness: error: --checkpoint .* no such file"),
+        (["import-weights", str(junk), "--format", "sbi", "--out", str(tmp_path / "o.safetensors")],
+         "junk.pth: expected a PyTorch checkpoint written by torch.save .*but it is text beginning 'PNG"),
     ]
     import re
 
@@ -182,3 +214,39 @@ def test_warnings_print_their_message_not_a_source_line(tmp_path):
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert "hcsi: warning: calibration fitted on few videos" in run.stderr
     assert "warnings.warn(" not in run.stderr
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_evaluate_and_robustness_score_with_onnx_runtime_by_default(checkpoint, fresh_cache, tmp_path):
+    """`hcsi evaluate` and `hcsi robustness` on the CPU: ONNX Runtime unless --backend torch, every frame score
+    within 1e-4 of PyTorch's (none dropped), and the engine recorded per video and in the summaries."""
+    root = tmp_path / "clips"
+    for label, name in (("real", "liveportrait/d0"), ("fake", "ghost/elon")):
+        (root / label).mkdir(parents=True)
+        (root / label / f"{name.split('/')[1]}.mp4").symlink_to(fixture(f"{name}.mp4"))
+    common = ["--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(root), "--frames", "4",
+              "--workers", "0", "--device", "cpu"]
+    frames, summaries, cells = {}, {}, {}
+    for backend in ("torch", "auto"):
+        out = tmp_path / f"evaluate-{backend}"
+        assert main(["evaluate", *common, "--backend", backend, "--out", str(out)]) == 0
+        summaries[backend] = json.loads((out / "summary.json").read_text())
+        frames[backend] = [(r["video_id"], r["frame_index"], float(r["score"])) for r in _rows(out / "frames.csv")]
+        out = tmp_path / f"robustness-{backend}"
+        assert main(["robustness", *common, "--backend", backend, "--out", str(out), "--perturbations", "blur",
+                     "--levels", "3"]) == 0
+        rows = json.loads((out / "robustness.json").read_text())
+        cells[backend] = [(r["level"], r["backends"]) for r in rows]
+        cells[backend + " scores"] = sorted(json.loads(p.read_text())["score"] for p in out.glob("cache/*/*.json"))
+    assert summaries["torch"]["backends"] == ["torch"] and summaries["auto"]["backends"] == ["onnxruntime"]
+    assert [f[:2] for f in frames["torch"]] == [f[:2] for f in frames["auto"]] and len(frames["torch"]) == 8
+    by_torch, by_onnx = (np.array([f[2] for f in frames[b]]) for b in ("torch", "auto"))
+    assert np.ptp(by_torch) > 1e-3  # the scores differ between frames, so agreeing within 1e-4 means something
+    assert np.abs(by_torch - by_onnx).max() < 1e-4
+    assert cells["torch"] == [(0, ["torch"]), (3, ["torch"])]
+    assert cells["auto"] == [(0, ["onnxruntime"]), (3, ["onnxruntime"])]
+    assert np.abs(np.array(cells["torch scores"]) - np.array(cells["auto scores"])).max() < 1e-4

@@ -204,7 +204,10 @@ def test_bad_files_get_one_line_exit_2_and_nothing_written(case, sbi, tmp_path, 
     assert "PAYLOAD RAN" not in printed.out
     assert code == 2 and not out.exists() and not list(tmp_path.glob("*.tmp"))
     assert len(error.splitlines()) == 1 and "source.pth" in error
-    expected = {"truncated": "truncated", "not a checkpoint": "not a readable PyTorch checkpoint",
+    expected = {"truncated": "truncated",
+                "not a checkpoint": "expected a PyTorch checkpoint written by torch.save (SBI's FFraw.tar or "
+                                    "FFc23.tar: a zip archive, or a pickle from PyTorch before 1.6), but it is text "
+                                    "beginning '<html>404 Not Fo'",
                 "needs code": "nothing was executed", "other architecture": "keys of another shape",
                 "extra key": "1 unmapped keys: net.adjust_channel.weight",
                 "missing key": "1 missing keys: net._blocks.7._bn1.running_var",

@@ -19,6 +19,26 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def require_torch_save_file(path: str | os.PathLike, example: str = "a .pth or .tar checkpoint") -> None:
+    """Refuse, by its first bytes and before torch is imported, a file that torch.save cannot have written: since
+    PyTorch 1.6 a zip archive ("PK"), before that a pickle (protocol byte 0x80)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file" if not path.exists() else f"{path} is a folder, not a file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return
+    if not head:
+        found = "it is empty"
+    elif all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        found = f"it is text beginning {head.decode().splitlines()[0][:16]!r}"
+    else:
+        found = f"its first bytes are {head[:8].hex(' ')}"
+    raise ValueError(f"{path}: expected a PyTorch checkpoint written by torch.save ({example}: a zip archive, or a "
+                     f"pickle from PyTorch before 1.6), but {found}")
+
+
 def _umask() -> int:
     """The process's file-creation mask (read by setting it and putting it back)."""
     mask = os.umask(0)

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..faces.detect import default_face_detector
 from ..perturbations import LEVELS, PERTURBATIONS
 from .options import (
+    backend_option,
     aggregate_option,
     benchmark_options,
     checkpoint_option,
@@ -55,26 +56,36 @@ def _evaluate(args: argparse.Namespace) -> int:
         calibration = Calibration.load(args.calibration, file_sha256(args.checkpoint))
     ctx = setup_distributed(args.device)
     try:
-        summary = evaluate(model, videos, out, options=options, ctx=ctx, about=about, calibration=calibration)
+        summary = evaluate(model, videos, out, options=options, ctx=ctx, about=about, calibration=calibration,
+                           scorer=_scorer(args, model, ctx.device))
     finally:
         shutdown_distributed(ctx)
     if summary is not None:
-        keys = ("dataset", "aggregate", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc", "person_auc",
+        keys = ("dataset", "aggregate", "backends", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc", "person_auc",
                 "top_person_is_manipulated")
         print(json.dumps({k: summary[k] for k in keys if k in summary} | {"out": out}))
     return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    require_hcsi_checkpoint(args.checkpoint, "calibrate")  # mistakes answered before torch is imported
+    targets = [target_fpr(value) for value in args.target_fpr.split(",")]
+    if args.from_results and not Path(args.from_results).is_dir():
+        raise ValueError(f"--from-results {args.from_results}: no such folder")
+    if args.from_jobs and not Path(args.from_jobs).is_dir() and not args.database:
+        raise ValueError(f"--from-jobs {args.from_jobs}: no such folder")
+    if not (args.from_results or args.from_jobs):
+        if not args.dataset or not args.root:
+            raise ValueError("calibrate needs --dataset and --root (labelled videos to score), or --from-results DIR")
+        from ..evaluate.datasets import test_videos
+
+        videos = test_videos(args.dataset, args.root, args.compression)
     from ..distributed import resolve_device, setup_distributed, shutdown_distributed
     from ..evaluate.calibration import calibration_path_for, fit_calibration, video_list_sha256, video_sha256
-    from ..evaluate.datasets import test_videos
     from ..evaluate.run import EvaluationOptions, calibration_settings, evaluate, scoring_settings, video_key
     from ..files import file_sha256, options_to_continue, settings_mismatch
     from ..models.builder import model_from_checkpoint
 
-    require_hcsi_checkpoint(args.checkpoint, "calibrate")
-    targets = [target_fpr(value) for value in args.target_fpr.split(",")]
     model = model_from_checkpoint(args.checkpoint)
     options = EvaluationOptions(frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                                 detector=args.detector or default_face_detector(resolve_device(args.device)),
@@ -94,15 +105,13 @@ def _calibrate(args: argparse.Namespace) -> int:
                              f"({', '.join(changed)} differ{f'; it used {hint}' if hint else ''}); its scores do not "
                              "calibrate this checkpoint")
     else:
-        if not args.dataset or not args.root:
-            raise ValueError("calibrate needs --dataset and --root (labelled videos to score), or --from-results DIR")
-        videos = test_videos(args.dataset, args.root, args.compression)
         results = args.results_out or os.path.join("results", f"calibrate-{args.dataset}-{Path(args.checkpoint).stem}")
         about = {"dataset": args.dataset, "root": str(args.root), "checkpoint": os.path.abspath(args.checkpoint),
                  "model": model.config.name, "command": "hcsi " + " ".join(sys.argv[1:])}
         ctx = setup_distributed(args.device)
         try:
-            evaluate(model, videos, results, options=options, ctx=ctx, about=about)
+            evaluate(model, videos, results, options=options, ctx=ctx, about=about,
+                     scorer=_scorer(args, model, ctx.device))
         finally:
             shutdown_distributed(ctx)
     with open(Path(results) / "videos.csv", newline="") as f:
@@ -172,8 +181,11 @@ def _calibrate_from_jobs(args: argparse.Namespace, model, targets: list[float]) 
 
 
 def _robustness(args: argparse.Namespace) -> int:
-    from ..distributed import resolve_device, setup_distributed, shutdown_distributed
     from ..evaluate.datasets import test_videos
+
+    require_hcsi_checkpoint(args.checkpoint, "robustness")  # mistakes answered before torch is imported
+    videos = test_videos(args.dataset, args.root, args.compression)
+    from ..distributed import resolve_device, setup_distributed, shutdown_distributed
     from ..evaluate.robustness import RobustnessOptions, robustness, robustness_table
     from ..models.builder import model_from_checkpoint
 
@@ -183,18 +195,23 @@ def _robustness(args: argparse.Namespace) -> int:
                                 amp=args.amp, seed=args.seed, levels=tuple(args.levels),
                                 detect_on=args.detect_on,
                                 **({"perturbations": tuple(perturbations)} if perturbations else {}))
-    videos = test_videos(args.dataset, args.root, args.compression)
-    require_hcsi_checkpoint(args.checkpoint, "robustness")
     model = model_from_checkpoint(args.checkpoint)
     ctx = setup_distributed(args.device)
     try:
-        rows = robustness(model, videos, args.out, options=options, ctx=ctx)
+        rows = robustness(model, videos, args.out, options=options, ctx=ctx, scorer=_scorer(args, model, ctx.device))
     finally:
         shutdown_distributed(ctx)
     if rows is not None:
         print(robustness_table(rows))
         print(f"wrote {args.out}/robustness.json, robustness.md, robustness.png", file=sys.stderr)
     return 0
+
+
+def _scorer(args: argparse.Namespace, model, device):
+    """The ONNX Runtime export that scores for `model` with --backend on `device`, or None (PyTorch scores)."""
+    from ..detect.backends import onnx_scorer
+
+    return onnx_scorer(model, args.checkpoint, args.backend, device)
 
 
 def _perturb_preview(args: argparse.Namespace) -> int:
@@ -212,7 +229,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              description="N frames per video, every face cropped, max over faces, mean over frames; "
                                          "ROC-AUC over videos. Under torchrun the videos are shared among processes.",
                              parents=[checkpoint_option(required=True), benchmark_options(),
-                                      face_detector_option("--detector", dest="detector"), aggregate_option()])
+                                      face_detector_option("--detector", dest="detector"), aggregate_option(),
+                                      backend_option(onnx_file=False)])
     ev.add_argument("--out", help="output folder (default results/<dataset>-<run>); a rerun resumes")
     ev.add_argument("--failure-score", type=fraction, default=0.5,
                     help="score of a video that is unreadable or has no face (default 0.5, as SBI)")
@@ -234,7 +252,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "calibration file (default: beside the checkpoint, <checkpoint>.calibration.json) that hcsi "
                     "detect, hcsi serve and hcsi evaluate --calibration apply.",
         parents=[checkpoint_option(required=True), benchmark_options(required=False),
-                 face_detector_option("--detector", dest="detector"), aggregate_option()])
+                 face_detector_option("--detector", dest="detector"), aggregate_option(),
+                 backend_option(onnx_file=False)])
     cal.add_argument("--method", default="platt", choices=["platt", "temperature", "isotonic", "auto"],
                      help="platt (default: a logistic fit on the score's logit, which can move the scale), "
                           "temperature, isotonic, or auto (the lowest 5-fold cross-validated NLL)")
@@ -257,7 +276,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "(perturbation, level) and scored as by hcsi evaluate. Writes robustness.json, robustness.md "
                     "and robustness.png. Under torchrun the videos are shared among processes.",
         parents=[checkpoint_option(required=True), benchmark_options(), seed_option(),
-                 face_detector_option(dest="detector")])
+                 face_detector_option(dest="detector"), backend_option(onnx_file=False)])
     rob.add_argument("--out", required=True, help="output folder (a rerun resumes)")
     rob.add_argument("--perturbations", default="all",
                      help=f"all, or a comma-separated subset of {','.join(PERTURBATIONS)}")

@@ -112,11 +112,12 @@ def frames_option() -> argparse.ArgumentParser:
     return option("--frames", type=at_least(1), default=32, help="evenly spaced frames per video (default 32)")
 
 
-def backend_option() -> argparse.ArgumentParser:
+def backend_option(onnx_file: bool = True) -> argparse.ArgumentParser:
+    """--backend; `onnx_file`: the command also scores an exported file given with --model."""
     return option("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
                   help="what runs the network: auto (default: ONNX Runtime on the CPU, from an export made once per "
-                       "checkpoint and cached; PyTorch on a GPU), torch (PyTorch eager), onnxruntime (with --model "
-                       "FILE.onnx: that file)")
+                       "checkpoint and cached; PyTorch on a GPU), torch (PyTorch eager), onnxruntime" +
+                       (" (with --model FILE.onnx: that file)" if onnx_file else ""))
 
 
 def aggregate_option() -> argparse.ArgumentParser:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..files import require_torch_save_file
 from .options import at_least
 
 
 def _import_weights(args: argparse.Namespace) -> int:
+    example = {"sbi": "SBI's FFraw.tar or FFc23.tar", "deepfakebench": "DeepfakeBench's ckpt_best.pth"}[args.format]
+    require_torch_save_file(args.file, example)  # answered before torch is imported
     from ..models.published import import_weights
     from ..models.weights import checkpoint_config
 

@@ -42,7 +42,7 @@ from ..faces import create_face_detector, default_face_detector
 from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
-from .backends import cached_onnx_model, resolve_backend, say
+from .backends import backend_name, onnx_scorer, resolve_backend
 from .gradcam import grad_cam_maps
 
 PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
@@ -143,7 +143,7 @@ class Detector:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.scorer = model if scorer is None else scorer
-        self.backend = "torch" if scorer is None else "onnxruntime"
+        self.backend = backend_name(scorer)
         self.frames = frames
         self.batch_size = batch_size
         self.face_detector = create_face_detector(face_detector or default_face_detector(self.device),
@@ -183,14 +183,9 @@ class Detector:
             digest = file_sha256(path)
             options["calibration"] = Calibration.load(calibration or beside, digest)
         model = model_from_checkpoint(path)
-        scorer = None
         if resolve_backend(backend, resolve_device(device)) == "onnxruntime":
             digest = digest or file_sha256(path)
-            try:
-                scorer = cached_onnx_model(model, digest)
-            except Exception as error:  # never a silent other result: said, then the PyTorch path
-                say(f"the ONNX export of {Path(path).name} failed ({type(error).__name__}: {error}); scoring with "
-                    "PyTorch instead (--backend torch skips the attempt)")
+        scorer = onnx_scorer(model, path, backend, resolve_device(device), digest)
         detector = cls(model, device=device, scorer=scorer, **options)
         detector.checkpoint_path, detector._checkpoint_sha256 = Path(path), digest
         return detector

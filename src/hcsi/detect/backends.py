@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..files import cache_dir
+from ..files import cache_dir, file_sha256
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -36,6 +36,26 @@ def resolve_backend(backend: str, device) -> str:
     if backend == "auto":
         return "onnxruntime" if str(device).startswith("cpu") else "torch"
     return backend
+
+
+def onnx_scorer(model: nn.Module, checkpoint: str | Path, backend: str, device,
+                checkpoint_sha256: str | None = None):
+    """What scores for the network `model` of `checkpoint`: its cached ONNX Runtime export when `backend` resolves to
+    ONNX Runtime on `device`, else None (the PyTorch model itself scores). An export that fails is said once and
+    gives None: PyTorch scores, never a silent other result."""
+    if resolve_backend(backend, device) != "onnxruntime":
+        return None
+    try:
+        return cached_onnx_model(model, checkpoint_sha256 or file_sha256(checkpoint))
+    except Exception as error:
+        say(f"the ONNX export of {Path(checkpoint).name} failed ({type(error).__name__}: {error}); scoring with "
+            "PyTorch instead (--backend torch skips the attempt)")
+        return None
+
+
+def backend_name(scorer) -> str:
+    """"torch" or "onnxruntime": which engine a scorer of `onnx_scorer` runs on (None: the PyTorch model)."""
+    return "torch" if scorer is None or isinstance(scorer, nn.Module) else "onnxruntime"
 
 
 def say(message: str) -> None:

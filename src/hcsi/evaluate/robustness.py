@@ -7,7 +7,8 @@ video would reach a user), then faces are found, cropped and scored as in `hcsi 
 Output folder:
     settings.json           what the cached scores depend on (weights, model config, frames, detector, amp, seed)
     cache/<cell>/<hash>.json  one finished (video, cell), written atomically; a rerun skips it
-    robustness.json         [{perturbation, level, auc, ap, n_videos, n_failed}] ("clean" has level 0)
+    robustness.json         [{perturbation, level, auc, ap, n_videos, n_failed, backends}] ("clean" has level 0;
+                            backends: the engines that scored its videos)
     robustness.md           AUC (%) table: rows perturbations, columns levels, the mean per level, the clean AUC
     robustness.png / .svg   AUC against level, one line per perturbation, clean as a reference line
 """
@@ -114,7 +115,7 @@ def _jobs(videos, options, out_dir, input_size):
             yield video, todo, options.frames, input_size, options.seed, options.detect_on
 
 
-def score_cells(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: RobustnessOptions,
+def score_cells(model, videos: list[TestVideo], out_dir: Path, options: RobustnessOptions,
                 device: torch.device, progress: bool = True) -> int:
     """Score every (video, cell) without a cache entry; returns how many videos needed work."""
     jobs = list(_jobs(videos, options, out_dir, model.config.input_size))
@@ -132,7 +133,8 @@ def score_cells(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, 
                 status, reason = STATUS_ERROR, failure_reason(video.path, "scoring", error)
             write_json_atomic(cell_cache(out_dir, video, cell),
                               {"key": video.key, "label": video.label, "status": status, "reason": reason,
-                               "score": score, "frames_used": len(frames)})
+                               "score": score, "frames_used": len(frames),
+                               "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime"})
         bar.update(1)
     bar.close()
     return len(jobs)
@@ -152,7 +154,8 @@ def summarize_cells(videos: list[TestVideo], out_dir: Path, options: RobustnessO
         scored = [(label, score) for label, score in scored if score is not None]
         metrics = detection_metrics([label for label, _ in scored], [score for _, score in scored])
         rows.append({"perturbation": cell[0], "level": cell[1], "auc": metrics["auc"], "ap": metrics["ap"],
-                     "n_videos": len(records), "n_failed": sum(r["status"] != STATUS_OK for r in records)})
+                     "n_videos": len(records), "n_failed": sum(r["status"] != STATUS_OK for r in records),
+                     "backends": sorted({r.get("backend", "torch") for r in records})})
     write_json_atomic(out_dir / "robustness.json", rows, indent=1)
     with atomic_path(out_dir / "robustness.md") as tmp:
         Path(tmp).write_text(robustness_table(rows))
@@ -211,9 +214,10 @@ def robustness_plot(rows: list[dict], out: Path) -> list[Path]:
 
 def robustness(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Path,
                options: RobustnessOptions | None = None, ctx: Distributed | None = None,
-               progress: bool = True) -> list[dict] | None:
+               progress: bool = True, scorer=None) -> list[dict] | None:
     """Score every cell of every video (video i on rank i mod world size); rank 0 writes the outputs and returns
-    the rows (other ranks return None)."""
+    the rows (other ranks return None). `scorer`: what runs the network when not `model` (its ONNX Runtime
+    export)."""
     options = options or RobustnessOptions()
     ctx = ctx or Distributed()
     out_dir = Path(out_dir)
@@ -221,7 +225,7 @@ def robustness(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | P
     settings = scoring_settings(model, options) | {"seed": options.seed, "detect_on": options.detect_on}
     claim_out_dir(out_dir, settings, ctx)
     model = model.to(ctx.device).eval()
-    score_cells(model, videos[ctx.rank::ctx.world_size], out_dir, options, device=ctx.device,
+    score_cells(model if scorer is None else scorer, videos[ctx.rank::ctx.world_size], out_dir, options, device=ctx.device,
                 progress=progress and ctx.is_main)
     ctx.barrier()
     if not ctx.is_main:

@@ -153,10 +153,11 @@ def _extracted(videos: list[TestVideo], options: EvaluationOptions, input_size: 
     yield from map_in_workers(_extract, jobs, options.workers, options.detector, str(device))
 
 
-def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path, options: EvaluationOptions,
+def score_videos(model, videos: list[TestVideo], out_dir: Path, options: EvaluationOptions,
                  device: torch.device, progress: bool = True) -> int:
     """Score the videos that have no cache entry yet (with options.retry_failed, also those cached as failed),
-    writing one per video as it finishes; returns how many."""
+    writing one per video as it finishes; returns how many. `model`: the PyTorch model or its ONNX Runtime
+    export."""
     todo = [v for v in videos if _needs_scoring(cache_path(out_dir, v), options.retry_failed)]
     bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="evaluate", unit="video", disable=not progress,
                dynamic_ncols=True)
@@ -179,6 +180,7 @@ def score_videos(model: torch.nn.Module, videos: list[TestVideo], out_dir: Path,
                   "path": str(video.path), "label": video.label, "status": status, "reason": reason,
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
                   "frames_sampled": len(faces.frame_indices), "frames": frames, "crop": crop,
+                  "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime",
                   "persons_score": aggregate_persons(persons),
                   "persons": [{"id": p.id, "score": p.score, "label": faces.person_labels.get(p.id),
                                "frames": len(p.frame_indices), "faces_scored": p.faces_scored} for p in persons]}
@@ -248,6 +250,7 @@ def summarize(videos: list[TestVideo], out_dir: Path, options: EvaluationOptions
         **subsets,
         **person_metrics(records),
         "aggregate": options.aggregate,
+        "backends": sorted({r.get("backend", "torch") for r in records}),  # the engines that scored (within 1e-4)
         "frame_auc": frame_metrics["auc"],
         "n_videos": len(records),
         "n_scored": len(scored),
@@ -426,9 +429,10 @@ def claim_out_dir(out_dir: Path, settings: dict, ctx: Distributed) -> None:
 
 def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Path,
              options: EvaluationOptions | None = None, ctx: Distributed | None = None, about: dict | None = None,
-             progress: bool = True, calibration: Calibration | None = None) -> dict | None:
+             progress: bool = True, calibration: Calibration | None = None, scorer=None) -> dict | None:
     """Score `videos` (every rank its share: video i goes to rank i mod world size), then rank 0 writes the outputs
-    and returns the summary (other ranks return None)."""
+    and returns the summary (other ranks return None). `scorer`: what runs the network when not `model` (an ONNX
+    Runtime export of it, `hcsi.detect.backends`); each video records which engine scored it."""
     options = options or EvaluationOptions()
     ctx = ctx or Distributed()
     if calibration is not None:  # before any video is scored
@@ -437,8 +441,8 @@ def evaluate(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | Pat
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
     claim_out_dir(out_dir, scoring_settings(model, options), ctx)
     model = model.to(ctx.device).eval()
-    score_videos(model, videos[ctx.rank::ctx.world_size], out_dir, options, device=ctx.device,
-                 progress=progress and ctx.is_main)
+    score_videos(model if scorer is None else scorer, videos[ctx.rank::ctx.world_size], out_dir, options,
+                 device=ctx.device, progress=progress and ctx.is_main)
     ctx.barrier()
     if not ctx.is_main:
         return None

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..files import atomic_path
+from ..files import atomic_path, require_torch_save_file
 from .config import HCSINetConfig
 
 # Keys a timm classifier leaves in a state dict; the streams are built without one, so these are dropped.
@@ -45,7 +45,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_torch_file(path: Path) -> object:
     """torch.load(weights_only=True): tensors and plain containers only, never code. A file that would need code
-    to unpickle is refused with the offending global named."""
+    to unpickle is refused with the offending global named; a file torch.save cannot have written, by its first
+    bytes."""
+    require_torch_save_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
