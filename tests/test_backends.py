@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,25 +16,11 @@ from hcsi.cli import main
 from hcsi.detect import Detector
 from hcsi.detect.backends import cached_onnx_model, onnx_cache_dir
 from hcsi.evaluate.calibration import fit_calibration
+from hcsi.evaluate.protocol import read_ahead
 from hcsi.files import file_sha256
-from hcsi.models import build_model, model_from_checkpoint, save_checkpoint
+from hcsi.models import build_model, model_from_checkpoint, save_checkpoint, with_batch_statistics
 
 FAMILIES = {"hcsi_net_small": 64, "sbi_efficientnet_b4": 64}  # HCSI-Net and SBI's EfficientNet-B4 (x/255 input)
-
-
-def with_batch_statistics(model: torch.nn.Module, size: int) -> torch.nn.Module:
-    """Randomly initialised, EfficientNet's activations shrink about 4x per stage, so every input gets the same
-    score and a comparison of backends would prove nothing; batch-norm statistics taken from a few random batches
-    scale them back, so that scores differ between faces."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # the mean over the batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0)))
-    return model.eval()
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -41,7 +28,7 @@ def checkpoint(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param) / "model.safetensors"
     size = FAMILIES[request.param]
     torch.manual_seed(0)
-    save_checkpoint(with_batch_statistics(build_model(request.param, input_size=size), size), path)
+    save_checkpoint(with_batch_statistics(build_model(request.param, input_size=size)), path)
     return path
 
 
@@ -250,3 +237,64 @@ def test_evaluate_and_robustness_score_with_onnx_runtime_by_default(checkpoint, 
     assert cells["torch"] == [(0, ["torch"]), (3, ["torch"])]
     assert cells["auto"] == [(0, ["onnxruntime"]), (3, ["onnxruntime"])]
     assert np.abs(np.array(cells["torch scores"]) - np.array(cells["auto scores"])).max() < 1e-4
+
+
+def test_read_ahead_makes_the_next_item_while_the_current_one_is_used():
+    """The producer runs ahead (the next item is made while the consumer still holds the current one), the order is
+    kept, an exception of the producer comes out in its place, and closing early stops the producer."""
+    import threading
+
+    made = [threading.Event() for _ in range(4)]
+
+    def items():
+        for i in range(4):
+            made[i].set()
+            yield i
+
+    seen = []
+    for i in read_ahead(items()):
+        seen.append(i)
+        if i < 3:  # without a thread, item i + 1 is made only after this body returns: the wait would time out
+            assert made[i + 1].wait(timeout=10)
+    assert seen == [0, 1, 2, 3]
+
+    def failing():
+        yield "a"
+        raise ValueError("broken input list")
+
+    got = []
+    with pytest.raises(ValueError, match="broken input list"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == ["a"]
+
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    stream = read_ahead(endless())
+    assert next(stream) == 0
+    stream.close()
+    time.sleep(0.5)
+    count = len(produced)
+    time.sleep(0.5)
+    assert len(produced) == count <= 4  # stopped, a few items ahead at most
+
+
+def test_overlapped_detection_gives_the_results_of_the_sequential_one(checkpoint, fresh_cache):
+    """score_many with the face stage overlapping the network (the default) and without: the same faces and scores
+    for every input, a broken one in the middle included."""
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=4)
+    broken = fresh_cache.parent / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    inputs = [fixture("ghost/elon.mp4"), broken, fixture("face_recognition/two_people.jpg"),
+              fixture("liveportrait/d0.mp4")]
+    sequential = [r.to_dict() for r in detector.score_many(inputs, overlap=False)]
+    overlapped = [r.to_dict() for r in detector.score_many(inputs)]
+    assert overlapped == sequential
+    assert [r["status"] for r in sequential] == ["ok", "unreadable", "ok", "ok"]
+    explained = [r.to_dict() for r in detector.score_many(inputs[:2], explain=True)]
+    assert [r["score"] for r in explained] == pytest.approx([r["score"] for r in sequential[:2]], abs=1e-4)

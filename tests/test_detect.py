@@ -11,6 +11,7 @@ from PIL import Image
 
 from hcsi.cli import main
 from hcsi.detect import Detector
+from hcsi.detect.api import strip_faces
 from hcsi.detect.explain import gate_strip
 from hcsi.evaluate.protocol import MAX_DETECTION_SIDE
 from hcsi.models import build_model, save_checkpoint
@@ -53,7 +54,9 @@ def test_an_image_file_and_an_array_score_the_same(detector):
 
 def test_gates_of_every_stage_and_both_streams_make_a_heatmap_strip(detector):
     result = detector.score(fixture("ghost/dance.mp4"), explain=True)
-    assert len(result.gates) == len(result.faces)
+    # gates for the faces the strips show only: each frame's top face, and each person's
+    assert sorted(result.gates) == sorted(set(strip_faces(result.faces)) | {p.best_face for p in result.persons})
+    assert len(result.gates) == 4 == len(result.faces)  # 4 frames, one face each
     stages = len(result.gates[0]["cnn"])
     assert stages == len(result.gates[0]["vit"]) >= 4
     strip = gate_strip(result)
@@ -163,7 +166,7 @@ def test_exported_models_give_the_probabilities_of_pytorch(checkpoint, detector,
 
     model = model_from_checkpoint(checkpoint)
     faces = detector.score(fixture("ghost/dance.mp4"), explain=True)
-    real_crops = torch.stack([image_to_tensor(g["crop"]) for g in faces.gates])
+    real_crops = torch.stack([image_to_tensor(g["crop"]) for g in faces.gates.values()])
     inputs = {"random": torch.randn(5, 3, 64, 64), "faces": real_crops}
     onnx_path, ts_path = tmp_path / "model.onnx", tmp_path / "model.pt"
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(onnx_path)]) == 0

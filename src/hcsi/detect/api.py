@@ -35,6 +35,7 @@ from ..evaluate.protocol import (
     extract_test_faces,
     faces_in_frames,
     failure_reason,
+    read_ahead,
     score_crops,
     score_in_batches,
 )
@@ -69,7 +70,9 @@ class DetectionResult:
     frame_scores: list[float] = field(default_factory=list)
     faces: list[FaceResult] = field(default_factory=list)
     frames_sampled: int = 0
-    gates: list[dict] | None = None  # explain=True: per face {"crop", "cnn": [H×W per stage], "vit": [...], "gradcam"}
+    # explain=True: {index in `faces`: {"crop", "cnn": [H×W per stage], "vit": [...], "gradcam"}} for the faces the
+    # strips show (`strip_faces` and each person's top face), computed by the PyTorch model
+    gates: dict[int, dict] | None = None
     calibration: str = UNCALIBRATED  # the calibration file applied, or "uncalibrated"
     probability: float | None = None  # calibrated probability of "fake" (None without a calibration)
     decision: Decision = field(default_factory=Decision)  # tiers at operating points, or a raw-score threshold
@@ -127,8 +130,8 @@ class Detector:
         threshold: the raw-score threshold of the fake/real label, only without a calibration.
         aggregate: "paper" (the video score of the paper's protocol) or "persons" (the highest person score).
         scorer: what computes the scores when not `model` itself (an `OnnxRuntimeModel` of it: `from_checkpoint`'s
-            default on the CPU, within 1e-4 of it); inputs scored with `explain` run on `model`, which computes
-            their gates and Grad-CAM in the same pass.
+            default on the CPU, within 1e-4 of it); with `explain`, the faces the strips show also go through
+            `model`, for their gates and Grad-CAM.
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
@@ -214,33 +217,31 @@ class Detector:
         detector._checkpoint_sha256, detector.backend = model.checkpoint_sha256, "onnxruntime"
         return detector
 
-    @torch.no_grad()
-    def _score_crops(self, crops: list[np.ndarray], explain: bool,
-                     scored: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[dict] | None]:
-        """Scores (and with `explain` the gates and Grad-CAM) of crops, a model batch at a time; `scored(n)` is told
-        after each batch how many crops are scored (then batches hold at most PROGRESS_CROPS crops)."""
-        config = self.model.config
-        scores, gates = [], []
+    def _score_crops(self, crops: list[np.ndarray], scored: Callable[[int], None] | None = None) -> np.ndarray:
+        """Scores of crops through the scorer (the backend), a model batch at a time; `scored(n)` is told after each
+        batch how many crops are scored (then batches hold at most PROGRESS_CROPS crops)."""
+        scores = []
         batch_size = min(self.batch_size, PROGRESS_CROPS) if scored else self.batch_size
         for start in range(0, len(crops), batch_size):
-            chunk = crops[start:start + batch_size]
-            if not explain:  # the evaluation protocol's own scoring, so detect and evaluate cannot drift apart
-                scores.append(score_crops(self.scorer, chunk, self.device, batch_size))
-                if scored:
-                    scored(start + len(chunk))
-                continue
-            x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in chunk]).to(self.device)
-            logits, stage_gates = self.model(x, return_gates=True)  # explained inputs: scored by the PyTorch model
-            scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())  # that computes their gates anyway
-            cams = grad_cam_maps(self.model, x) if getattr(self.model, "cnn", None) is not None else None
-            for i, crop in enumerate(chunk):
-                gates.append({"crop": crop,
-                              "cnn": [g[i, 0].float().cpu().numpy() for g in stage_gates.cnn],
-                              "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit],
-                              "gradcam": cams[i] if cams is not None else None})
+            chunk = crops[start:start + batch_size]  # the evaluation protocol's own scoring: detect and evaluate
+            scores.append(score_crops(self.scorer, chunk, self.device, batch_size))  # cannot drift apart
             if scored:
                 scored(start + len(chunk))
-        return (np.concatenate(scores) if scores else np.zeros(0)), (gates if explain else None)
+        return np.concatenate(scores) if scores else np.zeros(0)
+
+    @torch.no_grad()
+    def _explain_crops(self, crops: list[np.ndarray]) -> list[dict]:
+        """The gates of both streams at every stage and the CNN stream's Grad-CAM of each crop, from the PyTorch
+        model (whichever backend scored them)."""
+        if not crops:
+            return []
+        config = self.model.config
+        x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in crops]).to(self.device)
+        _, stage_gates = self.model(x, return_gates=True)
+        cams = grad_cam_maps(self.model, x) if getattr(self.model, "cnn", None) is not None else None
+        return [{"crop": crop, "cnn": [g[i, 0].float().cpu().numpy() for g in stage_gates.cnn],
+                 "vit": [_token_gate_grid(g[i]) for g in stage_gates.vit],
+                 "gradcam": cams[i] if cams is not None else None} for i, crop in enumerate(crops)]
 
     def _result(self, source: str, faces: VideoFaces, explain: bool,
                 crop_scores: np.ndarray | Exception | None = None, progress=None) -> DetectionResult:
@@ -256,16 +257,12 @@ class Detector:
             result.persons = self._judged_persons(faces, None)
             return result
         try:
-            gates = None
             if isinstance(crop_scores, Exception):
                 raise crop_scores
             if crop_scores is None:
-                crop_scores, gates = self._score_crops(faces.crops, explain, _frames_scored(faces, progress))
+                crop_scores = self._score_crops(faces.crops, _frames_scored(faces, progress))
         except Exception as error:  # this input fails with the reason; the next one is scored
-            result.status, result.reason = STATUS_ERROR, failure_reason(source, "scoring", error)
-            result.cannot_judge = judgeability(result, faces)
-            result.persons = self._judged_persons(faces, None)
-            return result
+            return self._failed(result, faces, failure_reason(source, "scoring", error))
         result.paper_score, frames = aggregate_video(faces, crop_scores)
         result.persons = self._judged_persons(faces, crop_scores)
         score = result.paper_score if self.aggregate == "paper" else aggregate_persons(result.persons)
@@ -278,7 +275,22 @@ class Detector:
         result.frame_scores = [s for _, s, _ in frames]
         result.faces = [FaceResult(faces.frame_indices[p], box, float(s))
                         for p, box, s in zip(faces.crop_frame, faces.boxes, crop_scores)]
-        result.gates = gates
+        if explain:  # only the faces the strips show: each frame's top face (up to STRIP_ROWS) and each person's
+            shown = sorted(set(strip_faces(result.faces)) | {p.best_face for p in result.persons
+                                                              if p.best_face is not None})
+            try:
+                result.gates = dict(zip(shown, self._explain_crops([faces.crops[i] for i in shown])))
+            except Exception as error:
+                return self._failed(result, faces, failure_reason(source, "gate heatmaps", error))
+        return result
+
+    def _failed(self, result: DetectionResult, faces: VideoFaces, reason: str) -> DetectionResult:
+        """`result` as an input that failed for `reason` (listed with it; the next input is scored)."""
+        result.status, result.reason = STATUS_ERROR, reason
+        result.score = result.paper_score = result.probability = None
+        result.faces, result.frame_indices, result.frame_scores = [], [], []
+        result.cannot_judge = judgeability(result, faces)
+        result.persons = self._judged_persons(faces, None)
         return result
 
     def _judged_persons(self, faces: VideoFaces, crop_scores: np.ndarray | None) -> list[PersonResult]:
@@ -326,18 +338,35 @@ class Detector:
         faces = VideoFaces(frame_indices=[0], crops=[crop], crop_frame=[0], boxes=[[0, 0, size, size]])
         return self._result(name, faces, explain)
 
-    def score_many(self, sources: Iterable[str | Path], explain: bool = False) -> Iterator[DetectionResult]:
-        """Score files in order, lazily. The crops of consecutive files are pooled into full model batches
-        (`score_in_batches`: a file whose crops break a batch fails alone); with `explain`, each file is scored on
-        its own (gate heatmaps)."""
-        if explain:
-            for source in sources:
-                yield self.score(source, explain=True)
-            return
+    def score_many(self, sources: Iterable[str | Path], explain: bool = False,
+                   overlap: bool = True) -> Iterator[DetectionResult]:
+        """Score files in order, lazily. With `overlap`, a background thread decodes the next files and finds their
+        faces while the network scores the current ones (`read_ahead`; the same results, docs/benchmarks.md "hcsi
+        detect on the CPU" for what it saves). The crops of consecutive files are pooled into full model batches
+        (`score_in_batches`: a file whose crops break a batch fails alone)."""
         size = self.model.config.input_size
         extracted = ((str(s), extract_test_faces(s, self.face_detector, self.frames, size)) for s in sources)
+        if overlap:
+            extracted = read_ahead(extracted)
         for source, faces, crop_scores in score_in_batches(self.scorer, extracted, self.device, self.batch_size):
-            yield self._result(source, faces, False, crop_scores)
+            yield self._result(source, faces, explain, crop_scores)
+
+
+STRIP_ROWS = 8  # frames in a gate strip
+
+
+def strip_faces(faces: list[FaceResult], max_rows: int = STRIP_ROWS) -> list[int]:
+    """The faces (indices in `faces`) a gate strip shows: each frame's highest-scoring face, in up to `max_rows`
+    frames evenly chosen."""
+    best: dict[int, int] = {}
+    for i, face in enumerate(faces):
+        if face.frame_index not in best or face.score > faces[best[face.frame_index]].score:
+            best[face.frame_index] = i
+    frames = sorted(best)
+    if not frames:
+        return []
+    keep = np.unique(np.linspace(0, len(frames) - 1, min(max_rows, len(frames))).round().astype(int))
+    return [best[frames[k]] for k in keep]
 
 
 MIN_FACE_CROP_PX = 64  # provisional (docs/protocol.md, "Cannot judge"): a crop upsampled more than 3.5× to 224 px

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ..files import atomic_path
-from .api import DetectionResult
+from .api import STRIP_ROWS, DetectionResult, strip_faces
 from .report import person_colour
 
 TILE = 112  # side of each tile in the strip, pixels
@@ -24,19 +24,13 @@ def overlay(crop: np.ndarray, gate: np.ndarray, alpha: float = 0.5) -> np.ndarra
     return (alpha * colour + (1 - alpha) * crop).astype(np.uint8)
 
 
-def gate_strip(result: DetectionResult, max_rows: int = 8) -> np.ndarray:
-    """RGB image: one row per frame (its highest-scoring face, up to `max_rows` frames evenly chosen), columns =
-    the crop, the CNN gate of stages 1..K, the transformer gate of stages 1..K, then (for comparison) the CNN
-    stream's Grad-CAM of the "fake" logit."""
+def gate_strip(result: DetectionResult, max_rows: int = STRIP_ROWS) -> np.ndarray:
+    """RGB image: one row per frame (its highest-scoring face, up to `max_rows` frames evenly chosen: `strip_faces`),
+    columns = the crop, the CNN gate of stages 1..K, the transformer gate of stages 1..K, then (for comparison) the
+    CNN stream's Grad-CAM of the "fake" logit."""
     if not result.gates:
         raise ValueError(f"{result.source}: no gates to draw (status {result.status}; score with explain=True)")
-    best: dict[int, int] = {}
-    for i, face in enumerate(result.faces):
-        if face.frame_index not in best or face.score > result.faces[best[face.frame_index]].score:
-            best[face.frame_index] = i
-    frames = sorted(best)
-    keep = np.unique(np.linspace(0, len(frames) - 1, min(max_rows, len(frames))).round().astype(int))
-    chosen = [best[frames[k]] for k in keep]
+    chosen = strip_faces(result.faces, max_rows)
     return _strip(result, chosen, [f"frame {result.faces[i].frame_index}  score {result.faces[i].score:.3f}"
                                    for i in chosen])
 

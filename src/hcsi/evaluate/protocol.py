@@ -7,6 +7,8 @@ Split in two so that the CPU part (decode, detect, crop) can run in worker proce
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -233,6 +235,47 @@ def score_crops(model: torch.nn.Module, crops: list[np.ndarray], device: torch.d
             logits = model(batch)
         scores.append(logits.float().softmax(dim=1)[:, 1].cpu().numpy())
     return np.concatenate(scores).astype(np.float64)
+
+
+def read_ahead(items: Iterable, depth: int = 1) -> Iterator:
+    """The items of `items`, in order, made by a background thread that stays up to `depth` finished items ahead of
+    the consumer: decoding and finding faces of the next inputs (mostly native code that releases the GIL) overlap
+    the network scoring the current ones. An exception raised by `items` is raised here in its place; closing this
+    iterator stops the thread after the item it is making."""
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> None:
+        while not stop.is_set():  # never blocked for good on a consumer that went away
+            try:
+                slots.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                put((item, None))
+        except BaseException as error:  # handed to the consumer, raised there
+            put((None, error))
+        else:
+            put((done, None))
+
+    threading.Thread(target=produce, name="hcsi-read-ahead", daemon=True).start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def score_in_batches(model: torch.nn.Module, items: Iterable[tuple[Any, VideoFaces]], device: torch.device,

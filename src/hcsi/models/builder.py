@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import torch
+
 from .config import HCSINetConfig, get_config
 from .hcsi_net import HCSINet
 from .weights import checkpoint_config, load_backbone_weights, load_checkpoint
@@ -45,4 +47,22 @@ def model_from_checkpoint(path: str | os.PathLike) -> HCSINet:
     """The model of an hcsi checkpoint, built from the config in its metadata, with its weights, in eval mode."""
     model = HCSINet(checkpoint_config(path))
     load_checkpoint(model, path)
+    return model.eval()
+
+
+def with_batch_statistics(model: HCSINet, batches: int = 3, seed: int = 0) -> HCSINet:
+    """`model` (randomly initialised) with batch-norm statistics taken from a few batches of noise at its input
+    size, in eval mode. Randomly initialised, EfficientNet's activations shrink about 4x per stage, so every input
+    gets the same score and a comparison of two ways of running the network proves nothing; these statistics scale
+    the activations back, so that scores differ between faces. For parity checks and timings without weights."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # the mean over the batches
+    size = model.config.input_size
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(8, 3, size, size, generator=generator))
     return model.eval()
