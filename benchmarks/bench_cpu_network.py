@@ -72,7 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default="sbi_efficientnet_b4,hcsi_net")
+    parser.add_argument("--batch-sizes", default="",
+                        help="instead: ONNX Runtime over 64 crops (the faces of two clips) at each of these batch "
+                             "sizes (comma-separated), written to cpu-network-batch.json")
     args = parser.parse_args()
+    if args.batch_sizes:
+        return batch_sizes(args)
     torch.set_num_threads(os.cpu_count() or 1)
     records = []
     with tempfile.TemporaryDirectory() as folder:
@@ -108,6 +113,36 @@ def main() -> None:
     result = {"device": "cpu", "cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
               **provenance("python benchmarks/bench_cpu_network.py"), "runs": args.runs, "records": records}
     print("wrote", write_results("cpu-network", [result], RESULTS))
+
+
+def batch_sizes(args) -> None:
+    """Seconds per 32 crops through ONNX Runtime when 64 crops go in batches of each size (hcsi detect pools the
+    crops of consecutive videos into batches of --batch-size)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    records = []
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["HCSI_ONNX_CACHE_DIR"] = folder
+        for name in args.models.split(","):
+            torch.manual_seed(0)
+            model = with_batch_statistics(build_model(name))
+            config = model.config
+            faces = extract_test_faces(SHARED_DATA / CLIP, create_face_detector(), 32, config.input_size)
+            x = torch.stack([image_to_tensor(c, config.mean, config.std) for c in faces.crops * 2])
+            runner = cached_onnx_model(model, "bench-" + name)
+            for size in map(int, args.batch_sizes.split(",")):
+                times = []
+                for _ in range(args.runs):
+                    start = time.perf_counter()
+                    for first in range(0, len(x), size):
+                        probabilities(runner, x[first:first + size])
+                    times.append(time.perf_counter() - start)
+                records.append({"model": name, "input_size": config.input_size, "way": "onnxruntime",
+                                "batch_size": size, "crops": len(x), "seconds_per_32": statistics.median(times) / 2})
+                print(records[-1], flush=True)
+    result = {"device": "cpu", "cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
+              **provenance("python benchmarks/bench_cpu_network.py --batch-sizes " + args.batch_sizes),
+              "runs": args.runs, "records": records}
+    print("wrote", write_results("cpu-network-batch", [result], RESULTS))
 
 
 if __name__ == "__main__":

@@ -330,6 +330,8 @@ def detect_section(result: dict) -> list[str]:
 
 
 def cpu_network_section(result: dict) -> list[str]:
+    if result["records"] and "batch_size" in result["records"][0]:
+        return cpu_batch_section(result)
     lines = [f"### The network alone on {result['device']} ({result['cores']} cores, {result['threads']} threads)", "",
              f"`{result['command']}` (commit {result['commit']}, {result['date']}, torch {result['torch']}). 32 face "
              "crops of the DFDC clip in one batch, random weights with batch-norm statistics from noise (so that "
@@ -343,6 +345,16 @@ def cpu_network_section(result: dict) -> list[str]:
             continue
         lines.append(f"| {r['model']} ({r['input_size']} px) | {r['way']} | {r['seconds']:.2f} | "
                      f"{r['one_time_s']:.1f} | {r['max_abs_diff']:.1e} |")
+    return lines + [""]
+
+
+def cpu_batch_section(result: dict) -> list[str]:
+    lines = [f"### ONNX Runtime by batch size on {result['device']} ({result['cores']} cores)", "",
+             f"`{result['command']}` (commit {result['commit']}, {result['date']}). 64 face crops (the DFDC clip's "
+             f"32, twice) in batches of each size; median of {result['runs']} runs.", "",
+             "| model | batch size | seconds per 32 crops |", "|---|---|---|"]
+    for r in result["records"]:
+        lines.append(f"| {r['model']} ({r['input_size']} px) | {r['batch_size']} | {r['seconds_per_32']:.2f} |")
     return lines + [""]
 
 

@@ -168,7 +168,9 @@ def benchmark_options(required: bool = True) -> argparse.ArgumentParser:
     parent.add_argument("--dataset", required=required, choices=DATASET_NAMES)
     parent.add_argument("--root", required=required,
                         help="dataset root (folder: real/ + fake/ folders or a path,label CSV)")
-    parent.add_argument("--batch-size", type=at_least(1), default=64, help="face crops per forward pass")
+    parent.add_argument("--batch-size", type=at_least(1),
+                        help="face crops per forward pass (default 16 on the CPU, where larger batches are slower "
+                             "per crop, 64 on a GPU)")
     parent.add_argument("--workers", type=at_least(0), default=2,
                         help="processes that decode frames and detect faces (and perturb them, in robustness); 0: none")
     parent.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")

@@ -32,6 +32,7 @@ from ..evaluate.protocol import (
     STATUS_UNREADABLE,
     VideoFaces,
     aggregate_video,
+    default_batch_size,
     extract_test_faces,
     faces_in_frames,
     failure_reason,
@@ -120,7 +121,8 @@ class Detector:
         model: an HCSINet (its config gives input size and normalisation).
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
         frames: evenly spaced frames per video (paper: 32).
-        batch_size: face crops per forward pass.
+        batch_size: face crops per forward pass (default: 16 on the CPU, where larger batches are slower per crop,
+            64 on a GPU; `default_batch_size`)
         face_detector: a FACE_DETECTORS name; default: `default_face_detector(device)` (torch-backed ones run on
             the model's device).
         calibration: turns scores into probabilities and tiers (`hcsi calibrate`); it must have been fitted with
@@ -134,12 +136,13 @@ class Detector:
             `model`, for their gates and Grad-CAM.
     """
 
-    def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int = 64,
+    def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int | None = None,
                  face_detector: str | None = None, calibration: Calibration | None = None,
                  strict_fpr: float | None = None, lenient_fpr: float | None = None,
                  threshold: float | None = None, aggregate: str = "paper", scorer=None) -> None:
         require_at_least("frames", frames, 1)
-        require_at_least("batch_size", batch_size, 1)
+        if batch_size is not None:
+            require_at_least("batch_size", batch_size, 1)
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATES)}")
         self.aggregate = aggregate
@@ -148,7 +151,7 @@ class Detector:
         self.scorer = model if scorer is None else scorer
         self.backend = backend_name(scorer)
         self.frames = frames
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(self.device)
         self.face_detector = create_face_detector(face_detector or default_face_detector(self.device),
                                                   device=str(self.device))
         self.calibration = calibration

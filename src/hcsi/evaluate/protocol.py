@@ -220,6 +220,17 @@ def extract_test_faces(path: str | Path, detector: FaceDetector, frames: int, in
     return result
 
 
+# Face crops per forward pass by default. On the CPU large batches are slower per crop (ONNX Runtime, 2 cores: SBI's
+# B4 3.0 s per 32 crops in batches of 8, 3.3 of 16, 3.9 of 32, 7.2 of 64; HCSI-Net 11.3, 10.2, 11.9, 16.3;
+# docs/benchmarks.md "ONNX Runtime by batch size"); a GPU wants them full.
+CPU_BATCH_SIZE = 16
+GPU_BATCH_SIZE = 64
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    return CPU_BATCH_SIZE if str(device).startswith("cpu") else GPU_BATCH_SIZE
+
+
 @torch.no_grad()
 def score_crops(model: torch.nn.Module, crops: list[np.ndarray], device: torch.device, batch_size: int = 64,
                 amp: bool = False) -> np.ndarray:

@@ -36,6 +36,7 @@ from .protocol import (
     aggregate_video,
     crops_at,
     decoding_failure,
+    default_batch_size,
     faces_in_frames,
     failure_reason,
     score_crops,
@@ -119,6 +120,7 @@ def score_cells(model, videos: list[TestVideo], out_dir: Path, options: Robustne
                 device: torch.device, progress: bool = True) -> int:
     """Score every (video, cell) without a cache entry; returns how many videos needed work."""
     jobs = list(_jobs(videos, options, out_dir, model.config.input_size))
+    batch_size = options.batch_size or default_batch_size(device)
     bar = tqdm(total=len(videos), initial=len(videos) - len(jobs), desc="robustness", unit="video",
                disable=not progress, dynamic_ncols=True)
     for video, results in map_in_workers(_faces_of_cells, jobs, options.workers, options.detector,
@@ -126,7 +128,7 @@ def score_cells(model, videos: list[TestVideo], out_dir: Path, options: Robustne
         for cell, faces in results:
             status, reason = faces.status, faces.reason
             try:
-                score, frames = aggregate_video(faces, score_crops(model, faces.crops, device, options.batch_size,
+                score, frames = aggregate_video(faces, score_crops(model, faces.crops, device, batch_size,
                                                                    options.amp))
             except Exception as error:
                 score, frames = None, []

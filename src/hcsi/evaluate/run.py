@@ -50,6 +50,7 @@ from .protocol import (
     STATUS_OK,
     STATUS_UNREADABLE,
     aggregate_video,
+    default_batch_size,
     extract_test_faces,
     failure_reason,
     score_in_batches,
@@ -67,7 +68,7 @@ class ScoringOptions:
     """How videos are scored, shared by evaluation and the robustness benchmark."""
 
     frames: int = 32  # evenly spaced frames per video (paper and SBI: 32)
-    batch_size: int = 64  # face crops per forward pass
+    batch_size: int | None = None  # face crops per forward pass; None: default_batch_size of the device
     workers: int = 2  # processes that decode (and perturb) and detect (0: in the main process)
     failure_score: float | None = 0.5  # score of a video without any face or unreadable (SBI: 0.5); None: leave
     # such videos out of the metrics (they are still listed and counted)
@@ -79,7 +80,8 @@ class ScoringOptions:
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate {self.aggregate!r}: expected one of {', '.join(AGGREGATES)}")
         require_at_least("frames", self.frames, 1)
-        require_at_least("batch_size", self.batch_size, 1)
+        if self.batch_size is not None:
+            require_at_least("batch_size", self.batch_size, 1)
         require_at_least("workers", self.workers, 0)
         if self.failure_score is not None:
             require_in_unit_interval("failure_score", self.failure_score)
@@ -162,7 +164,8 @@ def score_videos(model, videos: list[TestVideo], out_dir: Path, options: Evaluat
     bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="evaluate", unit="video", disable=not progress,
                dynamic_ncols=True)
     extracted = _extracted(todo, options, model.config.input_size, device)
-    for video, faces, crop_scores in score_in_batches(model, extracted, device, options.batch_size, options.amp):
+    batch_size = options.batch_size or default_batch_size(device)
+    for video, faces, crop_scores in score_in_batches(model, extracted, device, batch_size, options.amp):
         status, reason = faces.status, faces.reason
         crop = ""
         try:
