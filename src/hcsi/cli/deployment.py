@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..provenance import read_trust_anchors
 from .options import (
     aggregate_option,
     backend_option,
@@ -15,6 +16,7 @@ from .options import (
     face_detector_option,
     frames_option,
     require_hcsi_checkpoint,
+    trust_anchors_option,
 )
 
 NO_CHECKPOINT = (
@@ -28,7 +30,8 @@ NO_CHECKPOINT = (
 
 DETECT_CSV_FIELDS = ["path", "score", "label", "status", "reason", "frames_used", "faces_found", "heatmap",
                      "calibration", "probability", "verdict", "verdict_meaning", "cannot_judge", "report",
-                     "aggregate", "paper_score", "persons"]  # new columns go last: readers keep their positions
+                     "aggregate", "paper_score", "persons", "provenance", "provenance_signer", "ai_generated",
+                     "provenance_generator"]  # new columns go last: readers keep their positions
 PERSON_CSV_FIELDS = ["path", "person", "person_score", "probability", "verdict", "cannot_judge", "frames_seen",
                      "faces_scored", "time_ranges", "frames", "boxes", "identity", "video_score", "aggregate",
                      "video_verdict", "status", "reason"]
@@ -80,6 +83,24 @@ def person_rows(row: dict) -> list[dict]:
             for p in row["persons"]]
 
 
+def _provenance_cells(row: dict) -> dict:
+    """The CSV's provenance columns: state, signer (common name, issuer), ai_generated, claim generator."""
+    found = row.get("provenance")
+    if not found:
+        return {"provenance": ""}
+    signer = found.get("signer") or {}
+    return {"provenance": found["state"], "ai_generated": found["ai_generated"],
+            "provenance_signer": ", ".join(v for v in (signer.get("common_name"), signer.get("issuer")) if v),
+            "provenance_generator": found.get("claim_generator") or ""}
+
+
+def _provenance_cell(found: dict | None) -> str:
+    """The terminal table's provenance: the state, "+AI" when an action says a model made the media."""
+    if not found:
+        return "-"
+    return found["state"] + ("+AI" if found["ai_generated"] else "")
+
+
 def _persons_cell(persons: list[dict]) -> str:
     """"2 (top P2 0.931)": how many persons, and the highest-scoring one."""
     scored = [p for p in persons if p["score"] is not None]
@@ -103,7 +124,8 @@ def _write_detections(rows: list[dict], out: str, per_person: bool = False) -> N
                 writer.writerows(line for row in rows for line in person_rows(row))
             else:
                 writer.writerows({**row, "cannot_judge": _codes(row.get("cannot_judge")),
-                                  "persons": len(row.get("persons") or [])} for row in rows)
+                                  "persons": len(row.get("persons") or []), **_provenance_cells(row)}
+                                 for row in rows)
         else:
             f.writelines(json.dumps(row) + "\n" for row in rows)
 
@@ -143,6 +165,7 @@ def _detect(args: argparse.Namespace) -> int:
                          "a `persons` list per input)")
     if not args.model:
         require_hcsi_checkpoint(args.checkpoint, "detect")
+    trust_anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors else None
     entries = expand_inputs(args.paths)
     if all(entry.problem for entry in entries):  # nothing to score: said before any model is loaded
         for entry in entries:
@@ -158,13 +181,13 @@ def _detect(args: argparse.Namespace) -> int:
         detector = Detector.from_onnx(args.model, frames=args.frames, face_detector=args.face_detector,
                                       calibration=args.calibration, strict_fpr=args.strict_fpr,
                                       lenient_fpr=args.lenient_fpr, threshold=args.threshold,
-                                      aggregate=args.aggregate)
+                                      aggregate=args.aggregate, trust_anchors=trust_anchors)
     else:
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                             face_detector=args.face_detector, calibration=args.calibration,
                                             strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
                                             threshold=args.threshold, aggregate=args.aggregate,
-                                            backend=args.backend)
+                                            backend=args.backend, trust_anchors=trust_anchors)
     calibration_name = detector.calibration.source if detector.calibration is not None else "uncalibrated"
     rows = []
     # the readable inputs' crops are pooled into full model batches across files; results come back in order
@@ -200,19 +223,22 @@ def _detect(args: argparse.Namespace) -> int:
         _write_detections(rows, args.out, args.per_person)
     width = min(60, max([len(r["path"]) for r in rows] + [4]))
     calibrated = detector.calibration is not None
-    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<12}  {'persons':<14}  status" if calibrated else
-          f"{'file':<{width}}  {'score':>6}  {'label':<5}  {'persons':<14}  status  (uncalibrated: raw scores)")
+    print(f"{'file':<{width}}  {'score':>6}  {'prob.':>6}  {'verdict':<12}  {'persons':<14}  {'C2PA':<10}  status"
+          if calibrated else
+          f"{'file':<{width}}  {'score':>6}  {'label':<5}  {'persons':<14}  {'C2PA':<10}  status  (uncalibrated: raw "
+          "scores)")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         status = r["status"] + (f" ({r['reason']})" if r["status"] != "ok" and r["reason"] else "")
         shown = r["path"] if len(r["path"]) <= width else "…" + r["path"][-(width - 1):]
         persons = _persons_cell(r.get("persons") or [])
+        c2pa = _provenance_cell(r.get("provenance"))
         if calibrated:
             probability = "" if r.get("probability") is None else f"{r['probability']:.3f}"
             print(f"{shown:<{width}}  {score:>6}  {probability:>6}  {r.get('verdict') or '-':<12}  {persons:<14}  "
-                  f"{status}")
+                  f"{c2pa:<10}  {status}")
         else:
-            print(f"{shown:<{width}}  {score:>6}  {r['label'] or '-':<5}  {persons:<14}  {status}")
+            print(f"{shown:<{width}}  {score:>6}  {r['label'] or '-':<5}  {persons:<14}  {c2pa:<10}  {status}")
     processed = sum(1 for r in rows if r["status"] in ("ok", "no_face"))
     decision = detector.decision
     if calibrated:
@@ -255,7 +281,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                              "evaluation protocol; per-file problems are reported, not fatal.",
                                  parents=[checkpoint_option(required=False), frames_option(), device_option(),
                                           decision_option(), face_detector_option(), aggregate_option(),
-                                          backend_option()])
+                                          backend_option(), trust_anchors_option()])
     detect.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     detect.add_argument("--out", help="results file: .jsonl (one JSON object per input) or .csv")
     detect.add_argument("--explain", metavar="DIR", help="write a gate-heatmap strip (PNG) per input into DIR, and "

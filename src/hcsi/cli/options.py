@@ -120,6 +120,13 @@ def backend_option(onnx_file: bool = True) -> argparse.ArgumentParser:
                        (" (with --model FILE.onnx: that file)" if onnx_file else ""))
 
 
+def trust_anchors_option() -> argparse.ArgumentParser:
+    return option("--trust-anchors", metavar="FILE",
+                  help="PEM file of CA certificates that Content Credentials (C2PA) signers must chain to for the "
+                       "provenance state 'trusted' (default: no trust list, states stop at 'valid'; nothing is "
+                       "fetched; docs/protocol.md, Provenance, names the lists that exist)")
+
+
 def aggregate_option() -> argparse.ArgumentParser:
     return option("--aggregate", default="paper", choices=["paper", "persons"],
                   help="a video's score: 'paper' (default: the highest face score per sampled frame, averaged over "

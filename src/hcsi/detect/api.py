@@ -44,6 +44,7 @@ from ..faces import create_face_detector, default_face_detector
 from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
+from ..provenance import Provenance, read_provenance
 from .backends import backend_name, onnx_scorer, resolve_backend
 from .gradcam import grad_cam_maps
 
@@ -74,6 +75,7 @@ class DetectionResult:
     # explain=True: {index in `faces`: {"crop", "cnn": [H×W per stage], "vit": [...], "gradcam"}} for the faces the
     # strips show (`strip_faces` and each person's top face), computed by the PyTorch model
     gates: dict[int, dict] | None = None
+    provenance: Provenance | None = None  # the file's Content Credentials (C2PA), beside the verdict, never in it
     calibration: str = UNCALIBRATED  # the calibration file applied, or "uncalibrated"
     probability: float | None = None  # calibrated probability of "fake" (None without a calibration)
     decision: Decision = field(default_factory=Decision)  # tiers at operating points, or a raw-score threshold
@@ -111,7 +113,8 @@ class DetectionResult:
                 "frames_sampled": self.frames_sampled, "frame_indices": self.frame_indices,
                 "frame_scores": self.frame_scores,
                 "faces": [{"frame_index": f.frame_index, "box": f.box, "score": f.score} for f in self.faces],
-                "persons": [p.to_dict() for p in self.persons]}
+                "persons": [p.to_dict() for p in self.persons],
+                "provenance": None if self.provenance is None else self.provenance.to_dict()}
 
 
 class Detector:
@@ -131,6 +134,9 @@ class Detector:
             target FPR).
         threshold: the raw-score threshold of the fake/real label, only without a calibration.
         aggregate: "paper" (the video score of the paper's protocol) or "persons" (the highest person score).
+        provenance: read each file's Content Credentials (C2PA) into `DetectionResult.provenance`.
+        trust_anchors: PEM text of the CA certificates a C2PA signer must chain to for `trusted` (None: no trust
+            list; `hcsi.provenance.read_trust_anchors` reads a file).
         scorer: what computes the scores when not `model` itself (an `OnnxRuntimeModel` of it: `from_checkpoint`'s
             default on the CPU, within 1e-4 of it); with `explain`, the faces the strips show also go through
             `model`, for their gates and Grad-CAM.
@@ -139,13 +145,15 @@ class Detector:
     def __init__(self, model: torch.nn.Module, device: str = "auto", frames: int = 32, batch_size: int | None = None,
                  face_detector: str | None = None, calibration: Calibration | None = None,
                  strict_fpr: float | None = None, lenient_fpr: float | None = None,
-                 threshold: float | None = None, aggregate: str = "paper", scorer=None) -> None:
+                 threshold: float | None = None, aggregate: str = "paper", scorer=None, provenance: bool = True,
+                 trust_anchors: str | None = None) -> None:
         require_at_least("frames", frames, 1)
         if batch_size is not None:
             require_at_least("batch_size", batch_size, 1)
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATES)}")
         self.aggregate = aggregate
+        self.provenance, self.trust_anchors = provenance, trust_anchors
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.scorer = model if scorer is None else scorer
@@ -253,6 +261,8 @@ class Detector:
         result = DetectionResult(source, faces.status, faces.reason, frames_sampled=len(faces.frame_indices),
                                  decision=self.decision, aggregate=self.aggregate, overview=faces.overview,
                                  overview_scale=faces.overview_scale)
+        if self.provenance and Path(source).is_file():  # never changes the verdict: shown beside it
+            result.provenance = read_provenance(source, self.trust_anchors)
         if 0 <= faces.overview_position < len(faces.frame_indices):
             result.overview_frame = faces.frame_indices[faces.overview_position]
         if faces.status != STATUS_OK:
