@@ -147,3 +147,60 @@ def test_a_trust_anchor_file_that_is_not_pem_is_refused_before_scoring(checkpoin
     junk.write_text("not a certificate")
     assert main(["detect", str(fixture(PHOTO)), "--checkpoint", str(checkpoint), "--trust-anchors", str(junk)]) == 2
     assert "expected PEM certificates" in capsys.readouterr().err
+
+
+def test_the_service_answers_provenance_filters_its_history_and_shows_it_on_the_page_and_report(
+        chain, signed, checkpoint, tmp_path):
+    """A signed photo with an AI-generation action and an unsigned one: the API's result carries the provenance
+    (no server path in its reason), the history filters by state and the CSV has the column, the page shows the
+    panel beside the verdict and the case report the section, in Chromium."""
+    from fastapi.testclient import TestClient
+    from test_serve import CHROMIUM, CHROMIUM_FLAGS, _browser, serving
+
+    from hcsi.detect import Detector
+    from hcsi.serve import create_app
+
+    made = sign(fixture(PHOTO), tmp_path / "made.jpg", chain, generator="FaceGen",
+                actions=[{"action": "c2pa.created", "digitalSourceType": AI_SOURCE,
+                          "softwareAgent": {"name": "FaceGen diffusion"}}])
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=2, trust_anchors=chain.root_pem.decode())
+    app = create_app(detector, data_dir=tmp_path / "data")
+    client = TestClient(app)
+    answers = {}
+    for name, path in (("made.jpg", made), ("plain.jpg", fixture(PHOTO))):
+        with open(path, "rb") as f:
+            answers[name] = client.post("/v1/analyze", files={"file": (name, f)}).json()
+    found = answers["made.jpg"]["provenance"]
+    assert found["state"] == "trusted" and found["ai_generated"] and found["claim_generator"] == "FaceGen 1.0"
+    assert answers["plain.jpg"]["provenance"]["state"] == "none"
+    assert answers["made.jpg"]["score"] == answers["plain.jpg"]["score"]  # the verdict does not use provenance
+    listed = client.get("/v1/jobs", params={"provenance": "trusted"}).json()
+    assert [j["file_name"] for j in listed["jobs"]] == ["made.jpg"] and listed["jobs"][0]["provenance"] == "trusted"
+    assert client.get("/v1/jobs", params={"provenance": "none"}).json()["total"] == 1
+    assert client.get("/v1/jobs", params={"provenance": "forged"}).status_code == 422
+    exported = client.get("/v1/jobs.csv").text.splitlines()
+    assert exported[0].endswith(",provenance") and any(line.endswith(",trusted") for line in exported[1:])
+    report = client.get(answers["made.jpg"]["report_url"]).text
+    assert "Provenance (Content Credentials, C2PA)" in report and "made by an AI model" in report
+    assert "does not show that the content is true" in report
+
+    playwright = _browser()
+    with serving(app) as port, playwright as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#history tbody tr")
+        page.select_option("#filter-provenance", "trusted")
+        page.wait_for_function("document.querySelectorAll('#history tbody tr').length === 1")
+        page.click("#history tbody tr")
+        page.wait_for_selector("#provenance-state")
+        assert page.inner_text("#provenance-state") == "TRUSTED"
+        assert "made with an AI model" in page.inner_text("#provenance-ai")
+        assert "hcsi test signer" in page.inner_text("#provenance") and "FaceGen diffusion" in page.inner_text(
+            "#provenance")
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        report_page = browser.new_page()
+        report_page.goto(f"http://127.0.0.1:{port}{answers['made.jpg']['report_url']}")
+        assert "TRUSTED" in report_page.inner_text("#provenance")
+        report_page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()

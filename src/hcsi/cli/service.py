@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ..provenance import read_trust_anchors
 from .deployment import NO_CHECKPOINT
 from .options import (
     aggregate_option,
@@ -22,6 +23,7 @@ from .options import (
     frames_option,
     positive_float,
     require_hcsi_checkpoint,
+    trust_anchors_option,
 )
 
 
@@ -29,10 +31,12 @@ def _detector(args: argparse.Namespace, command: str):
     from ..detect import Detector
 
     require_hcsi_checkpoint(args.checkpoint, command)
+    trust_anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors else None
     return Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                     face_detector=args.face_detector, calibration=args.calibration,
                                     strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
-                                    threshold=args.threshold, aggregate=args.aggregate, backend=args.backend)
+                                    threshold=args.threshold, aggregate=args.aggregate, backend=args.backend,
+                                    trust_anchors=trust_anchors)
 
 
 def _log_json_lines() -> None:
@@ -152,7 +156,7 @@ def _store_options() -> argparse.ArgumentParser:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """serve, worker, submit."""
     shared = [checkpoint_option(required=False), frames_option(), device_option(), face_detector_option(),
-              decision_option(), aggregate_option(), backend_option(), _store_options()]
+              decision_option(), aggregate_option(), backend_option(), trust_anchors_option(), _store_options()]
     serve = commands.add_parser("serve", help="REST API and web page around a trained checkpoint", parents=shared)
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     serve.add_argument("--port", type=at_least(1), default=8000)

@@ -176,6 +176,46 @@ def persons_section(record: dict) -> str:
             f'<th>seen (sampled frames, time, face boxes)</th><th>outcome</th></tr>{"".join(rows)}</table>')
 
 
+PROVENANCE_LIMITS = (
+    "Content Credentials and the detector answer different questions, so they are shown side by side and neither "
+    "changes the other. A valid or trusted manifest shows who signed these bytes and what their software "
+    "recorded (capture, edits, generation by a model); it does not show that the content is true, and a signer "
+    "can record false actions. An invalid manifest shows that the file changed after it was signed, or that the "
+    "manifest is damaged. No manifest proves nothing: most files carry none, and removing one is easy.")
+
+
+def provenance_section(record: dict) -> str:
+    """The input's Content Credentials (C2PA): state, signer, generator, time, actions (those made by a model
+    flagged), edit history, failure codes, and what the state proves and does not."""
+    found = record.get("provenance")
+    if not found:
+        return ""
+    e = html.escape
+    signer = found.get("signer") or {}
+    facts = [("state", found["state"].upper()), ("signed by", ", ".join(v for v in (signer.get("common_name"),
+                                                                                    signer.get("issuer")) if v)),
+             ("claim generator", found.get("claim_generator")), ("signing time", found.get("time")),
+             ("title", found.get("title")), ("reason", found.get("reason")),
+             ("failure codes", ", ".join(c for c in found.get("failure_codes") or []
+                                         if c != "signingCredential.untrusted"))]
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts if v)
+    actions = "".join(f"<li>{e(str(a.get('action')))}" + (f" ({e(str(a['software_agent']))})"
+                                                           if a.get("software_agent") else "")
+                      + (' <b class="fake">made by an AI model</b>' if a.get("ai_generated") else "")
+                      + (f" <small>{e(str(a['digital_source_type']))}</small>" if a.get("digital_source_type")
+                         else "") + "</li>" for a in found.get("actions") or [])
+    ingredients = "".join(f"<li>{e(str(i.get('title') or 'untitled'))} ({e(str(i.get('relationship') or ''))}): "
+                          f"{e(i['state'])}</li>" for i in found.get("ingredients") or [])
+    ai = ('<p class="fake" id="provenance-ai"><b>The Content Credentials say a trained model (AI) made this media or '
+          'part of it.</b></p>' if found.get("ai_generated") else "")
+    meaning = found.get("meaning", "")
+    return (f'<h2>Provenance (Content Credentials, C2PA)</h2><p id="provenance-meaning">'
+            f'{e(meaning[:1].upper() + meaning[1:])}.</p>{ai}<table id="provenance">{rows}</table>'
+            + (f"<h3>Actions</h3><ul>{actions}</ul>" if actions else "")
+            + (f"<h3>Made from (edit history)</h3><ul>{ingredients}</ul>" if ingredients else "")
+            + f'<p class="note">{e(PROVENANCE_LIMITS)}</p>')
+
+
 def case_report_html(record: dict, about: dict, heatmap_png: bytes | None = None) -> str:
     """The report of one analysed input.
 
@@ -257,6 +297,7 @@ figure{{margin:.5em 0}}figcaption{{color:#555;font-size:.9em}}</style></head><bo
 {why_not}
 <table>{rows}</table>
 <h2>What this means</h2><p class="note">{e(meaning)}</p><p class="note">{e(MEANING_LIMITS)}</p>
+{provenance_section(record)}
 {figures}
 <p><small>Generated {e(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))} by hcsi
 {e(__version__)}.</small></p>

@@ -5,7 +5,8 @@ Output folder:
     settings.json       what the cached scores depend on (weights digest, model config, frames, face detector, amp);
                         a rerun with other settings into the same folder is refused instead of mixing scores
     cache/<hash>.json   one finished video (written atomically as it finishes; a rerun skips it)
-    videos.csv          dataset, video_id, label, score, frames_used, faces_found, status, reason, source, path, crop
+    videos.csv          dataset, video_id, label, score, frames_used, faces_found, status, reason, source, path, crop,
+                        provenance (the state of the file's Content Credentials, C2PA, no trust list: hcsi.provenance)
     crops/<hash>.jpg    each scored video's deciding face crop (its highest-scoring face), for `hcsi gallery`
     roc.png, roc.svg    the video-level ROC curve
     reliability.png/.svg  the reliability diagram (fraction of fakes against the score, 15 bins; calibrated too)
@@ -40,6 +41,7 @@ from ..checks import require_at_least, require_in_unit_interval
 from ..distributed import Distributed
 from ..faces import DEFAULT_FACE_DETECTOR, create_face_detector, require_face_detector, sample_frames
 from ..files import atomic_path, options_to_continue, settings_mismatch, write_json_atomic
+from ..provenance import read_provenance
 from .calibration import Calibration, video_sha256
 from .datasets import TestVideo
 from .figures import evaluation_roc, reliability_diagram
@@ -57,7 +59,7 @@ from .protocol import (
 )
 
 VIDEO_FIELDS = ["dataset", "video_id", "label", "score", "frames_used", "faces_found", "status", "reason", "source",
-                "path", "crop"]
+                "path", "crop", "provenance"]
 CROP_SIDE = 160  # side of the stored deciding face crop (crops/<key>.jpg), for `hcsi gallery`
 FRAME_FIELDS = ["dataset", "video_id", "label", "frame_index", "score", "faces"]
 PERSON_FIELDS = ["dataset", "video_id", "video_label", "person", "score", "label", "frames", "faces_scored"]
@@ -184,6 +186,7 @@ def score_videos(model, videos: list[TestVideo], out_dir: Path, options: Evaluat
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
                   "frames_sampled": len(faces.frame_indices), "frames": frames, "crop": crop,
                   "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime",
+                  "provenance": read_provenance(video.path).state,  # beside the score, never in it
                   "persons_score": aggregate_persons(persons),
                   "persons": [{"id": p.id, "score": p.score, "label": faces.person_labels.get(p.id),
                                "frames": len(p.frame_indices), "faces_scored": p.faces_scored} for p in persons]}

@@ -24,13 +24,16 @@ img{max-width:100%;margin-top:1em}
 #labelbar{margin:.6em 0}.small{font-size:.85em;color:#444}
 #persons{margin:.5em 0}.person{display:flex;align-items:center;gap:.8em;padding:.3em 0;border-bottom:1px solid #eee}
 .person img{width:56px;height:56px;margin:0;border-radius:4px}.person .id{font-weight:bold;min-width:2.5em}
+#provenance{border:1px solid #ccc;border-radius:6px;padding:.4em .8em;margin:.6em 0;font-size:.9em}
+#provenance:empty{display:none}#provenance ul{margin:.2em 0;padding-left:1.4em}
+.p-invalid,.p-error{color:#b00}.p-valid,.p-trusted{color:#070}.p-none{color:#555}.ai{color:#b00;font-weight:bold}
 </style></head><body>
 <h1>hcsi — is this face video real?</h1>
 <div id="drop">Drop a video or image here, or <label><u>choose a file</u>
 <input id="file" type="file" accept="video/*,image/*" hidden></label></div>
 <p><label>Frames <input id="frames" type="number" min="1" max="300" placeholder="server default" style="width:9em"></label></p>
 <progress id="progress" max="100"></progress><div id="status"></div>
-<div id="verdict"></div><div id="plot"></div><div id="persons"></div><p id="report"></p><div id="labelbar" hidden>Your judgement:
+<div id="verdict"></div><div id="provenance"></div><div id="plot"></div><div id="persons"></div><p id="report"></p><div id="labelbar" hidden>Your judgement:
 <button data-label="fake">fake</button> <button data-label="real">real</button> <button data-label="unsure">unsure</button>
 <input id="label-note" placeholder="note" maxlength="2000"> <input id="label-by" placeholder="your name" maxlength="200" style="width:8em">
 <span id="label-state"></span></div><img id="heatmap" alt="" hidden>
@@ -42,10 +45,12 @@ img{max-width:100%;margin-top:1em}
 <option>no_evidence</option><option>cannot_judge</option><option value="fake">fake (uncalibrated)</option><option value="real">real (uncalibrated)</option></select>
 <select id="filter-label"><option value="">any label</option><option>fake</option><option>real</option>
 <option>unsure</option><option>unlabelled</option></select>
+<select id="filter-provenance"><option value="">any provenance</option><option>trusted</option><option>valid</option>
+<option>invalid</option><option>none</option><option>error</option></select>
 <input id="search" type="search" placeholder="file name or SHA-256"> <button id="refresh">search</button>
 <a id="export" href="#">export CSV</a></p>
 <table id="history"><thead><tr><th>time</th><th>file</th><th>status</th><th>verdict</th><th>score</th><th>label</th>
-<th>model</th></tr></thead><tbody></tbody></table><p id="paging"></p>
+<th>C2PA</th><th>model</th></tr></thead><tbody></tbody></table><p id="paging"></p>
 <script>
 const token = new URLSearchParams(location.search).get("token");
 const $ = id => document.getElementById(id);
@@ -92,8 +97,28 @@ function showPersons(r){
     `<div class="person ${esc(p.verdict || "")}" data-person="${p.id}">${String(p.thumbnail || "").startsWith("data:") ? `<img alt="person ${p.id}" src="${p.thumbnail}">` : ""}
      <span class="id" style="color:${colour(p.id)}">P${p.id}</span><span class="small">${esc(seen(p))}</span><span class="outcome">${esc(outcome(p))}</span></div>`).join("") : "";
 }
+function showProvenance(p){
+  if(!p){ $("provenance").innerHTML = ""; return; }
+  const signer = p.signer ? [p.signer.common_name, p.signer.issuer].filter(Boolean).join(", ") : "";
+  const facts = [signer && `signed by <b>${esc(signer)}</b>`, p.claim_generator && `with ${esc(p.claim_generator)}`,
+                 p.time && `at ${esc(p.time)}`].filter(Boolean).join(" ");
+  const actions = (p.actions || []).map(a => `<li>${esc(a.action || "?")}${a.software_agent ? ` (${esc(a.software_agent)})` : ""}`
+    + (a.ai_generated ? ` <span class="ai">made by an AI model</span>` : "") + `</li>`).join("");
+  const ingredients = (p.ingredients || []).map(i => `<li>${esc(i.title || "untitled")} (${esc(i.relationship || "ingredient")}): `
+    + `<span class="p-${esc(i.state)}">${esc(i.state)}</span></li>`).join("");
+  const codes = (p.failure_codes || []).filter(c => c !== "signingCredential.untrusted");
+  $("provenance").innerHTML = `<b>Content Credentials (C2PA):</b> <span id="provenance-state" class="p-${esc(p.state)}">${esc(p.state.toUpperCase())}</span>`
+    + (p.ai_generated ? ` — <span class="ai" id="provenance-ai">says it was made with an AI model</span>` : "")
+    + (facts ? `<div>${facts}</div>` : "")
+    + `<div class="small">${esc(p.meaning)}${p.reason ? ": " + esc(p.reason) : ""}</div>`
+    + (codes.length ? `<div class="small">failure codes: ${codes.map(esc).join(", ")}</div>` : "")
+    + (actions ? `<div>actions:<ul>${actions}</ul></div>` : "")
+    + (ingredients ? `<div>made from (edit history):<ul>${ingredients}</ul></div>` : "")
+    + `<div class="small">Shown beside the verdict; it does not change it.</div>`;
+}
 function show(r){
   $("progress").style.display = "none";
+  showProvenance(r.provenance);
   if(r.verdict === "cannot_judge"){
     $("verdict").className = "cannot_judge";
     $("verdict").innerHTML = `<span id="label">CANNOT JUDGE</span>` + (r.score === null || r.score === undefined ? "" : ` <span class="detail">(score <span id="score">${r.score.toFixed(3)}</span>)</span>`)
@@ -169,7 +194,7 @@ function send(file){
 let offset = 0;
 function historyFilters(){
   const q = new URLSearchParams();
-  for(const name of ["status", "verdict", "label"]) if($("filter-" + name).value) q.set(name, $("filter-" + name).value);
+  for(const name of ["status", "verdict", "label", "provenance"]) if($("filter-" + name).value) q.set(name, $("filter-" + name).value);
   if($("search").value) q.set("q", $("search").value);
   return q;
 }
@@ -190,7 +215,7 @@ async function loadHistory(){
   $("history").tBodies[0].innerHTML = (page.jobs || []).map(j => `<tr data-id="${esc(j.id)}">
     <td>${new Date(j.created * 1000).toLocaleString()}</td><td class="file" title="${esc(j.file_name)}"><bdi>${esc(j.file_name)}</bdi></td><td>${esc(j.status)}</td>
     <td class="${esc(j.verdict || "")}">${esc(j.verdict || "–")}</td><td>${j.score === null ? "–" : j.score.toFixed(3)}</td>
-    <td>${esc(j.analyst_label || "–")}</td><td>${esc(j.model)}</td></tr>`).join("");
+    <td>${esc(j.analyst_label || "–")}</td><td class="p-${esc(j.provenance || "")}">${esc(j.provenance || "–")}</td><td>${esc(j.model)}</td></tr>`).join("");
   for(const row of $("history").tBodies[0].rows) row.onclick = () => follow(row.dataset.id);
   const shown = (page.jobs || []).length;
   $("paging").innerHTML = `${page.total || 0} job(s)` + (offset ? ' <button id="newer">newer</button>' : "")
@@ -213,7 +238,7 @@ for(const button of document.querySelectorAll("#labelbar button")) button.onclic
   if(r.ok){ labelBar(await r.json()); loadHistory(); } else $("label-state").textContent = `not saved (${r.status})`;
 };
 $("refresh").onclick = () => { offset = 0; loadHistory(); };
-$("filter-status").onchange = $("filter-verdict").onchange = $("filter-label").onchange = $("refresh").onclick;
+$("filter-status").onchange = $("filter-verdict").onchange = $("filter-label").onchange = $("filter-provenance").onchange = $("refresh").onclick;
 $("search").onkeydown = e => { if(e.key === "Enter") $("refresh").onclick(); };
 loadHistory();
 setInterval(() => { if(document.visibilityState === "visible") loadHistory(); }, 5000);

@@ -15,7 +15,8 @@ from ..detect.report import case_report_html, picture_facts, with_person_images
 from .store import JobStore
 
 CSV_COLUMNS = ("id", "created", "finished", "status", "verdict", "score", "file_name", "sha256", "size", "frames",
-               "model", "priority", "attempts", "reason", "analyst_label", "label_note", "label_by", "labelled_at")
+               "model", "priority", "attempts", "reason", "analyst_label", "label_note", "label_by", "labelled_at",
+               "provenance")
 PRIORITY_NAMES = {0: "interactive", 1: "batch"}
 
 
@@ -31,6 +32,8 @@ def result_record(result, job: dict, media: Path, settings: dict, heatmap: bool)
 
     record["reason"], record["verdict_meaning"] = scrub(record.get("reason")), scrub(record.get("verdict_meaning"))
     record["cannot_judge"] = [{**r, "message": scrub(r["message"])} for r in record.get("cannot_judge", [])]
+    if record.get("provenance"):
+        record["provenance"]["reason"] = scrub(record["provenance"]["reason"])
     record.pop("path", None)
     if record.get("calibration") not in (None, "uncalibrated"):
         record["calibration"] = settings["calibration"]  # its SHA-256, not the server's file name

@@ -55,6 +55,7 @@ ERRORS = {400: "malformed form or JSON body, empty file or a bad field", 401: "m
 Status = Literal["queued", "running", "done", "failed"] | None  # the history's filters
 Verdict = Literal["manipulated", "inconclusive", "no_evidence", "cannot_judge", "fake", "real"] | None
 LabelFilter = Literal["fake", "real", "unsure", "unlabelled"] | None
+ProvenanceFilter = Literal["none", "invalid", "valid", "trusted", "error"] | None  # Content Credentials' state
 
 
 class AnalystLabel(BaseModel):
@@ -223,9 +224,10 @@ def add_history_routes(app: FastAPI, service: ScoringService, unauthorised: dict
     def list_jobs(status: Status = None, verdict: Verdict = None, q: str | None = text_query,
                   since: float | None = since_query, until: float | None = until_query,
                   limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9),
-                  label: LabelFilter = None) -> dict:
-        """History, newest first, with filters (label: an analyst's label, or unlabelled) and paging."""
-        jobs, total = store_call(store.list, status, verdict, q, since, until, limit, offset, label)
+                  label: LabelFilter = None, provenance: ProvenanceFilter = None) -> dict:
+        """History, newest first, with filters (label: an analyst's label, or unlabelled; provenance: the state of
+        the file's Content Credentials) and paging."""
+        jobs, total = store_call(store.list, status, verdict, q, since, until, limit, offset, label, provenance)
         return {"jobs": [job_view(store, j, with_result=False) for j in jobs], "total": total, "limit": limit,
                 "offset": offset}
 
@@ -233,9 +235,9 @@ def add_history_routes(app: FastAPI, service: ScoringService, unauthorised: dict
              responses={200: {"content": {"text/csv": {}}}, **errors(400, 503), **unauthorised})
     def export_jobs(status: Status = None, verdict: Verdict = None, q: str | None = text_query,
                     since: float | None = since_query, until: float | None = until_query,
-                    label: LabelFilter = None) -> Response:
+                    label: LabelFilter = None, provenance: ProvenanceFilter = None) -> Response:
         """The filtered history as CSV, newest first (every matching job, with the analysts' labels)."""
-        jobs, _ = store_call(store.list, status, verdict, q, since, until, None, 0, label)
+        jobs, _ = store_call(store.list, status, verdict, q, since, until, None, 0, label, provenance)
         return Response(history_csv(jobs), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="hcsi-jobs.csv"'})
 

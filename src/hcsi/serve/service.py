@@ -34,7 +34,9 @@ def detector_settings(detector: Detector) -> dict:
     return {"model": config.name, "input_size": config.input_size, "checkpoint_sha256": detector.checkpoint_sha256,
             "face_detector": detector.face_detector.name, "aggregate": detector.aggregate,
             "calibration": f"sha256:{calibration_sha256(calibration)}" if calibration else "uncalibrated",
-            "decided_by": detector.decision.to_dict()}
+            "decided_by": detector.decision.to_dict(),
+            "trust_anchors": (f"sha256:{hashlib.sha256(detector.trust_anchors.encode()).hexdigest()}"
+                              if detector.trust_anchors else "none")}  # a provenance state depends on them
 
 
 class ScoringService:

@@ -66,11 +66,15 @@ MIGRATIONS = [  # index i upgrades schema version i to i + 1; each statement run
     ALTER TABLE jobs ADD COLUMN label_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE jobs ADD COLUMN labelled_at DOUBLE PRECISION
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN provenance TEXT;
+    CREATE INDEX jobs_provenance ON jobs (provenance, created)
+    """,
 ]
 ANALYST_LABELS = ("fake", "real", "unsure")
 COLUMNS = ("id", "created", "started", "finished", "status", "reason", "file_name", "sha256", "size", "suffix",
            "frames", "settings", "model", "score", "verdict", "progress", "attempts", "priority", "analyst_label",
-           "label_note", "label_by", "labelled_at")
+           "label_note", "label_by", "labelled_at", "provenance")
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16): the only ids a job gets
 CLAIMABLE = "(status = 'queued' OR (status = 'running' AND lease_until < ?))"
 
@@ -186,10 +190,11 @@ class JobStore:
                 Path(tmp).write_bytes(heatmap)
         failed = result.get("status") not in ("ok", "no_face")
         updated = self._transaction(lambda db: db.execute(
-            "UPDATE jobs SET status = ?, finished = ?, score = ?, verdict = ?, reason = ?, claim = NULL, "
-            "lease_until = NULL WHERE id = ? AND claim = ? AND status = 'running'",
+            "UPDATE jobs SET status = ?, finished = ?, score = ?, verdict = ?, reason = ?, provenance = ?, "
+            "claim = NULL, lease_until = NULL WHERE id = ? AND claim = ? AND status = 'running'",
             ("failed" if failed else "done", time.time(), result.get("score"),
-             result.get("verdict") or result.get("label"), result.get("reason", ""), job_id, token)).rowcount)
+             result.get("verdict") or result.get("label"), result.get("reason", ""),
+             (result.get("provenance") or {}).get("state"), job_id, token)).rowcount)
         if updated:
             self._drop_media(job_id)
         elif self.get(job_id) is None:  # deleted while it ran: nothing of the case stays behind
@@ -256,11 +261,12 @@ class JobStore:
 
     def list(self, status: str | None = None, verdict: str | None = None, text: str | None = None,
              since: float | None = None, until: float | None = None, limit: int | None = 50,
-             offset: int = 0, label: str | None = None) -> tuple[list[dict], int]:
+             offset: int = 0, label: str | None = None, provenance: str | None = None) -> tuple[list[dict], int]:
         """Jobs newest first with the filters (text matches the file name or the SHA-256; label: an analyst's
-        label, "labelled" or "unlabelled"), and how many match; `limit=None`: all of them."""
+        label, "labelled" or "unlabelled"; provenance: the state of the file's Content Credentials), and how many
+        match; `limit=None`: all of them."""
         where, values = [], []
-        for column, value in (("status", status), ("verdict", verdict)):
+        for column, value in (("status", status), ("verdict", verdict), ("provenance", provenance)):
             if value:
                 where.append(f"{column} = ?")
                 values.append(value)
