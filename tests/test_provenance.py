@@ -204,3 +204,30 @@ def test_the_service_answers_provenance_filters_its_history_and_shows_it_on_the_
         assert "TRUSTED" in report_page.inner_text("#provenance")
         report_page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
+
+
+def test_a_damaged_manifest_is_reported_and_the_detection_goes_on(signed, checkpoint, tmp_path):
+    """Bytes of the manifest itself changed: invalid or error with the reason, never valid, and the photo is still
+    scored as without it; `hcsi evaluate` lists each video's state in videos.csv."""
+    from hcsi.detect import Detector
+
+    data = bytearray(signed["jpg"].read_bytes())
+    at = data.index(b"c2pa.signature")  # inside the manifest's JUMBF boxes
+    data[at:at + 14] = b"x" * 14
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(bytes(data))
+    found = read_provenance(damaged)
+    assert found.state in ("invalid", "error") and found.reason, found
+    detector = Detector.from_checkpoint(checkpoint, device="cpu", frames=2)
+    result, plain = detector.score(damaged), detector.score(fixture(PHOTO))
+    assert result.status == "ok" and result.score == plain.score and result.provenance.state == found.state
+
+    root = tmp_path / "folder"
+    for label, path in (("fake", signed["mp4"]), ("real", fixture("liveportrait/d0.mp4"))):
+        (root / label).mkdir(parents=True)
+        shutil.copy(path, root / label / path.name)
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--root", str(root),
+                 "--frames", "2", "--workers", "0", "--device", "cpu", "--out", str(out)]) == 0
+    with open(out / "videos.csv", newline="") as f:
+        assert {r["video_id"]: r["provenance"] for r in csv.DictReader(f)} == {"clip": "valid", "d0": "none"}
