@@ -253,7 +253,7 @@ def test_analysts_label_jobs_see_how_verdicts_hold_and_recalibrate_from_them(det
     assert summary["true_positives"] + summary["false_negatives"] == 4 and summary["recall"]["ci95"] is not None
     assert client.get("/v1/jobs", params={"label": "fake"}).json()["total"] == 4
     exported = client.get("/v1/jobs.csv", params={"label": "real"}).text.splitlines()
-    assert len(exported) == 5 and exported[0].endswith("analyst_label,label_note,label_by,labelled_at")
+    assert len(exported) == 5 and exported[0].endswith("analyst_label,label_note,label_by,labelled_at,provenance")
 
     store = client.app.state.service.store  # one job labelled for another checkpoint: left out, counted
     settings = json_module.loads(store.get(ids[0])["settings"])
