@@ -14,7 +14,9 @@ Nothing is fetched from the network: no OCSP, no remote manifests.
 """
 from __future__ import annotations
 
+import base64
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,13 +67,28 @@ class Provenance:
 
 
 def read_trust_anchors(path: str | Path) -> str:
-    """The PEM text of a trust-anchor file (one or more CA certificates), checked to hold at least one."""
-    path = Path(path)
+    """The PEM text of a trust-anchor file (one or more CA certificates), checked to hold at least one and only
+    certificates that decode (base64 of a DER sequence), so that a damaged file is refused once, up front, rather
+    than turning every input's provenance into an error."""
+    if not str(path):
+        raise ValueError("--trust-anchors: an empty file name (expected a PEM file of CA certificates)")
+    where, path = f"--trust-anchors {path}", Path(path)
+    if not path.exists():
+        raise ValueError(f"{where}: no such file")
     if not path.is_file():
-        raise ValueError(f"--trust-anchors {path}: no such file")
+        raise ValueError(f"{where}: not a regular file (expected a PEM file of CA certificates)")
     text = path.read_text(errors="replace")
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ValueError(f"--trust-anchors {path}: expected PEM certificates (-----BEGIN CERTIFICATE-----)")
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", text, re.S)
+    if not blocks:
+        raise ValueError(f"{where}: expected PEM certificates (-----BEGIN CERTIFICATE----- ... "
+                         "-----END CERTIFICATE-----)")
+    for number, block in enumerate(blocks, 1):
+        try:
+            der = base64.b64decode("".join(block.split()), validate=True)
+        except ValueError:
+            der = b""
+        if not der.startswith(b"\x30"):
+            raise ValueError(f"{where}: certificate {number} is not valid base64-encoded DER")
     return text
 
 

@@ -165,7 +165,7 @@ def _detect(args: argparse.Namespace) -> int:
                          "a `persons` list per input)")
     if not args.model:
         require_hcsi_checkpoint(args.checkpoint, "detect")
-    trust_anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors else None
+    trust_anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors is not None else None
     entries = expand_inputs(args.paths)
     if all(entry.problem for entry in entries):  # nothing to score: said before any model is loaded
         for entry in entries:

@@ -31,7 +31,7 @@ def _detector(args: argparse.Namespace, command: str):
     from ..detect import Detector
 
     require_hcsi_checkpoint(args.checkpoint, command)
-    trust_anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors else None
+    trust_anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors is not None else None
     return Detector.from_checkpoint(args.checkpoint, device=args.device, frames=args.frames,
                                     face_detector=args.face_detector, calibration=args.calibration,
                                     strict_fpr=args.strict_fpr, lenient_fpr=args.lenient_fpr,
