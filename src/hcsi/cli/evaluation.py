@@ -11,8 +11,8 @@ from pathlib import Path
 from ..faces.detect import default_face_detector
 from ..perturbations import LEVELS, PERTURBATIONS
 from .options import (
-    backend_option,
     aggregate_option,
+    backend_option,
     benchmark_options,
     checkpoint_option,
     face_detector_option,
@@ -61,8 +61,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed(ctx)
     if summary is not None:
-        keys = ("dataset", "aggregate", "backends", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc", "person_auc",
-                "top_person_is_manipulated")
+        keys = ("dataset", "aggregate", "backends", "n_videos", "n_failed", "auc", "ap", "eer", "acc", "frame_auc",
+                "person_auc", "top_person_is_manipulated")
         print(json.dumps({k: summary[k] for k in keys if k in summary} | {"out": out}))
     return 0
 

@@ -33,6 +33,7 @@ from ..evaluate.protocol import (
     VideoFaces,
     aggregate_video,
     default_batch_size,
+    engine_name,
     extract_test_faces,
     faces_in_frames,
     failure_reason,
@@ -45,7 +46,7 @@ from ..files import file_sha256
 from ..models.builder import model_from_checkpoint
 from ..normalization import image_to_tensor
 from ..provenance import Provenance, read_provenance
-from .backends import backend_name, onnx_scorer, resolve_backend
+from .backends import onnx_scorer
 from .gradcam import grad_cam_maps
 
 PROGRESS_CROPS = 8  # crops per forward pass while someone follows the progress (the service's live view)
@@ -157,7 +158,7 @@ class Detector:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.scorer = model if scorer is None else scorer
-        self.backend = backend_name(scorer)
+        self.backend = engine_name(self.scorer)
         self.frames = frames
         self.batch_size = batch_size or default_batch_size(self.device)
         self.face_detector = create_face_detector(face_detector or default_face_detector(self.device),
@@ -197,11 +198,10 @@ class Detector:
             digest = file_sha256(path)
             options["calibration"] = Calibration.load(calibration or beside, digest)
         model = model_from_checkpoint(path)
-        if resolve_backend(backend, resolve_device(device)) == "onnxruntime":
-            digest = digest or file_sha256(path)
         scorer = onnx_scorer(model, path, backend, resolve_device(device), digest)
         detector = cls(model, device=device, scorer=scorer, **options)
-        detector.checkpoint_path, detector._checkpoint_sha256 = Path(path), digest
+        detector.checkpoint_path = Path(path)
+        detector._checkpoint_sha256 = digest or getattr(scorer, "checkpoint_sha256", None)  # else hashed when asked
         return detector
 
     @property

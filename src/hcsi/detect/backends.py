@@ -53,11 +53,6 @@ def onnx_scorer(model: nn.Module, checkpoint: str | Path, backend: str, device,
         return None
 
 
-def backend_name(scorer) -> str:
-    """"torch" or "onnxruntime": which engine a scorer of `onnx_scorer` runs on (None: the PyTorch model)."""
-    return "torch" if scorer is None or isinstance(scorer, nn.Module) else "onnxruntime"
-
-
 def say(message: str) -> None:
     print(f"hcsi: {message}", file=sys.stderr, flush=True)
 

@@ -12,6 +12,7 @@ import av
 
 from .. import __version__
 from ..files import file_sha256
+from ..provenance import UNTRUSTED
 
 MEANING_CALIBRATED = (
     "The probability is the model's score mapped by a calibration fitted on labelled videos ({fitted}). It says "
@@ -197,7 +198,7 @@ def provenance_section(record: dict) -> str:
              ("claim generator", found.get("claim_generator")), ("signing time", found.get("time")),
              ("title", found.get("title")), ("reason", found.get("reason")),
              ("failure codes", ", ".join(c for c in found.get("failure_codes") or []
-                                         if c != "signingCredential.untrusted"))]
+                                         if c != UNTRUSTED))]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts if v)
     actions = "".join(f"<li>{e(str(a.get('action')))}" + (f" ({e(str(a['software_agent']))})"
                                                            if a.get("software_agent") else "")

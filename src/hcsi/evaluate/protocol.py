@@ -248,6 +248,11 @@ def score_crops(model: torch.nn.Module, crops: list[np.ndarray], device: torch.d
     return np.concatenate(scores).astype(np.float64)
 
 
+def engine_name(model) -> str:
+    """"torch" or "onnxruntime": which engine runs `model` (a PyTorch module, or an ONNX Runtime export of one)."""
+    return "torch" if isinstance(model, torch.nn.Module) else "onnxruntime"
+
+
 def read_ahead(items: Iterable, depth: int = 1) -> Iterator:
     """The items of `items`, in order, made by a background thread that stays up to `depth` finished items ahead of
     the consumer: decoding and finding faces of the next inputs (mostly native code that releases the GIL) overlap

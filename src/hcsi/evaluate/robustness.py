@@ -37,6 +37,7 @@ from .protocol import (
     crops_at,
     decoding_failure,
     default_batch_size,
+    engine_name,
     faces_in_frames,
     failure_reason,
     score_crops,
@@ -136,7 +137,7 @@ def score_cells(model, videos: list[TestVideo], out_dir: Path, options: Robustne
             write_json_atomic(cell_cache(out_dir, video, cell),
                               {"key": video.key, "label": video.label, "status": status, "reason": reason,
                                "score": score, "frames_used": len(frames),
-                               "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime"})
+                               "backend": engine_name(model)})
         bar.update(1)
     bar.close()
     return len(jobs)
@@ -227,8 +228,8 @@ def robustness(model: torch.nn.Module, videos: list[TestVideo], out_dir: str | P
     settings = scoring_settings(model, options) | {"seed": options.seed, "detect_on": options.detect_on}
     claim_out_dir(out_dir, settings, ctx)
     model = model.to(ctx.device).eval()
-    score_cells(model if scorer is None else scorer, videos[ctx.rank::ctx.world_size], out_dir, options, device=ctx.device,
-                progress=progress and ctx.is_main)
+    score_cells(model if scorer is None else scorer, videos[ctx.rank::ctx.world_size], out_dir, options,
+                device=ctx.device, progress=progress and ctx.is_main)
     ctx.barrier()
     if not ctx.is_main:
         return None

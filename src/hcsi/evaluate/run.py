@@ -53,6 +53,7 @@ from .protocol import (
     STATUS_UNREADABLE,
     aggregate_video,
     default_batch_size,
+    engine_name,
     extract_test_faces,
     failure_reason,
     score_in_batches,
@@ -185,7 +186,7 @@ def score_videos(model, videos: list[TestVideo], out_dir: Path, options: Evaluat
                   "path": str(video.path), "label": video.label, "status": status, "reason": reason,
                   "score": score, "frames_used": len(frames), "faces_found": len(faces.crops),
                   "frames_sampled": len(faces.frame_indices), "frames": frames, "crop": crop,
-                  "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime",
+                  "backend": engine_name(model),
                   "provenance": read_provenance(video.path).state,  # beside the score, never in it
                   "persons_score": aggregate_persons(persons),
                   "persons": [{"id": p.id, "score": p.score, "label": faces.person_labels.get(p.id),
